@@ -1,0 +1,66 @@
+"""What every asset factory shares: names, resource keys, the run's template context."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from assets import spec
+from assets.templating import date_context, logical_date
+
+WAREHOUSE_KEY = "warehouse"
+STAGING_KEY = "staging"
+SCHEDULED_TIME_TAG = "dagster/scheduled_execution_time"
+PARTITION_TAG = "dagster/partition"
+
+
+def connection_key(workflow: str, connection: str) -> str:
+    """Resource key of a workflow's connection: workflows may reuse connection names."""
+    return f"{workflow}__{connection}"
+
+
+def owners_of(workflow: spec.Workflow, item: Any) -> list[str]:
+    return list(getattr(item, "owners", None) or workflow.workflow.owners)
+
+
+def partitions_for(workflow: spec.Workflow) -> dg.DailyPartitionsDefinition | None:
+    """One daily partitioning per workflow, so its dated assets share one job."""
+    info = workflow.workflow
+    if info.start_date is None:
+        return None
+    return dg.DailyPartitionsDefinition(start_date=info.start_date.isoformat(),
+                                        timezone=info.timezone)
+
+
+def template_context(context: dg.AssetExecutionContext, workflow: spec.Workflow
+                     ) -> dict[str, Any]:
+    """Date macros from the run's partition, else the schedule tick, else today in the workflow's
+    time zone; plus the workflow's params and the run id."""
+    info = workflow.workflow
+    partition = context.run.tags.get(PARTITION_TAG)
+    scheduled = context.run.tags.get(SCHEDULED_TIME_TAG)
+    day = logical_date(partition, scheduled, datetime.now(ZoneInfo(info.timezone)))
+    return {**date_context(day, info.params), "run_id": context.run_id,
+            "workflow": info.name}
+
+
+def markdown_table(names: list[str], rows: list[tuple]) -> str:
+    """A small markdown table for metadata previews (cells escaped, long values cut)."""
+    def cell(value: Any) -> str:
+        text = "" if value is None else str(value)
+        text = text.replace("|", "\\|").replace("\n", " ")
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    lines = ["| " + " | ".join(map(cell, names)) + " |", "|" + "---|" * len(names)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def asset_partition(context: dg.AssetExecutionContext) -> str | None:
+    """This asset's partition; None for an unpartitioned asset even inside a dated run."""
+    if context.assets_def.partitions_def is None or not context.has_partition_key:
+        return None
+    return context.partition_key

@@ -1,0 +1,204 @@
+"""Courier assets: pull one file pattern or one SQL query from a connection.
+
+A courier's materialization is a manifest of local files for the feed to read: folder files are
+read in place (no copy of a 2 GB file), remote files are downloaded into the staging area, SQL
+results are streamed into Parquet. xlsx and non-UTF-8 text are converted to UTF-8 CSV here, so
+feeds only ever read CSV, JSON lines or Parquet with DuckDB's own readers.
+"""
+
+
+import codecs
+import csv
+import shutil
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from assets import spec
+from assets.common import (
+    STAGING_KEY,
+    asset_partition,
+    connection_key,
+    owners_of,
+    partitions_for,
+    template_context,
+)
+from assets.templating import render_sql, render_text
+from resources.files import FolderResource, TransferError
+from resources.staging import StagingResource
+
+DUCKDB_ENCODINGS = {"utf-8", "utf8", "utf-8-sig"}
+MANIFEST = "manifest.json"
+
+
+def courier_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["courier", name])
+
+
+def manifest_path(staging: StagingResource, workflow: str, courier: str,
+                  partition: str | None) -> Path:
+    return staging.folder(workflow, "couriers", courier, partition or "current") / MANIFEST
+
+
+def build_courier_asset(workflow: spec.Workflow, name: str, courier: spec.Courier
+                        ) -> dg.AssetsDefinition:
+    connection = workflow.connections[courier.from_]
+    wf = workflow.workflow.name
+    conn_key = connection_key(wf, courier.from_)
+    source = courier.query if connection.kind == "sql" else courier.path
+    described = courier.description or (
+        f"Pulls `{source}` from connection `{courier.from_}` ({connection.kind})."
+    )
+
+    @dg.asset(
+        key=courier_key(name),
+        group_name=wf,
+        description=described,
+        owners=owners_of(workflow, courier),
+        kinds={connection.kind, "parquet" if connection.kind == "sql" else courier.format.type},
+        partitions_def=partitions_for(workflow) if courier.dated else None,
+        required_resource_keys={conn_key, STAGING_KEY},
+        metadata={"connection": courier.from_, "source": source,
+                  "format": courier.format.type if connection.kind != "sql" else "sql"},
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
+    )
+    def _courier(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        staging: StagingResource = getattr(context.resources, STAGING_KEY)
+        conn = getattr(context.resources, conn_key)
+        partition = asset_partition(context)
+        folder = manifest_path(staging, wf, name, partition).parent
+        values = template_context(context, workflow)
+        if connection.kind == "sql":
+            files, fmt = _pull_query(context, conn, courier, values, folder)
+        else:
+            files, fmt = _pull_files(context, conn, courier, values, folder)
+        staging.write_json(folder / MANIFEST, {"files": files, "format": fmt,
+                                               "partition": partition})
+        total = sum(f["size"] for f in files)
+        return dg.MaterializeResult(metadata={
+            "files": dg.MetadataValue.md("\n".join(f"- `{f['source']}` ({f['size']:,} bytes)"
+                                                   for f in files) or "no files"),
+            "file_count": len(files),
+            "bytes": total,
+            "manifest": dg.MetadataValue.path(str(folder / MANIFEST)),
+        })
+
+    return _courier
+
+
+def _pull_files(context: dg.AssetExecutionContext, conn: Any, courier: spec.Courier,
+                values: dict[str, Any], folder: Path) -> tuple[list[dict], dict]:
+    pattern = render_text(courier.path or "", values)
+    try:
+        found = conn.list_files(pattern)
+    except TransferError as failed:
+        raise dg.Failure(f"courier could not list {pattern!r}: {failed}") from failed
+    if not found and courier.required:
+        raise dg.Failure(
+            f"no file matches {conn.describe(pattern)!r}; check the path and that the file "
+            "arrived, or set `required: false` on the courier to load nothing instead",
+        )
+    fmt = courier.format.model_dump()
+    files = []
+    for item in found:
+        if isinstance(conn, FolderResource):
+            local = conn.local_path(item.path)
+        else:
+            local = folder / Path(item.path).name
+            context.log.info(f"downloading {conn.describe(item.path)} ({item.size:,} bytes)")
+            try:
+                conn.download(item.path, local)
+            except TransferError as failed:
+                raise dg.Failure(f"courier download failed: {failed}") from failed
+        local = _normalise(local, courier.format, folder)
+        files.append({"path": str(local), "source": conn.describe(item.path),
+                      "size": item.size})
+    if courier.format.type == "xlsx" or courier.format.encoding.lower() not in DUCKDB_ENCODINGS:
+        fmt.update(type="csv", delimiter=",", encoding="utf-8", quote='"', escape=None,
+                   skip_rows=0, compression="none")
+    return files, fmt
+
+
+def _normalise(local: Path, fmt: spec.FileFormat, folder: Path) -> Path:
+    """Turn xlsx and non-UTF-8 text into UTF-8 CSV, streaming; other files are left as they are."""
+    if fmt.type == "xlsx":
+        return _xlsx_to_csv(local, fmt, folder / f"{local.stem}.csv")
+    if fmt.encoding.lower() in DUCKDB_ENCODINGS:
+        return local
+    target = folder / f"{local.name}.utf8"
+    opener = _gzip_open if local.suffix == ".gz" or fmt.compression == "gzip" else open
+    try:
+        with opener(local, "rb") as raw, open(target, "wb") as out:
+            decoder = codecs.getreader(fmt.encoding)(raw, errors="strict")
+            shutil.copyfileobj(_Encoded(decoder), out, 1 << 20)
+    except (UnicodeDecodeError, LookupError) as bad:
+        raise dg.Failure(f"{local}: cannot decode as {fmt.encoding}: {bad}; set "
+                         "`format.encoding` to the file's real encoding") from bad
+    return target
+
+
+def _gzip_open(path: Path, mode: str) -> Any:
+    import gzip
+
+    return gzip.open(path, mode)
+
+
+class _Encoded:
+    """Wrap a text reader so copyfileobj writes UTF-8 bytes."""
+
+    def __init__(self, reader: Any):
+        self.reader = reader
+
+    def read(self, size: int = -1) -> bytes:
+        return self.reader.read(size).encode("utf-8")
+
+
+def _xlsx_to_csv(local: Path, fmt: spec.FileFormat, target: Path) -> Path:
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    try:
+        book = load_workbook(local, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, OSError) as bad:
+        raise dg.Failure(f"{local} is not a readable xlsx workbook: {bad}") from bad
+    try:
+        if fmt.sheet and fmt.sheet not in book.sheetnames:
+            raise dg.Failure(f"{local}: no sheet {fmt.sheet!r} (sheets: "
+                             f"{', '.join(book.sheetnames)})")
+        sheet = book[fmt.sheet] if fmt.sheet else book.worksheets[0]
+        with open(target, "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            for index, row in enumerate(sheet.iter_rows(values_only=True)):
+                if index >= fmt.skip_rows:
+                    writer.writerow(["" if v is None else v for v in row])
+    finally:
+        book.close()
+    return target
+
+
+def _pull_query(context: dg.AssetExecutionContext, conn: Any, courier: spec.Courier,
+                values: dict[str, Any], folder: Path) -> tuple[list[dict], dict]:
+    bound = render_sql(courier.query or "", values, conn.placeholder.format)
+    target = folder / "result.parquet"
+    partial = folder / ".result.parquet.partial"
+    rows, writer = 0, None
+    try:
+        for batch in conn.batches(bound.text, bound.params):
+            writer = writer or pq.ParquetWriter(partial, batch.schema)
+            writer.write_batch(batch)
+            rows += batch.num_rows
+            context.log.info(f"{rows:,} rows read so far")
+    except Exception as failed:
+        partial.unlink(missing_ok=True)
+        raise dg.Failure(f"courier query on connection `{courier.from_}` failed: "
+                         f"{str(failed).splitlines()[0]}") from failed
+    finally:
+        if writer is not None:
+            writer.close()
+    partial.replace(target)
+    return ([{"path": str(target), "source": f"query on {courier.from_}",
+              "size": target.stat().st_size, "rows": rows}],
+            {"type": "parquet"})

@@ -1,0 +1,226 @@
+"""Feeds: a courier's rows mapped to domain columns, standardised by semantic tag, loaded.
+
+Standardisation compiles to DuckDB SQL over DuckDB's own file readers, so a 2 GB file streams
+through one engine at its native speed; values that cannot be standardised become NULL.
+"""
+
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+
+from assets import spec
+from assets.common import (
+    STAGING_KEY,
+    WAREHOUSE_KEY,
+    asset_partition,
+    owners_of,
+    partitions_for,
+)
+from assets.couriers import courier_key, manifest_path
+from resources.staging import StagingResource
+from resources.warehouse import PARTITION_COLUMN, WarehouseError, WarehouseResource, quote_ident
+
+DEFAULT_DATE_FORMATS = ["%Y-%m-%d", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d", "%Y%m%d", "%d-%b-%Y"]
+DEFAULT_DATETIME_FORMATS = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%m/%d/%Y %H:%M",
+                            "%Y-%m-%dT%H:%M:%S%z"]
+TAG_TYPES = {"date": "DATE", "datetime": "TIMESTAMP", "integer": "BIGINT",
+             "decimal": "DECIMAL(18,4)", "boolean": "BOOLEAN"}
+
+
+def domain_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["domain", name])
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def quote_source(column: str) -> str:
+    """Quote a source column as the file names it (any text, quotes doubled)."""
+    return '"' + column.replace('"', '""') + '"'
+
+
+def standardise(column: str, mapping: spec.ColumnMapping) -> str:
+    """The DuckDB expression that turns a raw source value into its standard form."""
+    v = f"nullif(trim(CAST({quote_source(column)} AS VARCHAR)), '')"
+    tag = mapping.tag
+    if tag in ("text", "id"):
+        return v
+    if tag in ("upper", "country"):
+        return f"upper({v})"
+    if tag == "lower":
+        return f"lower({v})"
+    if tag == "email":
+        return (f"CASE WHEN regexp_full_match(lower({v}), '[^@\\s]+@[^@\\s]+\\.[^@\\s]+') "
+                f"THEN lower({v}) END")
+    if tag == "name":
+        words = f"string_split(lower(regexp_replace({v}, '\\s+', ' ', 'g')), ' ')"
+        return (f"list_aggr(list_transform({words}, lambda w: upper(w[1]) || w[2:]), "
+                "'string_agg', ' ')")
+    if tag == "phone":
+        return _phone(v, mapping.default_country_code)
+    if tag == "postal_code":
+        compact = f"upper(regexp_replace({v}, '\\s+', ' ', 'g'))"
+        return (f"CASE WHEN regexp_full_match({compact}, '\\d{{1,4}}') THEN lpad({compact}, 5, "
+                f"'0') WHEN regexp_full_match({compact}, '\\d{{9}}') THEN {compact}[1:5] || '-' "
+                f"|| {compact}[6:] ELSE {compact} END")
+    if tag in ("date", "datetime"):
+        formats = mapping.formats or (DEFAULT_DATE_FORMATS if tag == "date"
+                                      else DEFAULT_DATETIME_FORMATS)
+        tries = ", ".join(f"try_strptime({v}, {_literal(f)})" for f in formats)
+        return f"CAST(coalesce({tries}) AS {TAG_TYPES[tag]})"
+    if tag == "integer":
+        return f"TRY_CAST(replace({v}, ',', '') AS BIGINT)"
+    if tag == "decimal":
+        return f"TRY_CAST(regexp_replace({v}, '[^0-9.eE+-]', '', 'g') AS DECIMAL(18,4))"
+    if tag == "boolean":
+        return (f"CASE WHEN lower({v}) IN ('true','t','yes','y','1') THEN TRUE "
+                f"WHEN lower({v}) IN ('false','f','no','n','0') THEN FALSE END")
+    raise ValueError(f"unknown semantic tag {tag!r}")
+
+
+def _phone(v: str, country_code: str | None) -> str:
+    """E.164: keep international numbers, prefix national ones with the calling code."""
+    digits = f"regexp_replace({v}, '[^0-9]', '', 'g')"
+    national = "NULL"
+    if country_code == "1":
+        national = (f"CASE WHEN length({digits}) = 10 THEN '+1' || {digits} "
+                    f"WHEN length({digits}) = 11 AND {digits}[1] = '1' THEN '+' || {digits} END")
+    elif country_code:
+        national = f"'+{country_code}' || regexp_replace({digits}, '^0', '')"
+    number = (f"CASE WHEN starts_with({v}, '+') THEN '+' || {digits} "
+              f"WHEN starts_with({digits}, '00') THEN '+' || {digits}[3:] ELSE {national} END")
+    return f"CASE WHEN regexp_full_match({number}, '\\+[1-9]\\d{{7,14}}') THEN {number} END"
+
+
+def reader_sql(fmt: dict[str, Any]) -> str:
+    """DuckDB's own reader for the manifest's files (bound as `$files`)."""
+    kind = fmt["type"]
+    if kind == "parquet":
+        return "read_parquet($files, filename = true, union_by_name = true)"
+    if kind == "jsonl":
+        return ("read_json($files, format = 'newline_delimited', filename = true, "
+                "union_by_name = true)")
+    options = [f"delim = {_literal(fmt.get('delimiter') or {'tsv': chr(9), 'psv': '|'}.get(kind, ','))}",
+               f"header = {str(fmt.get('header', True)).lower()}",
+               f"quote = {_literal(fmt.get('quote') or '')}",
+               "all_varchar = true", "filename = true", "union_by_name = true",
+               f"skip = {int(fmt.get('skip_rows') or 0)}", "strict_mode = true"]
+    if fmt.get("escape"):
+        options.append(f"escape = {_literal(fmt['escape'])}")
+    if fmt.get("compression") in ("gzip", "none"):
+        options.append(f"compression = {_literal(fmt['compression'])}")
+    return f"read_csv($files, {', '.join(options)})"
+
+
+def file_columns(path: str, fmt: dict[str, Any]) -> list[str]:
+    """The columns one file offers (reads its header or schema only)."""
+    with duckdb.connect() as con:
+        rows = con.execute(f"DESCRIBE SELECT * FROM {reader_sql(fmt)}", {"files": [path]}
+                           ).fetchall()
+    return [r[0] for r in rows if r[0] != "filename"]
+
+
+def feed_select(table: spec.DomainTable, fmt: dict[str, Any], available: set[str],
+                partitioned: bool) -> str:
+    """SELECT standardised domain columns from the files; absent optional columns are NULL."""
+    projections = []
+    for name, mapping in table.columns.items():
+        source = mapping.source or name
+        if source in available:
+            expr = standardise(source, mapping)
+        else:
+            expr = f"CAST(NULL AS {TAG_TYPES.get(mapping.tag, 'VARCHAR')})"
+        projections.append(f"{expr} AS {quote_ident(name)}")
+    projections.append("filename AS _source_file")
+    if partitioned:
+        projections.append(f"CAST($partition AS VARCHAR) AS {PARTITION_COLUMN}")
+    return f"SELECT {', '.join(projections)} FROM {reader_sql(fmt)}"
+
+
+def build_domain_asset(workflow: spec.Workflow, name: str, table: spec.DomainTable,
+                       warehouse_kind: str = "duckdb") -> dg.AssetsDefinition:
+    wf = workflow.workflow.name
+    courier = workflow.couriers[table.from_]
+    partitions = partitions_for(workflow) if courier.dated else None
+    tags = ", ".join(f"`{c}` ({m.tag})" for c, m in table.columns.items())
+    schema = dg.TableSchema(columns=[
+        dg.TableColumn(c, TAG_TYPES.get(m.tag, "VARCHAR").lower(),
+                       description=m.description or f"{m.tag} from `{m.source or c}`",
+                       constraints=dg.TableColumnConstraints(nullable=not m.not_null))
+        for c, m in table.columns.items()])
+
+    @dg.asset(
+        key=domain_key(name),
+        group_name=wf,
+        description=table.description or f"Domain table standardised from courier "
+                                          f"`{table.from_}`: {tags}.",
+        owners=owners_of(workflow, table),
+        kinds={"table", warehouse_kind},
+        partitions_def=partitions,
+        deps=[courier_key(table.from_)],
+        required_resource_keys={WAREHOUSE_KEY, STAGING_KEY},
+        metadata={"dagster/column_schema": schema, "dagster/table_name": f"domain.{name}"},
+    )
+    def _domain(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
+        staging: StagingResource = getattr(context.resources, STAGING_KEY)
+        partition = asset_partition(context)
+        manifest_file = manifest_path(staging, wf, table.from_, partition)
+        if not manifest_file.exists():
+            raise dg.Failure(f"courier `{table.from_}` has not run for "
+                             f"{partition or 'this table'}; materialize it first")
+        manifest = staging.read_json(manifest_file)
+        files = [f["path"] for f in manifest["files"]]
+        if not files:
+            context.log.warning(f"courier `{table.from_}` brought no file: loading no rows")
+            return dg.MaterializeResult(metadata={"dagster/row_count": 0, "files": 0})
+        available = _check_required(table, files, manifest["format"])
+        select = feed_select(table, manifest["format"], available, partition is not None)
+        params: dict[str, Any] = {"files": files}
+        if partition is not None:
+            params["partition"] = partition
+        not_null = [c for c, m in table.columns.items() if m.not_null]
+        try:
+            rows = warehouse.load_files("domain", name, select, params, partition, not_null)
+        except (WarehouseError, duckdb.Error) as failed:
+            raise dg.Failure(f"domain table `{name}` from {', '.join(map(_short, files))}: "
+                             f"{str(failed).splitlines()[0]}") from failed
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": rows,
+            "files": len(files),
+            "source_files": dg.MetadataValue.md("\n".join(f"- `{f}`" for f in files)),
+            "warehouse": warehouse.safe_url,
+        })
+
+    return _domain
+
+
+def _short(path: str) -> str:
+    return Path(path).name
+
+
+def _check_required(table: spec.DomainTable, files: list[str], fmt: dict[str, Any]
+                    ) -> set[str]:
+    """Every required source column must be in every file; name the file and the column."""
+    available: set[str] = set()
+    problems = []
+    for path in files:
+        try:
+            columns = set(file_columns(path, fmt))
+        except duckdb.Error as bad:
+            raise dg.Failure(f"{path}: cannot read as {fmt['type']}: "
+                             f"{str(bad).splitlines()[0]}") from bad
+        available |= columns
+        missing = [m.source or c for c, m in table.columns.items()
+                   if m.required and (m.source or c) not in columns]
+        if missing:
+            problems.append(f"{path}: missing required column(s) {', '.join(missing)} "
+                            f"(found: {', '.join(sorted(columns))})")
+    if problems:
+        raise dg.Failure("; ".join(problems) + ". Fix the file or the feed's `source:` names; "
+                         "nothing was loaded.")
+    return available

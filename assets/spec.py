@@ -1,0 +1,255 @@
+"""The typed workflow spec: what every factory in assets/ and sensors/ is built from.
+
+orchestration/ parses YAML into these models (with file and line for every error); nothing
+below it ever sees a raw dict. Secrets are never values here, only environment-variable names.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+# Dagster accepts an e-mail address or `team:<name>` as an owner.
+Owner = Annotated[str, Field(pattern=r"^(team:[A-Za-z0-9_.-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")]
+# Date macros that make a path or query dated, and so its asset daily-partitioned.
+DATE_MACROS = ("ds", "ds_nodash", "yesterday_ds", "yesterday_ds_nodash", "month_start")
+DATE_MACRO_PATTERN = re.compile(r"{{[^}]*\b(" + "|".join(DATE_MACROS) + r")\b[^}]*}}")
+
+
+class Model(BaseModel):
+    """Strict base: unknown keys are errors, values are never coerced silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class EnvRef(Model):
+    """A value read from an environment variable at run time (`{env: NAME}`)."""
+
+    env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+# Secrets accept only an environment reference; plain settings accept either.
+Secret = EnvRef
+Setting = str | EnvRef
+
+
+def is_dated(template: str | None) -> bool:
+    """True when a template uses a date macro, which makes its asset daily-partitioned."""
+    return bool(template and DATE_MACRO_PATTERN.search(template))
+
+
+# ---------------------------------------------------------------- connections
+
+
+class FolderConnection(Model):
+    kind: Literal["folder"]
+    path: str = Field(description="Folder path; relative paths are relative to the spec file.")
+    description: str | None = None
+
+
+class SftpConnection(Model):
+    kind: Literal["sftp"]
+    host: Setting
+    port: int = Field(22, ge=1, le=65535)
+    username: Setting
+    password: Secret | None = None
+    private_key_path: Setting | None = None
+    private_key_passphrase: Secret | None = None
+    known_hosts: Setting | None = Field(
+        None, description="known_hosts file; default ~/.ssh/known_hosts. Host keys are checked."
+    )
+    base_path: str = "."
+    timeout_seconds: float = Field(30, gt=0)
+    description: str | None = None
+
+
+class S3Connection(Model):
+    kind: Literal["s3"]
+    bucket: Setting
+    prefix: str = ""
+    region: Setting | None = None
+    endpoint_url: Setting | None = None
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    description: str | None = None
+
+
+class SqlConnection(Model):
+    kind: Literal["sql"]
+    url: Secret = Field(description="SQLAlchemy URL; it usually holds a password, so env only.")
+    description: str | None = None
+
+
+Connection = Annotated[
+    FolderConnection | SftpConnection | S3Connection | SqlConnection,
+    Field(discriminator="kind"),
+]
+
+# ---------------------------------------------------------------- couriers
+
+
+class FileFormat(Model):
+    type: Literal["csv", "tsv", "psv", "jsonl", "parquet", "xlsx"] = "csv"
+    delimiter: str | None = Field(None, min_length=1, max_length=1)
+    header: bool = True
+    quote: str = Field('"', max_length=1)
+    escape: str | None = Field(None, max_length=1)
+    encoding: str = "utf-8"
+    compression: Literal["auto", "none", "gzip"] = "auto"
+    sheet: str | None = Field(None, description="xlsx only: sheet name, default the first.")
+    skip_rows: int = Field(0, ge=0)
+
+    @property
+    def effective_delimiter(self) -> str:
+        return self.delimiter or {"tsv": "\t", "psv": "|"}.get(self.type, ",")
+
+
+class Courier(Model):
+    """Pulls one file pattern or one SQL query from a connection."""
+
+    from_: Annotated[str, Field(alias="from")]
+    path: str | None = Field(None, description="File path or glob, templated (dates, params).")
+    query: str | None = Field(None, description="SQL for a `sql` connection, templated.")
+    format: FileFormat = FileFormat()
+    required: bool = Field(True, description="Fail when no file matches.")
+    description: str | None = None
+    owners: list[Owner] | None = None
+
+    @property
+    def dated(self) -> bool:
+        return is_dated(self.path) or is_dated(self.query)
+
+
+# ---------------------------------------------------------------- feeds / domain tables
+
+SemanticTag = Literal[
+    "text", "id", "email", "phone", "name", "postal_code", "date", "datetime",
+    "integer", "decimal", "boolean", "country", "upper", "lower",
+]
+
+
+class ColumnMapping(Model):
+    source: str | None = Field(None, description="Source column; default the domain column name.")
+    tag: SemanticTag = "text"
+    required: bool = Field(False, description="The source column must exist in every file.")
+    not_null: bool = Field(False, description="Rows whose value is null fail the load.")
+    formats: list[str] | None = Field(
+        None, description="date/datetime: strptime formats tried in order."
+    )
+    default_country_code: str | None = Field(
+        None, pattern=r"^\d{1,3}$", description="phone: calling code for national numbers."
+    )
+    description: str | None = None
+
+
+class DomainTable(Model):
+    """A feed: the courier's rows mapped to domain columns and standardised by semantic tag."""
+
+    from_: Annotated[str, Field(alias="from")]
+    columns: dict[str, ColumnMapping] = Field(min_length=1)
+    primary_key: list[str] | None = None
+    description: str | None = None
+    owners: list[Owner] | None = None
+
+    @field_validator("columns")
+    @classmethod
+    def _column_names(cls, columns: dict[str, ColumnMapping]) -> dict[str, ColumnMapping]:
+        for name in columns:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"column name {name!r} must match {NAME_PATTERN}")
+        return columns
+
+
+# ---------------------------------------------------------------- databases and queries
+
+
+class SqlTable(Model):
+    sql: str | None = None
+    sql_file: str | None = Field(None, description="Path of a .sql file, relative to the spec.")
+    depends_on: list[str] = Field(
+        default_factory=list,
+        description="Extra upstream tables (schema.table) the SQL does not name literally.",
+    )
+    description: str | None = None
+    owners: list[Owner] | None = None
+
+
+class Database(Model):
+    tables: dict[Name, SqlTable] = Field(min_length=1)
+    description: str | None = None
+    owners: list[Owner] | None = None
+
+
+class QueryChecks(Model):
+    min_rows: int | None = Field(None, ge=0)
+    max_rows: int | None = Field(None, ge=0)
+
+
+class Query(SqlTable):
+    """A query or segment: a SQL result set materialised as a table."""
+
+    checks: QueryChecks = QueryChecks()
+    preview_rows: int = Field(10, ge=0, le=100)
+
+
+# ---------------------------------------------------------------- activations
+
+
+class OutputFile(Model):
+    type: Literal["csv", "tsv", "psv", "jsonl", "parquet", "xlsx"] = "csv"
+    name: str = Field(description="Templated file name, e.g. partner_{{ ds_nodash }}.txt")
+    delimiter: str | None = Field(None, min_length=1, max_length=1)
+    header: bool = True
+    quote_all: bool = False
+
+    @property
+    def effective_delimiter(self) -> str:
+        return self.delimiter or {"tsv": "\t", "psv": "|"}.get(self.type, ",")
+
+
+class Activation(Model):
+    """Delivers a query's result as a file to a destination connection."""
+
+    query: str
+    to: str = Field(description="Destination connection: folder, sftp or s3.")
+    path: str = Field("", description="Folder under the destination, templated.")
+    file: OutputFile
+    overwrite: bool = True
+    description: str | None = None
+    owners: list[Owner] | None = None
+
+
+# ---------------------------------------------------------------- workflow
+
+
+class WorkflowInfo(Model):
+    name: Name
+    description: str | None = None
+    owners: list[Owner] = Field(default_factory=list)
+    timezone: str = "UTC"
+    start_date: date | None = Field(
+        None, description="First daily partition of dated couriers (required if any)."
+    )
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class Workflow(Model):
+    """One YAML file: a tenant's whole pipeline."""
+
+    workflow: WorkflowInfo
+    connections: dict[Name, Connection] = Field(default_factory=dict)
+    couriers: dict[Name, Courier] = Field(default_factory=dict)
+    domain_tables: dict[Name, DomainTable] = Field(default_factory=dict)
+    databases: dict[Name, Database] = Field(default_factory=dict)
+    queries: dict[Name, Query] = Field(default_factory=dict)
+    activations: dict[Name, Activation] = Field(default_factory=dict)
+    # Filled by later issues; accepted as empty so specs can grow into them.
+    courier_groups: dict[Name, dict] = Field(default_factory=dict, max_length=0)
+    orchestration_groups: dict[Name, dict] = Field(default_factory=dict, max_length=0)
+    automations: dict[Name, dict] = Field(default_factory=dict, max_length=0)
+    alerts: dict[Name, dict] = Field(default_factory=dict, max_length=0)

@@ -1,0 +1,43 @@
+"""Spec connections → Dagster resources, with every env reference as a `dg.EnvVar`.
+
+A missing variable is then reported by Dagster, by name, when a run starts; its value never
+appears in run config, logs or the UI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from assets import spec
+from resources.files import FolderResource, S3BucketResource, SftpResource
+from resources.warehouse import WarehouseResource
+
+
+def _value(setting: spec.Setting | None) -> Any:
+    if isinstance(setting, spec.EnvRef):
+        return dg.EnvVar(setting.env)
+    return setting
+
+
+def resource_for(connection: spec.Connection) -> dg.ConfigurableResource:
+    if isinstance(connection, spec.FolderConnection):
+        return FolderResource(path=connection.path)
+    if isinstance(connection, spec.SftpConnection):
+        fields = {k: _value(getattr(connection, k)) for k in (
+            "host", "username", "password", "private_key_path", "private_key_passphrase",
+            "known_hosts")}
+        return SftpResource(port=connection.port, base_path=connection.base_path,
+                            timeout_seconds=connection.timeout_seconds,
+                            **{k: v for k, v in fields.items() if v is not None})
+    if isinstance(connection, spec.S3Connection):
+        fields = {"bucket": _value(connection.bucket), "region_name": _value(connection.region),
+                  "endpoint_url": _value(connection.endpoint_url),
+                  "aws_access_key_id": _value(connection.access_key_id),
+                  "aws_secret_access_key": _value(connection.secret_access_key)}
+        return S3BucketResource(prefix=connection.prefix,
+                                **{k: v for k, v in fields.items() if v is not None})
+    if isinstance(connection, spec.SqlConnection):
+        return WarehouseResource(url=dg.EnvVar(connection.url.env))
+    raise TypeError(f"no resource for connection kind {connection.kind!r}")

@@ -1,0 +1,79 @@
+"""The code location's one assembly point: workflow specs → one `dg.Definitions`.
+
+Each workflow becomes its assets (one factory per spec part), its connections' resources and a
+job that materialises the whole workflow; project-wide policy (resources shared by all, the
+executor) is applied here once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from assets.activations import build_activation_asset
+from assets.common import STAGING_KEY, WAREHOUSE_KEY, connection_key
+from assets.couriers import build_courier_asset
+from assets.feeds import build_domain_asset
+from assets.sql_tables import build_database_assets, build_query_asset
+from orchestration import settings
+from orchestration.connections import resource_for
+from orchestration.spec_loader import LoadedWorkflow, load_workflows
+from resources.staging import StagingResource
+from resources.warehouse import WarehouseResource
+
+
+def workflow_job_name(workflow: str) -> str:
+    return f"{workflow}_job"
+
+
+def build_workflow_definitions(loaded: LoadedWorkflow, warehouse_kind: str = "duckdb"
+                               ) -> dg.Definitions:
+    """Everything one workflow spec describes."""
+    workflow = loaded.spec
+    name = workflow.workflow.name
+    assets: list[dg.AssetsDefinition] = []
+    assets += [build_courier_asset(workflow, n, c) for n, c in workflow.couriers.items()]
+    assets += [build_domain_asset(workflow, n, t, warehouse_kind)
+               for n, t in workflow.domain_tables.items()]
+    for db, database in workflow.databases.items():
+        assets += build_database_assets(workflow, db, database, warehouse_kind)
+    assets += [build_query_asset(workflow, n, q, warehouse_kind)
+               for n, q in workflow.queries.items()]
+    assets += [build_activation_asset(workflow, n, a) for n, a in workflow.activations.items()]
+    job = dg.define_asset_job(
+        workflow_job_name(name),
+        selection=dg.AssetSelection.groups(name),
+        description=workflow.workflow.description or f"The whole `{name}` workflow.",
+        tags={"stagecoach/workflow": name},
+    )
+    resources = {connection_key(name, c): resource_for(conn)
+                 for c, conn in workflow.connections.items()}
+    return dg.Definitions(assets=assets, jobs=[job] if assets else [], resources=resources)
+
+
+def shared_resources() -> dict[str, dg.ConfigurableResource]:
+    url = (dg.EnvVar(settings.WAREHOUSE_URL_ENV) if os.environ.get(settings.WAREHOUSE_URL_ENV)
+           else settings.default_warehouse_url())
+    return {WAREHOUSE_KEY: WarehouseResource(url=url),
+            STAGING_KEY: StagingResource(data_dir=str(settings.data_dir()))}
+
+
+def build_definitions(target: Path | None = None) -> dg.Definitions:
+    """Load and validate every workflow, then build the code location's Definitions.
+
+    A bad spec raises `SpecInvalid` listing every error, so the location refuses to load.
+    """
+    kind = settings.warehouse_kind()
+    workflows = [build_workflow_definitions(w, kind) for w in load_workflows(target)]
+    return dg.Definitions.merge(
+        *workflows,
+        # In-process steps cost ~70 ms instead of ~3 s each, and DuckDB allows one writer.
+        dg.Definitions(resources=shared_resources(), executor=dg.in_process_executor),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

@@ -1,0 +1,25 @@
+"""Every environment switch of the code location, read in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_DIR_ENV = "STAGECOACH_DATA_DIR"
+WAREHOUSE_URL_ENV = "STAGECOACH_WAREHOUSE_URL"
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get(DATA_DIR_ENV, "data")).resolve()
+
+
+def default_warehouse_url() -> str:
+    return f"duckdb:///{data_dir() / 'warehouse.duckdb'}"
+
+
+def warehouse_kind() -> str:
+    """What the UI shows as the tables' kind: the warehouse's database."""
+    url = os.environ.get(WAREHOUSE_URL_ENV, "")
+    if url.startswith("postgresql"):
+        return "postgres"
+    return url.split(":", 1)[0].split("+", 1)[0] if url else "duckdb"

@@ -1,0 +1,416 @@
+"""YAML workflow files → typed `Workflow` models, with every error at once.
+
+Each error names the file, the line and the path inside the spec, and says what to do, e.g.
+`workflows/acme.yaml:41 couriers.orders.from: unknown connection 'vendr_sftp' (known: landing)`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from assets import spec
+from assets.sql_refs import SqlCatalog
+from assets.templating import check_template
+
+WORKFLOWS_DIR_ENV = "STAGECOACH_WORKFLOWS_DIR"
+SECRET_FIELDS = {"password", "private_key_passphrase", "access_key_id", "secret_access_key", "url"}
+SECTIONS: dict[str, Any] = {
+    "connections": spec.Connection,
+    "couriers": spec.Courier,
+    "domain_tables": spec.DomainTable,
+    "databases": spec.Database,
+    "queries": spec.Query,
+    "activations": spec.Activation,
+    "courier_groups": dict,
+    "orchestration_groups": dict,
+    "automations": dict,
+    "alerts": dict,
+}
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class SpecError:
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f" {self.path}:" if self.path else ""
+        return f"{self.file}:{self.line}{where} {self.message}"
+
+
+class SpecInvalid(Exception):
+    """Raised with every error of one or more spec files."""
+
+    def __init__(self, errors: list[SpecError]):
+        self.errors = errors
+        count = f"{len(errors)} error{'s' if len(errors) != 1 else ''}"
+        super().__init__(f"invalid workflow spec ({count}):\n" + "\n".join(map(str, errors)))
+
+
+@dataclass(frozen=True)
+class LoadedWorkflow:
+    """A validated workflow and the file it came from."""
+
+    spec: spec.Workflow
+    path: Path
+
+
+def workflows_dir() -> Path:
+    return Path(os.environ.get(WORKFLOWS_DIR_ENV, "workflows"))
+
+
+def spec_files(target: Path) -> list[Path]:
+    if target.is_file():
+        return [target]
+    return sorted([*target.glob("*.yaml"), *target.glob("*.yml")])
+
+
+def load_workflows(target: Path | None = None) -> list[LoadedWorkflow]:
+    """Load every spec under a folder (or one file); raise `SpecInvalid` with all errors."""
+    target = target or workflows_dir()
+    if not target.exists():
+        raise SpecInvalid([SpecError(str(target), 0, "", f"no such file or folder; set "
+                                     f"{WORKFLOWS_DIR_ENV} or pass a path")])
+    loaded, errors = [], []
+    for file in spec_files(target):
+        try:
+            loaded.append(load_workflow(file))
+        except SpecInvalid as invalid:
+            errors.extend(invalid.errors)
+    errors.extend(_cross_workflow_errors(loaded))
+    if errors:
+        raise SpecInvalid(errors)
+    return loaded
+
+
+def load_workflow(file: Path) -> LoadedWorkflow:
+    text = file.read_text(encoding="utf-8")
+    return _Validator(_display(file), file.parent).run(text, file)
+
+
+def load_workflow_text(text: str, name: str = "<inline>.yaml", base: Path | None = None
+                       ) -> spec.Workflow:
+    """Validate spec text (tests, tools); relative paths resolve against `base`."""
+    return _Validator(name, base or Path.cwd()).run(text, None).spec
+
+
+def _display(file: Path) -> str:
+    try:
+        return str(file.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(file)
+
+
+class _Lines:
+    """Line numbers of every key and value in a YAML document, by path."""
+
+    def __init__(self) -> None:
+        self.lines: dict[Path_, int] = {}
+        self.duplicates: list[tuple[Path_, int]] = []
+
+    def walk(self, node: yaml.Node, path: Path_ = ()) -> None:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                child = (*path, key)
+                if key in seen:
+                    self.duplicates.append((child, key_node.start_mark.line + 1))
+                seen.add(key)
+                self.lines[child] = key_node.start_mark.line + 1
+                self.walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self.walk(item, (*path, index))
+
+    def line(self, path: Iterable[str | int]) -> int:
+        """The line of the deepest part of `path` that exists in the file."""
+        found: Path_ = ()
+        for part in path:
+            candidate = (*found, part)
+            if candidate in self.lines:
+                found = candidate
+        return self.lines.get(found, 1)
+
+
+class _Validator:
+    def __init__(self, file: str, base: Path):
+        self.file, self.base = file, base
+        self.errors: list[SpecError] = []
+        self.lines = _Lines()
+
+    def error(self, path: Iterable[str | int], message: str) -> None:
+        path = tuple(path)
+        self.errors.append(
+            SpecError(self.file, self.lines.line(path), ".".join(map(str, path)), message)
+        )
+
+    def run(self, text: str, file: Path | None) -> LoadedWorkflow:
+        raw = self._parse_yaml(text)
+        workflow = self._build(raw) if raw is not None else None
+        if self.errors or workflow is None:
+            raise SpecInvalid(sorted(self.errors, key=lambda e: (e.line, e.path)))
+        return LoadedWorkflow(workflow, file or Path(self.file))
+
+    # -- YAML
+    def _parse_yaml(self, text: str) -> dict | None:
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.safe_load(text)
+        except yaml.MarkedYAMLError as bad:
+            mark = bad.problem_mark or bad.context_mark
+            line = mark.line + 1 if mark else 1
+            self.errors.append(SpecError(self.file, line, "", f"not valid YAML: {bad.problem}"))
+            return None
+        if not isinstance(data, dict) or node is None:
+            self.errors.append(SpecError(self.file, 1, "", "a workflow spec is a mapping with "
+                                         "a `workflow:` section and named sections"))
+            return None
+        self.lines.walk(node)
+        for path, line in self.lines.duplicates:
+            self.errors.append(SpecError(self.file, line, ".".join(map(str, path)),
+                                         "duplicate key: the later value would silently win"))
+        return data
+
+    # -- structure
+    def _validate(self, model: Any, value: Any, path: Path_) -> Any:
+        try:
+            return TypeAdapter(model).validate_python(value)
+        except ValidationError as invalid:
+            for problem in invalid.errors():
+                self._pydantic_error(path, problem)
+            return None
+
+    def _pydantic_error(self, path: Path_, problem: Mapping[str, Any]) -> None:
+        loc = [part for part in problem["loc"] if part not in ("folder", "sftp", "s3", "sql")
+               or (*path, part) in self.lines.lines]
+        full = (*path, *loc)
+        kind, field = problem["type"], str(loc[-1]) if loc else ""
+        if kind == "extra_forbidden":
+            message = f"unknown key '{field}'; remove it or check its spelling"
+        elif field in SECRET_FIELDS and kind in ("model_type", "model_attributes_type"):
+            message = ("is a secret: write {env: VARIABLE_NAME} and set that variable in the "
+                       "environment; a literal value is not accepted")
+        elif kind == "union_tag_invalid":
+            message = (f"unknown kind {problem['ctx'].get('tag')!r} "
+                       f"(known: {problem['ctx'].get('expected_tags')})")
+        elif kind == "union_tag_not_found":
+            message = "missing `kind:` (one of: folder, sftp, s3, sql)"
+        elif kind == "missing":
+            message = "is required"
+        elif kind == "string_pattern_mismatch":
+            message = ("must be lower_snake_case: a letter, then letters, digits or `_` "
+                       f"(pattern {problem['ctx'].get('pattern')})")
+        else:
+            message = problem["msg"]
+        self.error(full, message)
+
+    def _build(self, raw: dict) -> spec.Workflow | None:
+        for key in raw:
+            if key != "workflow" and key not in SECTIONS:
+                self.error((key,), f"unknown section '{key}' (known: workflow, "
+                                   f"{', '.join(SECTIONS)})")
+        if "workflow" not in raw:
+            self.error((), "missing `workflow:` section with at least `name:`")
+        info = self._validate(spec.WorkflowInfo, raw.get("workflow"), ("workflow",))
+        sections: dict[str, dict[str, Any]] = {}
+        self.known: dict[str, set[str]] = {}
+        for section, model in SECTIONS.items():
+            items = raw.get(section) or {}
+            if not isinstance(items, dict):
+                self.error((section,), "must be a mapping of name → settings")
+                items = {}
+            self.known[section] = set(map(str, items))
+            parsed = {}
+            for name, value in items.items():
+                if not re.match(spec.NAME_PATTERN, str(name)):
+                    self.error((section, name), "names must be lower_snake_case (a letter, then "
+                                                "letters, digits or `_`, at most 63)")
+                    continue
+                if model is dict:
+                    self.error((section, name), f"`{section}` is not available yet in this "
+                                                "version of Stagecoach; remove the entry")
+                    continue
+                item = self._validate(model, value, (section, name))
+                if item is not None:
+                    parsed[name] = self._resolve(section, name, item)
+            sections[section] = parsed
+        if info is not None:
+            self._check_workflow(info)
+        self._check_references(sections, info)
+        if info is None or self.errors:
+            return None
+        return spec.Workflow(workflow=info, **sections)
+
+    # -- resolution of files relative to the spec
+    def _resolve(self, section: str, name: str, item: BaseModel) -> BaseModel:
+        if isinstance(item, spec.FolderConnection) and not Path(item.path).is_absolute():
+            return item.model_copy(update={"path": str((self.base / item.path).resolve())})
+        if section == "databases":
+            tables = {t: self._resolve_sql((section, name, "tables", t), table)
+                      for t, table in item.tables.items()}
+            return item.model_copy(update={"tables": tables})
+        if section == "queries":
+            return self._resolve_sql((section, name), item)
+        return item
+
+    def _resolve_sql(self, path: Path_, table: spec.SqlTable) -> spec.SqlTable:
+        if bool(table.sql) == bool(table.sql_file):
+            self.error(path, "give exactly one of `sql:` or `sql_file:`")
+            return table
+        if table.sql_file:
+            file = self.base / table.sql_file
+            if not file.is_file():
+                self.error((*path, "sql_file"), f"no such file {str(file)!r} (paths are "
+                                                "relative to the spec file)")
+                return table
+            return table.model_copy(update={"sql": file.read_text(encoding="utf-8")})
+        return table
+
+    # -- semantics
+    def _check_workflow(self, info: spec.WorkflowInfo) -> None:
+        try:
+            ZoneInfo(info.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.error(("workflow", "timezone"), f"unknown time zone {info.timezone!r}; use an "
+                                                 "IANA name such as Europe/Paris or UTC")
+
+    def _known(self, section: str, name: str, path: Path_, what: str) -> bool:
+        if name in self.known[section]:
+            return True
+        known = ", ".join(sorted(self.known[section])) or "none defined"
+        self.error(path, f"unknown {what} {name!r} (known: {known})")
+        return False
+
+    def _check_references(self, s: dict[str, dict[str, Any]], info: Any) -> None:
+        params = info.params if info is not None else {}
+        connections = s["connections"]
+        for name, courier in s["couriers"].items():
+            path = ("couriers", name)
+            if self._known("connections", courier.from_, (*path, "from"), "connection"):
+                self._check_courier(path, courier, connections.get(courier.from_))
+            self._template(courier.path, (*path, "path"), params)
+            self._template(courier.query, (*path, "query"), params)
+            if courier.dated and info is not None and info.start_date is None:
+                self.error(path, "its path is dated, so it is daily-partitioned: set "
+                                 "`workflow.start_date` (the first day to load)")
+        for name, table in s["domain_tables"].items():
+            path = ("domain_tables", name)
+            self._known("couriers", table.from_, (*path, "from"), "courier")
+            for key in table.primary_key or []:
+                if key not in table.columns:
+                    self.error((*path, "primary_key"), f"{key!r} is not one of the columns "
+                                                       f"({', '.join(table.columns)})")
+        catalog = SqlCatalog.of(
+            domain=self.known["domain_tables"],
+            databases={db: set(d.tables) for db, d in s["databases"].items()},
+            queries=self.known["queries"],
+        )
+        graph: dict[str, set[str]] = {}
+        for db, database in s["databases"].items():
+            if db in ("domain", "query"):
+                self.error(("databases", db), f"'{db}' is reserved for Stagecoach's own "
+                                              "schema; choose another database name")
+            for t, table in database.tables.items():
+                path = ("databases", db, "tables", t)
+                graph[f"{db}.{t}"] = self._sql_deps(path, table, catalog, params)
+        for name, query in s["queries"].items():
+            graph[f"query.{name}"] = self._sql_deps(("queries", name), query, catalog, params)
+        self._check_cycles(graph)
+        for name, activation in s["activations"].items():
+            path = ("activations", name)
+            self._known("queries", activation.query, (*path, "query"), "query")
+            if self._known("connections", activation.to, (*path, "to"), "connection"):
+                target = connections.get(activation.to)
+                if isinstance(target, spec.SqlConnection):
+                    self.error((*path, "to"), "a `sql` connection cannot receive files; use a "
+                                              "folder, sftp or s3 connection")
+            self._template(activation.path, (*path, "path"), params)
+            self._template(activation.file.name, (*path, "file", "name"), params)
+
+    def _check_courier(self, path: Path_, courier: spec.Courier, conn: Any) -> None:
+        if conn is None:
+            return
+        if isinstance(conn, spec.SqlConnection):
+            if not courier.query or courier.path:
+                self.error(path, "a courier from a `sql` connection needs `query:` (and no "
+                                 "`path:`)")
+        elif not courier.path or courier.query:
+            self.error(path, f"a courier from a `{conn.kind}` connection needs `path:` (and no "
+                             "`query:`)")
+
+    def _template(self, template: str | None, path: Path_, params: Mapping[str, Any]) -> None:
+        if template:
+            problem = check_template(template, params)
+            if problem:
+                self.error(path, problem)
+
+    def _sql_deps(self, path: Path_, table: spec.SqlTable, catalog: SqlCatalog,
+                  params: Mapping[str, Any]) -> set[str]:
+        if not table.sql:
+            return set()
+        self._template(table.sql, (*path, "sql_file" if table.sql_file else "sql"), params)
+        refs, unknown = catalog.references(table.sql)
+        for ref in unknown:
+            self.error((*path, "sql_file" if table.sql_file else "sql"),
+                       f"unknown table {ref!r} in the SQL (known: {catalog.describe(ref)})")
+        for ref in table.depends_on:
+            if ref not in catalog.tables:
+                self.error((*path, "depends_on"), f"unknown table {ref!r} (known: "
+                                                  f"{catalog.describe(ref)})")
+        return refs | set(table.depends_on)
+
+    def _check_cycles(self, graph: dict[str, set[str]]) -> None:
+        state: dict[str, int] = {}
+        stack: list[str] = []
+
+        def visit(node: str) -> None:
+            state[node] = 1
+            stack.append(node)
+            for upstream in sorted(graph.get(node, ())):
+                if state.get(upstream) == 1:
+                    cycle = [*stack[stack.index(upstream):], upstream]
+                    schema, table = node.split(".", 1)
+                    path = ("queries", table) if schema == "query" else (
+                        "databases", schema, "tables", table)
+                    self.error(path, "dependency cycle: " + " → ".join(cycle))
+                elif upstream in graph and not state.get(upstream):
+                    visit(upstream)
+            stack.pop()
+            state[node] = 2
+
+        for node in sorted(graph):
+            if not state.get(node):
+                visit(node)
+
+
+def _cross_workflow_errors(loaded: list[LoadedWorkflow]) -> list[SpecError]:
+    """Names that must be unique across the code location: workflows and asset keys."""
+    errors, owners = [], {}
+    for item in loaded:
+        name = item.spec.workflow.name
+        keys = [("workflow", name)]
+        keys += [("domain", t) for t in item.spec.domain_tables]
+        keys += [("query", q) for q in item.spec.queries]
+        keys += [(db, t) for db, d in item.spec.databases.items() for t in d.tables]
+        for key in keys:
+            if key in owners and owners[key] != item.path:
+                errors.append(SpecError(_display(item.path), 1, ".".join(key),
+                                        f"also defined in {_display(owners[key])}; names of "
+                                        "workflows and tables are shared by the code location: "
+                                        "rename one"))
+            owners.setdefault(key, item.path)
+    return errors

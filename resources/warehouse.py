@@ -1,0 +1,318 @@
+"""The warehouse: DuckDB by default, any SQLAlchemy URL otherwise (PostgreSQL tested).
+
+Every write is atomic: a table is replaced, or a partition's rows swapped, inside one
+transaction, so a failed load leaves the previous table as it was. Loads take each database's
+bulk path: DuckDB reads the files itself; PostgreSQL gets COPY; others get batched inserts.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+from pydantic import Field, PrivateAttr
+
+PARTITION_COLUMN = "_partition"
+BATCH_ROWS = 100_000
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def quote_ident(name: str) -> str:
+    """Quote a schema, table or column name; names come from validated specs."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"not a valid SQL identifier: {name!r}")
+    return f'"{name}"'
+
+
+def qualified(schema: str, table: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
+class WarehouseError(Exception):
+    """A warehouse operation failed; the message names the table and never the URL."""
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """Where domain tables, databases and queries live."""
+
+    url: str = Field(description="SQLAlchemy URL, e.g. duckdb:///data/warehouse.duckdb or "
+                                 "postgresql+psycopg2://user@host/db. Give it via an env var.")
+    lock_timeout_seconds: float = Field(
+        120, description="DuckDB allows one writing process: how long to wait for the lock."
+    )
+    _engine: sa.Engine | None = PrivateAttr(None)
+
+    # ---------------------------------------------------------------- public interface
+    @property
+    def is_duckdb(self) -> bool:
+        return self.url.startswith("duckdb:")
+
+    @property
+    def placeholder(self) -> str:
+        """Format for a named bound parameter in this warehouse's paramstyle."""
+        return "${}" if self.is_duckdb else ":{}"
+
+    @property
+    def safe_url(self) -> str:
+        return sa.make_url(self.url).render_as_string(hide_password=True)
+
+    def replace_table(self, schema: str, table: str, sql: str,
+                      params: Mapping[str, Any] | None = None) -> int:
+        """Rebuild `schema.table` from a SELECT, atomically; returns its row count."""
+        target = qualified(schema, table)
+        with self._transaction(f"build {schema}.{table}") as run:
+            run(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+            run(f"DROP TABLE IF EXISTS {target}")
+            run(f"CREATE TABLE {target} AS {sql}", params)
+            return run(f"SELECT count(*) FROM {target}")[0][0]
+
+    def load_files(self, schema: str, table: str, select_sql: str,
+                   params: Mapping[str, Any], partition: str | None,
+                   not_null: list[str]) -> int:
+        """Load the rows of a DuckDB SELECT over local files into `schema.table`.
+
+        Without a partition the table is replaced; with one, only that partition's rows are.
+        Rows with nulls in `not_null` columns fail the load and nothing changes.
+        """
+        if self.is_duckdb:
+            return self._load_files_duckdb(schema, table, select_sql, params, partition,
+                                           not_null)
+        with duckdb.connect() as reader:
+            batches = reader.sql(select_sql, params=dict(params)).to_arrow_reader(BATCH_ROWS)
+            return self._load_batches(schema, table, batches, partition, not_null)
+
+    def batches(self, sql: str, params: Mapping[str, Any] | None = None,
+                rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        """Stream a query's result as Arrow record batches (memory stays flat).
+
+        At least one batch comes back, empty when there are no rows, so the columns are known.
+        """
+        if self.is_duckdb:
+            with self._duckdb() as con:
+                reader = con.sql(sql, params=dict(params or {})).to_arrow_reader(rows)
+                empty = True
+                for batch in reader:
+                    empty = False
+                    yield batch
+                if empty:
+                    yield pa.RecordBatch.from_pylist([], schema=reader.schema)
+            return
+        with self.engine().connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=rows).execute(
+                sa.text(sql), dict(params or {}))
+            names, empty = list(result.keys()), True
+            for chunk in result.partitions(rows):
+                empty = False
+                yield pa.RecordBatch.from_pylist([dict(zip(names, r, strict=True))
+                                                  for r in chunk])
+            if empty:
+                yield pa.RecordBatch.from_pydict({n: pa.array([], pa.string()) for n in names})
+
+    def fetch(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
+        if self.is_duckdb:
+            with self._duckdb() as con:
+                return con.execute(sql, dict(params or {})).fetchall()
+        with self.engine().connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(sql), dict(params or {}))]
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        sql = ("SELECT count(*) FROM information_schema.tables "
+               f"WHERE table_schema = {self.placeholder.format('s')} "
+               f"AND table_name = {self.placeholder.format('t')}")
+        return self.fetch(sql, {"s": schema, "t": table})[0][0] > 0
+
+    # ---------------------------------------------------------------- DuckDB
+    def _duckdb_path(self) -> str:
+        path = self.url.removeprefix("duckdb:///").removeprefix("duckdb://")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return path or ":memory:"
+
+    @contextmanager
+    def _duckdb(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        delay = 0.05
+        while True:
+            try:
+                con = duckdb.connect(self._duckdb_path())
+                break
+            except duckdb.IOException as busy:
+                if "lock" not in str(busy).lower() or time.monotonic() > deadline:
+                    raise WarehouseError(f"cannot open the DuckDB warehouse "
+                                         f"{self._duckdb_path()}: {busy}") from busy
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _load_files_duckdb(self, schema: str, table: str, select_sql: str,
+                           params: Mapping[str, Any], partition: str | None,
+                           not_null: list[str]) -> int:
+        target = qualified(schema, table)
+        with self._transaction(f"load {schema}.{table}") as run:
+            run(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+            exists = run("SELECT count(*) FROM information_schema.tables WHERE table_schema = "
+                         "$s AND table_name = $t", {"s": schema, "t": table})[0][0]
+            if partition is None or not exists:
+                run(f"CREATE OR REPLACE TABLE {target} AS {select_sql}", params)
+            else:
+                run(f"DELETE FROM {target} WHERE {PARTITION_COLUMN} = $partition",
+                    {"partition": partition})
+                run(f"INSERT INTO {target} BY NAME {select_sql}", params)
+            _check_not_null(run, target, partition, not_null, "$partition")
+            where, args = _partition_filter(partition, "$partition")
+            return run(f"SELECT count(*) FROM {target}{where}", args)[0][0]
+
+    # ---------------------------------------------------------------- SQLAlchemy
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+        return self._engine
+
+    def _load_batches(self, schema: str, table: str, batches: pa.RecordBatchReader,
+                      partition: str | None, not_null: list[str]) -> int:
+        target = qualified(schema, table)
+        is_postgres = self.engine().dialect.name == "postgresql"
+        with self._transaction(f"load {schema}.{table}") as run:
+            run(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+            if partition is None or not self._exists_in(run, schema, table):
+                run(f"DROP TABLE IF EXISTS {target}")
+                columns = ", ".join(f"{quote_ident(f.name)} {_sql_type(f.type)}"
+                                    for f in batches.schema)
+                run(f"CREATE TABLE {target} ({columns})")
+            else:
+                run(f"DELETE FROM {target} WHERE {PARTITION_COLUMN} = :partition",
+                    {"partition": partition})
+            if is_postgres:
+                run.copy(target, batches)
+            else:
+                for batch in batches:
+                    batch.to_pandas().to_sql(table, run.connection, schema=schema,
+                                             if_exists="append", index=False,
+                                             chunksize=10_000, method="multi")
+            _check_not_null(run, target, partition, not_null, ":partition")
+            where, args = _partition_filter(partition, ":partition")
+            return run(f"SELECT count(*) FROM {target}{where}", args)[0][0]
+
+    def _exists_in(self, run: _Runner, schema: str, table: str) -> bool:
+        return run("SELECT count(*) FROM information_schema.tables WHERE table_schema = :s "
+                   "AND table_name = :t", {"s": schema, "t": table})[0][0] > 0
+
+    # ---------------------------------------------------------------- transactions
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[_Runner]:
+        """One transaction for a whole write; any error rolls everything back."""
+        try:
+            if self.is_duckdb:
+                with self._duckdb() as con:
+                    con.execute("BEGIN TRANSACTION")
+                    try:
+                        yield _Runner(duckdb_con=con)
+                        con.execute("COMMIT")
+                    except BaseException:
+                        con.execute("ROLLBACK")
+                        raise
+            else:
+                with self.engine().begin() as conn:
+                    yield _Runner(connection=conn)
+        except (duckdb.Error, sa.exc.SQLAlchemyError) as failed:
+            detail = str(getattr(failed, "orig", None) or failed).strip().splitlines()[0]
+            raise WarehouseError(f"{what} failed, the previous table is unchanged: "
+                                 f"{detail}") from failed
+
+
+class _Runner:
+    """Runs statements inside the open transaction of either backend."""
+
+    def __init__(self, duckdb_con: duckdb.DuckDBPyConnection | None = None,
+                 connection: sa.Connection | None = None):
+        self.duckdb_con, self.connection = duckdb_con, connection
+
+    def __call__(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
+        if self.duckdb_con is not None:
+            cursor = self.duckdb_con.execute(sql, dict(params or {}))
+            return cursor.fetchall() if cursor.description else []
+        result = self.connection.execute(sa.text(sql), dict(params or {}))
+        return [tuple(r) for r in result] if result.returns_rows else []
+
+    def copy(self, target: str, batches: pa.RecordBatchReader) -> None:
+        """PostgreSQL COPY from a stream of CSV made batch by batch."""
+        columns = ", ".join(quote_ident(f.name) for f in batches.schema)
+        raw = self.connection.connection.driver_connection
+        with raw.cursor() as cursor:
+            cursor.copy_expert(f"COPY {target} ({columns}) FROM STDIN WITH (FORMAT csv, "
+                               "HEADER false)", _CsvStream(batches))
+
+
+class _CsvStream(io.RawIOBase):
+    """A file-like view of record batches as CSV bytes, read by COPY without a temp file."""
+
+    def __init__(self, batches: pa.RecordBatchReader):
+        self._batches, self._buffer = iter(batches), b""
+        self._options = pacsv.WriteOptions(include_header=False)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            batch = next(self._batches, None)
+            if batch is None:
+                break
+            sink = io.BytesIO()
+            pacsv.write_csv(batch, sink, self._options)
+            self._buffer += sink.getvalue()
+        if size < 0:
+            size = len(self._buffer)
+        chunk, self._buffer = self._buffer[:size], self._buffer[size:]
+        return chunk
+
+    readline = read
+
+
+def _partition_filter(partition: str | None, marker: str) -> tuple[str, dict[str, Any]]:
+    if partition is None:
+        return "", {}
+    return f" WHERE {PARTITION_COLUMN} = {marker}", {"partition": partition}
+
+
+def _check_not_null(run: _Runner, target: str, partition: str | None, columns: list[str],
+                    marker: str) -> None:
+    where, args = _partition_filter(partition, marker)
+    for column in columns:
+        condition = f"{quote_ident(column)} IS NULL"
+        sql = f"SELECT count(*) FROM {target}" + (f"{where} AND {condition}" if where
+                                                   else f" WHERE {condition}")
+        nulls = run(sql, args)[0][0]
+        if nulls:
+            raise WarehouseError(f"{nulls} row(s) have no value in not-null column "
+                                 f"{column!r}; nothing was loaded, the previous table is "
+                                 "unchanged")
+
+
+def _sql_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_boolean(arrow_type):
+        return "BOOLEAN"
+    if pa.types.is_integer(arrow_type):
+        return "BIGINT"
+    if pa.types.is_floating(arrow_type):
+        return "DOUBLE PRECISION"
+    if pa.types.is_decimal(arrow_type):
+        return f"NUMERIC({arrow_type.precision}, {arrow_type.scale})"
+    if pa.types.is_date(arrow_type):
+        return "DATE"
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMP WITH TIME ZONE" if arrow_type.tz else "TIMESTAMP"
+    return "TEXT"
