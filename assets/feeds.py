@@ -104,7 +104,8 @@ def reader_sql(fmt: dict[str, Any]) -> str:
     if kind == "jsonl":
         return ("read_json($files, format = 'newline_delimited', filename = true, "
                 "union_by_name = true)")
-    options = [f"delim = {_literal(fmt.get('delimiter') or {'tsv': chr(9), 'psv': '|'}.get(kind, ','))}",
+    delimiter = fmt.get("delimiter") or {"tsv": "\t", "psv": "|"}.get(kind, ",")
+    options = [f"delim = {_literal(delimiter)}",
                f"header = {str(fmt.get('header', True)).lower()}",
                f"quote = {_literal(fmt.get('quote') or '')}",
                "all_varchar = true", "filename = true", "union_by_name = true",

@@ -95,8 +95,9 @@ def build_query_asset(workflow: spec.Workflow, name: str, query: spec.Query,
     )
     def _query(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         warehouse, rows = _build(context, workflow, "query", name, query)
-        preview = list(warehouse.batches(f'SELECT * FROM "query"."{name}" LIMIT '
-                                         f"{int(query.preview_rows)}"))[0]
+        # A LIMIT query yields one batch; draining the generator closes the connection.
+        [preview] = list(warehouse.batches(f'SELECT * FROM "query"."{name}" LIMIT '
+                                           f"{int(query.preview_rows)}"))
         rows_preview = [tuple(r.values()) for r in preview.to_pylist()]
         checks = []
         if check_specs:

@@ -32,7 +32,8 @@ def _birth_date(rng: random.Random) -> str:
 
 def _postal(rng: random.Random) -> str:
     zip5 = rng.randint(1001, 99950)
-    return rng.choice([f"{zip5:05d}", str(zip5), f" {zip5:05d} ", f"{zip5:05d}{rng.randint(0, 9999):04d}"])
+    return rng.choice([f"{zip5:05d}", str(zip5), f" {zip5:05d} ",
+                       f"{zip5:05d}{rng.randint(0, 9999):04d}"])
 
 
 def generate(landing: Path, days: list[date], customers: int = 2000, products: int = 150,

@@ -170,7 +170,8 @@ class SftpResource(dg.ConfigurableResource):
         local.parent.mkdir(parents=True, exist_ok=True)
         client, sftp = self._connect("download")
         try:
-            sftp.get(self._full(remote), str(local), prefetch=True, max_concurrent_prefetch_requests=64)
+            sftp.get(self._full(remote), str(local), prefetch=True,
+                     max_concurrent_prefetch_requests=64)
             return local.stat().st_size
         except (paramiko.SSHException, OSError) as failed:
             local.unlink(missing_ok=True)
