@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import date
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -236,6 +237,16 @@ class WorkflowInfo(Model):
         None, description="First daily partition of dated couriers (required if any)."
     )
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, timezone: str) -> str:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {timezone!r}; use an IANA name such as "
+                             "Europe/Paris or UTC") from None
+        return timezone
 
 
 class Workflow(Model):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
@@ -46,6 +46,8 @@ class _BindCollector:
     values: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, value: Any) -> str:
+        if isinstance(value, Undefined):
+            str(value)  # StrictUndefined raises here, naming the missing variable
         name = f"p{len(self.values)}"
         self.values[name] = value
         return self.placeholder(name)

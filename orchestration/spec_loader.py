@@ -12,7 +12,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -211,11 +210,15 @@ class _Validator:
             message = "missing `kind:` (one of: folder, sftp, s3, sql)"
         elif kind == "missing":
             message = "is required"
+        elif kind == "string_pattern_mismatch" and "owners" in full:
+            message = "an owner is an e-mail address or `team:<name>`"
         elif kind == "string_pattern_mismatch":
-            message = ("must be lower_snake_case: a letter, then letters, digits or `_` "
-                       f"(pattern {problem['ctx'].get('pattern')})")
+            message = (f"{problem.get('input')!r} does not match the pattern "
+                       f"{problem['ctx'].get('pattern')}")
+        elif kind == "literal_error":
+            message = f"unknown value; {problem['msg'][0].lower()}{problem['msg'][1:]}"
         else:
-            message = problem["msg"]
+            message = problem["msg"].removeprefix("Value error, ")
         self.error(full, message)
 
     def _build(self, raw: dict) -> spec.Workflow | None:
@@ -248,9 +251,9 @@ class _Validator:
                 if item is not None:
                     parsed[name] = self._resolve(section, name, item)
             sections[section] = parsed
-        if info is not None:
-            self._check_workflow(info)
-        self._check_references(sections, info)
+        raw_info = raw.get("workflow")
+        self._check_references(sections, info, raw_info.get("params") if isinstance(
+            raw_info, dict) else None)
         if info is None or self.errors:
             return None
         return spec.Workflow(workflow=info, **sections)
@@ -281,13 +284,6 @@ class _Validator:
         return table
 
     # -- semantics
-    def _check_workflow(self, info: spec.WorkflowInfo) -> None:
-        try:
-            ZoneInfo(info.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            self.error(("workflow", "timezone"), f"unknown time zone {info.timezone!r}; use an "
-                                                 "IANA name such as Europe/Paris or UTC")
-
     def _known(self, section: str, name: str, path: Path_, what: str) -> bool:
         if name in self.known[section]:
             return True
@@ -295,8 +291,11 @@ class _Validator:
         self.error(path, f"unknown {what} {name!r} (known: {known})")
         return False
 
-    def _check_references(self, s: dict[str, dict[str, Any]], info: Any) -> None:
-        params = info.params if info is not None else {}
+    def _check_references(self, s: dict[str, dict[str, Any]], info: Any,
+                          raw_params: Any) -> None:
+        # With a broken `workflow:` section, still check templates against its raw params.
+        params = info.params if info is not None else (
+            raw_params if isinstance(raw_params, dict) else {})
         connections = s["connections"]
         for name, courier in s["couriers"].items():
             path = ("couriers", name)

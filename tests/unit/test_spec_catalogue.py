@@ -1,0 +1,225 @@
+"""The bad-spec catalogue: every invalid spec with its exact expected messages."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestration.spec_loader import SpecInvalid, load_workflow_text
+
+VALID = """\
+workflow:
+  name: acme
+  owners: [team:data]
+  start_date: 2026-11-01
+  params: {threshold: 10}
+connections:
+  landing: {kind: folder, path: landing}
+  vendor_sftp:
+    kind: sftp
+    host: sftp.example.com
+    username: acme
+    password: {env: VENDOR_SFTP_PASSWORD}
+couriers:
+  orders:
+    from: landing
+    path: orders_{{ ds_nodash }}.csv
+domain_tables:
+  orders:
+    from: orders
+    columns:
+      order_id: {tag: id, required: true}
+      amount: {tag: decimal}
+databases:
+  sales:
+    tables:
+      daily: {sql: "select * from domain.orders"}
+queries:
+  big_orders:
+    sql: "select * from sales.daily where amount > {{ params.threshold }}"
+activations:
+  export:
+    query: big_orders
+    to: vendor_sftp
+    file: {type: psv, name: "big_{{ ds_nodash }}.txt"}
+"""
+
+
+def errors_of(text: str, tmp_path: Path) -> list[str]:
+    with pytest.raises(SpecInvalid) as raised:
+        load_workflow_text(text, "wf.yaml", tmp_path)
+    return [str(e) for e in raised.value.errors]
+
+
+def test_the_valid_base_loads(tmp_path: Path) -> None:
+    workflow = load_workflow_text(VALID, "wf.yaml", tmp_path)
+    assert workflow.couriers["orders"].dated
+    assert workflow.connections["landing"].path == str(tmp_path / "landing")
+
+
+CATALOGUE = [
+    ("unknown key", ("    path: orders_{{ ds_nodash }}.csv\n",
+                     "    path: orders_{{ ds_nodash }}.csv\n    colour: blue\n"),
+     ["wf.yaml:17 couriers.orders.colour: unknown key 'colour'; remove it or check its "
+      "spelling"]),
+    ("unknown section", ("queries:\n", "segmentz: {}\nqueries:\n"),
+     ["wf.yaml:27 segmentz: unknown section 'segmentz' (known: workflow, connections, "
+      "couriers, domain_tables, databases, queries, activations, courier_groups, "
+      "orchestration_groups, automations, alerts)"]),
+    ("dangling connection", ("    from: landing\n    path: orders",
+                             "    from: vendr_sftp\n    path: orders"),
+     ["wf.yaml:15 couriers.orders.from: unknown connection 'vendr_sftp' (known: landing, "
+      "vendor_sftp)"]),
+    ("dangling courier", ("    from: orders\n", "    from: order\n"),
+     ["wf.yaml:19 domain_tables.orders.from: unknown courier 'order' (known: orders)"]),
+    ("dangling query", ("    query: big_orders\n", "    query: big_order\n"),
+     ["wf.yaml:32 activations.export.query: unknown query 'big_order' (known: big_orders)"]),
+    ("unknown table in SQL", ("from domain.orders", "from domain.ordrs"),
+     ["wf.yaml:26 databases.sales.tables.daily.sql: unknown table 'domain.ordrs' in the SQL "
+      "(known: domain.orders)"]),
+    ("secret as a literal", ("password: {env: VENDOR_SFTP_PASSWORD}", "password: hunter2"),
+     ["wf.yaml:12 connections.vendor_sftp.password: is a secret: write {env: VARIABLE_NAME} "
+      "and set that variable in the environment; a literal value is not accepted"]),
+    ("unknown connection kind", ("{kind: folder, path: landing}", "{kind: ftps, path: x}"),
+     ["wf.yaml:7 connections.landing: unknown kind 'ftps' (known: 'folder', 'sftp', 's3', "
+      "'sql')"]),
+    ("missing kind", ("{kind: folder, path: landing}", "{path: landing}"),
+     ["wf.yaml:7 connections.landing: missing `kind:` (one of: folder, sftp, s3, sql)"]),
+    ("missing required key", ("    host: sftp.example.com\n", ""),
+     ["wf.yaml:8 connections.vendor_sftp.host: is required"]),
+    ("wrong type", ("    username: acme\n", "    username: acme\n    port: high\n"),
+     ["wf.yaml:12 connections.vendor_sftp.port: Input should be a valid integer, unable to "
+      "parse string as an integer"]),
+    ("port out of range", ("    username: acme\n", "    username: acme\n    port: 70000\n"),
+     ["wf.yaml:12 connections.vendor_sftp.port: Input should be less than or equal to 65535"]),
+    ("bad delimiter", ("    path: orders_{{ ds_nodash }}.csv\n", "    path: orders_{{ ds_nodash }}"
+                       ".csv\n    format: {delimiter: ';;'}\n"),
+     ["wf.yaml:17 couriers.orders.format.delimiter: String should have at most 1 character"]),
+    ("unknown file type", ('file: {type: psv, name:', 'file: {type: docx, name:'),
+     ["wf.yaml:34 activations.export.file.type: unknown value; input should be 'csv', 'tsv', "
+      "'psv', 'jsonl', 'parquet' or 'xlsx'"]),
+    ("bad column name", ("      amount: {tag: decimal}", "      Amount Due: {tag: decimal}"),
+     ["wf.yaml:20 domain_tables.orders.columns: column name 'Amount Due' must "
+      "match ^[a-z][a-z0-9_]{0,62}$"]),
+    ("bad env name", ("{env: VENDOR_SFTP_PASSWORD}", "{env: vendor password}"),
+     ["wf.yaml:12 connections.vendor_sftp.password.env: 'vendor password' does not match the "
+      "pattern ^[A-Za-z_][A-Za-z0-9_]*$"]),
+    ("missing workflow name", ("  name: acme\n", ""),
+     ["wf.yaml:1 workflow.name: is required"]),
+    ("unknown time zone", ("  owners: [team:data]\n",
+                           "  owners: [team:data]\n  timezone: Mars/Olympus\n"),
+     ["wf.yaml:4 workflow.timezone: unknown time zone 'Mars/Olympus'; use an IANA name such "
+      "as Europe/Paris or UTC"]),
+    ("bad owner", ("[team:data]", "[bob]"),
+     ["wf.yaml:3 workflow.owners.0: an owner is an e-mail address or `team:<name>`"]),
+    ("bad name", ("  big_orders:\n", "  Big-Orders:\n"),
+     ["wf.yaml:28 queries.Big-Orders: names must be lower_snake_case (a letter, then letters, "
+      "digits or `_`, at most 63)",
+      "wf.yaml:32 activations.export.query: unknown query 'big_orders' (known: Big-Orders)"]),
+    ("unknown semantic tag", ("{tag: decimal}", "{tag: money}"),
+     ["wf.yaml:22 domain_tables.orders.columns.amount.tag: unknown value; input should be "
+      "'text', 'id', 'email', 'phone', 'name', 'postal_code', 'date', 'datetime', 'integer', "
+      "'decimal', 'boolean', 'country', 'upper' or 'lower'"]),
+    ("template does not render", ("big_{{ ds_nodash }}.txt", "big_{{ ds_nodashh }}.txt"),
+     ["wf.yaml:34 activations.export.file.name: template does not render: UndefinedError: "
+      "'ds_nodashh' is undefined"]),
+    ("template syntax", ("orders_{{ ds_nodash }}.csv", "orders_{{ ds_nodash .csv"),
+     ["wf.yaml:16 couriers.orders.path: template does not render: TemplateSyntaxError: "
+      "unexpected end of template, expected 'end of print statement'."]),
+    ("undefined param", ("params.threshold", "params.limit"),
+     ["wf.yaml:29 queries.big_orders.sql: template does not render: UndefinedError: 'dict "
+      "object' has no attribute 'limit'"]),
+    ("dated without start date", ("  start_date: 2026-11-01\n", ""),
+     ["wf.yaml:13 couriers.orders: its path is dated, so it is daily-partitioned: set "
+      "`workflow.start_date` (the first day to load)"]),
+    ("duplicate key", ("  landing: {kind: folder, path: landing}\n",
+                       "  landing: {kind: folder, path: landing}\n  landing: {kind: folder, "
+                       "path: other}\n"),
+     ["wf.yaml:8 connections.landing: duplicate key: the later value would silently win"]),
+    ("both sql and sql_file", ('daily: {sql: "select * from domain.orders"}',
+                               'daily: {sql: "select 1", sql_file: daily.sql}'),
+     ["wf.yaml:26 databases.sales.tables.daily: give exactly one of `sql:` or `sql_file:`"]),
+    ("missing sql file", ('daily: {sql: "select * from domain.orders"}',
+                          "daily: {sql_file: sql/daily.sql}"),
+     ["wf.yaml:26 databases.sales.tables.daily.sql_file: no such file '{tmp}/sql/daily.sql' "
+      "(paths are relative to the spec file)"]),
+    ("reserved database name", ("  sales:\n    tables:", "  query:\n    tables:"),
+     ["wf.yaml:24 databases.query: 'query' is reserved for Stagecoach's own schema; choose "
+      "another database name"]),
+    ("bad primary key", ("    columns:\n      order_id", "    primary_key: [id]\n    "
+                         "columns:\n      order_id"),
+     ["wf.yaml:20 domain_tables.orders.primary_key: 'id' is not one of the columns (order_id, "
+      "amount)"]),
+    ("not YAML", ("  owners: [team:data]\n", "  owners: [team:data\n"),
+     ["wf.yaml:4 not valid YAML: expected ',' or ']', but got ':'"]),
+    ("dependency cycle", ('daily: {sql: "select * from domain.orders"}',
+                          'daily: {sql: "select * from sales.weekly"}\n'
+                          '      weekly: {sql: "select * from sales.daily"}'),
+     ["wf.yaml:27 databases.sales.tables.weekly: dependency cycle: sales.daily → "
+      "sales.weekly → sales.daily"]),
+    ("negative bound", ("    sql: \"select * from sales.daily", "    checks: {min_rows: -1}\n"
+                        "    sql: \"select * from sales.daily"),
+     ["wf.yaml:29 queries.big_orders.checks.min_rows: Input should be greater than or equal "
+      "to 0"]),
+    ("future section not available", ("queries:\n", "automations:\n  nightly: {}\nqueries:\n"),
+     ["wf.yaml:28 automations.nightly: `automations` is not available yet in this version of "
+      "Stagecoach; remove the entry"]),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"),
+                         [pytest.param(old, new, expected, id=name)
+                          for name, (old, new), expected in CATALOGUE])
+def test_bad_spec(old: str, new: str, expected: list[str], tmp_path: Path) -> None:
+    assert old in VALID, "the mutation must apply to the valid base"
+    text = VALID.replace(old, new, 1)
+    assert errors_of(text, tmp_path) == [e.replace("{tmp}", str(tmp_path)) for e in expected]
+
+
+def test_sql_courier_needs_a_query(tmp_path: Path) -> None:
+    text = VALID.replace("connections:\n", "connections:\n  crm: {kind: sql, url: {env: CRM}}\n"
+                         ).replace("    from: landing\n", "    from: crm\n")
+    assert errors_of(text, tmp_path) == [
+        "wf.yaml:15 couriers.orders: a courier from a `sql` connection needs `query:` (and no "
+        "`path:`)"]
+
+
+def test_activation_cannot_go_to_a_sql_connection(tmp_path: Path) -> None:
+    text = VALID.replace("connections:\n", "connections:\n  crm: {kind: sql, url: {env: CRM}}\n"
+                         ).replace("    to: vendor_sftp\n", "    to: crm\n")
+    assert errors_of(text, tmp_path) == [
+        "wf.yaml:34 activations.export.to: a `sql` connection cannot receive files; use a "
+        "folder, sftp or s3 connection"]
+
+
+def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:
+    text = (VALID.replace("password: {env: VENDOR_SFTP_PASSWORD}", "password: hunter2")
+            .replace("    from: landing\n", "    from: landin\n")
+            .replace("{tag: decimal}", "{tag: money}"))
+    errors = errors_of(text, tmp_path)
+    assert [e.split(" ", 1)[0] for e in errors] == ["wf.yaml:12", "wf.yaml:15", "wf.yaml:22"]
+
+
+def test_a_secret_literal_is_never_echoed(tmp_path: Path) -> None:
+    text = VALID.replace("password: {env: VENDOR_SFTP_PASSWORD}", "password: s3cr3t-value")
+    with pytest.raises(SpecInvalid) as raised:
+        load_workflow_text(text, "wf.yaml", tmp_path)
+    assert "s3cr3t-value" not in str(raised.value)
+
+
+def test_a_section_that_is_not_a_mapping(tmp_path: Path) -> None:
+    text = VALID.replace("couriers:\n  orders:", "couriers: [orders]\nx:\n  orders:")
+    errors = errors_of(text, tmp_path)
+    assert "wf.yaml:13 couriers: must be a mapping of name → settings" in errors
+
+
+def test_parsing_never_mutates_its_input(tmp_path: Path) -> None:
+    data = yaml.safe_load(VALID)
+    before = copy.deepcopy(data)
+    load_workflow_text(yaml.safe_dump(data), "wf.yaml", tmp_path)
+    assert data == before
+
+
+def test_the_catalogue_is_large_enough() -> None:
+    assert len(CATALOGUE) >= 30
