@@ -1,0 +1,195 @@
+"""The demo workflow on the embedded default (DuckDB + folders), run in process."""
+
+import shutil
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from orchestration.definitions import build_definitions
+from orchestration.demo_data import generate
+
+REPO = Path(__file__).resolve().parents[2]
+DAYS = [date(2026, 11, 1), date(2026, 11, 2)]
+
+
+@pytest.fixture
+def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the shipped workflows in a temp folder, with its own data dir."""
+    shutil.copytree(REPO / "workflows", tmp_path / "workflows")
+    monkeypatch.setenv("STAGECOACH_WORKFLOWS_DIR", str(tmp_path / "workflows"))
+    monkeypatch.setenv("STAGECOACH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.delenv("STAGECOACH_WAREHOUSE_URL", raising=False)
+    generate(tmp_path / "data" / "demo" / "landing", DAYS, customers=300, orders_per_day=150)
+    return tmp_path
+
+
+def run(job: dg.JobDefinition, instance: dg.DagsterInstance, day: date,
+        selection: list[dg.AssetKey] | None = None) -> dg.ExecuteInProcessResult:
+    return job.execute_in_process(instance=instance, partition_key=day.isoformat(),
+                                  asset_selection=selection, raise_on_error=False)
+
+
+def warehouse(root: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(root / "data" / "warehouse.duckdb"), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    return "\n".join(str(e.step_failure_data.error) for e in result.all_events
+                     if e.is_step_failure)
+
+
+ORDERS = [dg.AssetKey(["courier", "orders"]), dg.AssetKey(["domain", "orders"])]
+CUSTOMERS = [dg.AssetKey(["courier", "customers"]), dg.AssetKey(["domain", "customers"])]
+
+
+def test_the_demo_command_runs_end_to_end(demo: Path) -> None:
+    from orchestration.demo import run_demo
+
+    assert run_demo(days=2) == 0
+    delivered = sorted(p.relative_to(demo / "data" / "demo" / "outbox").as_posix()
+                       for p in (demo / "data" / "demo" / "outbox").rglob("*") if p.is_file())
+    assert delivered == ["crm/high_value_customers_2026-11-02.csv",
+                         "partner/acme_high_value_20261102.txt"]
+    partner = (demo / "data/demo/outbox/partner/acme_high_value_20261102.txt").read_text()
+    header, first = partner.splitlines()[:2]
+    assert header.startswith("customer_id|email|phone|")
+    assert first.count("|") == header.count("|")
+    (orders, partitions), = warehouse(
+        demo, "select count(*), count(distinct _partition) from domain.orders")
+    assert partitions == 2 and orders == 800  # run_demo's own generator: 400 orders a day
+
+
+def test_workflow_job_materialises_every_asset_with_metadata(demo: Path) -> None:
+    defs = build_definitions()
+    job = defs.resolve_job_def("acme_retail_job")
+    with dg.instance_for_test() as instance:
+        assert run(job, instance, DAYS[0], ORDERS).success
+        result = run(job, instance, DAYS[1])
+        assert result.success
+        keys = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()
+                for m in [m.event_specific_data.materialization]}
+        assert keys == {"courier/customers", "courier/products", "courier/orders",
+                        "domain/customers", "domain/products", "domain/orders",
+                        "db/customer_360/unified_customers", "db/customer_360/lifetime_value",
+                        "query/high_value_customers", "activation/partner_file",
+                        "activation/crm_csv"}
+        delivered = instance.get_latest_materialization_event(
+            dg.AssetKey(["activation", "partner_file"])).asset_materialization.metadata
+        path = Path(delivered["destination"].value)
+        assert path.name == "acme_high_value_20261102.txt"
+        import hashlib
+
+        assert delivered["md5"].value == hashlib.md5(path.read_bytes()).hexdigest()
+        assert delivered["size"].value == path.stat().st_size
+        assert delivered["dagster/row_count"].value == len(path.read_text().splitlines()) - 1
+        check = instance.get_latest_materialization_event(
+            dg.AssetKey(["query", "high_value_customers"])).asset_materialization.metadata
+        assert "| customer_id | email |" in check["preview"].value
+    assert warehouse(demo, "select count(*) from domain.customers") == [(300,)]
+    # Standardised values, not raw ones.
+    assert warehouse(demo, "select count(*) from domain.customers where email <> "
+                           "lower(trim(email)) or phone not like '+%'") == [(0,)]
+
+
+def test_rerunning_a_partition_replaces_its_rows(demo: Path) -> None:
+    job = build_definitions().resolve_job_def("acme_retail_job")
+    with dg.instance_for_test() as instance:
+        for _ in range(3):
+            assert run(job, instance, DAYS[0], ORDERS).success
+        assert run(job, instance, DAYS[1], ORDERS).success
+    assert warehouse(demo, "select _partition, count(*) from domain.orders group by 1 "
+                           "order by 1") == [("2026-11-01", 150), ("2026-11-02", 150)]
+
+
+def test_a_failed_load_leaves_the_old_table(demo: Path) -> None:
+    job = build_definitions().resolve_job_def("acme_retail_job")
+    landing = demo / "data" / "demo" / "landing"
+    with dg.instance_for_test() as instance:
+        assert run(job, instance, DAYS[0], CUSTOMERS).success
+        before = warehouse(demo, "select count(*), sum(hash(email)) from domain.customers")
+        original = (landing / "customers.csv").read_text()
+
+        # 1. A required column is missing: the file and the column are named.
+        (landing / "customers.csv").write_text(original.replace("E-mail", "Mail", 1))
+        result = run(job, instance, DAYS[0], CUSTOMERS)
+        assert not result.success
+        message = failure_message(result)
+        assert "customers.csv: missing required column(s) E-mail" in message
+        assert warehouse(demo, "select count(*), sum(hash(email)) from domain.customers"
+                         ) == before
+
+        # 2. A not-null column has a null in the last row: nothing of the file is loaded.
+        lines = original.splitlines()
+        (landing / "customers.csv").write_text("\n".join([*lines, ",x@y.z" + "," * 7]) + "\n")
+        result = run(job, instance, DAYS[0], CUSTOMERS)
+        assert not result.success
+        assert "1 row(s) have no value in not-null column 'customer_id'" in \
+            failure_message(result)
+        assert warehouse(demo, "select count(*), sum(hash(email)) from domain.customers"
+                         ) == before
+
+
+def test_a_missing_file_fails_with_its_path(demo: Path) -> None:
+    job = build_definitions().resolve_job_def("acme_retail_job")
+    with dg.instance_for_test() as instance:
+        result = run(job, instance, date(2026, 11, 5), ORDERS)
+    assert not result.success
+    assert "no file matches" in failure_message(result)
+    assert "orders/orders_20261105.csv.gz" in failure_message(result)
+
+
+def test_the_code_location_loads_and_validates(demo: Path) -> None:
+    defs = build_definitions()
+    dg.Definitions.validate_loadable(defs)
+    graph = {key.to_user_string(): sorted(d.to_user_string() for d in deps)
+             for key, deps in defs.resolve_asset_graph().asset_dep_graph["upstream"].items()}
+    assert graph == {
+        "courier/customers": [], "courier/products": [], "courier/orders": [],
+        "domain/customers": ["courier/customers"], "domain/products": ["courier/products"],
+        "domain/orders": ["courier/orders"],
+        "db/customer_360/unified_customers": ["domain/customers", "domain/orders"],
+        "db/customer_360/lifetime_value": ["db/customer_360/unified_customers"],
+        "query/high_value_customers": ["db/customer_360/lifetime_value"],
+        "activation/partner_file": ["query/high_value_customers"],
+        "activation/crm_csv": ["query/high_value_customers"],
+    }
+    key = dg.AssetKey(["domain", "customers"])
+    node = defs.resolve_assets_def(key)
+    assert node.group_names_by_key[key] == "acme_retail"
+    assert node.owners_by_key[key] == ["team:crm-data"]
+    assert "email (email)" in node.descriptions_by_key[key].replace("`", "")
+    assert node.specs_by_key[key].kinds == {"table", "duckdb"}
+
+
+def test_validate_command(demo: Path, tmp_path: Path) -> None:
+    ok = subprocess.run([sys.executable, "-m", "orchestration", "validate"], cwd=REPO,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "workflow 'acme_retail' is valid" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("workflow:\n  name: x\ncouriers:\n  a: {from: nowhere, path: a.csv}\n")
+    failed = subprocess.run([sys.executable, "-m", "orchestration", "validate", str(bad)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert "bad.yaml:4 couriers.a.from: unknown connection 'nowhere' (known: none defined)" \
+        in failed.stderr
+
+
+def test_the_code_location_refuses_a_bad_spec(demo: Path) -> None:
+    (demo / "dagster_home").mkdir()
+    spec = demo / "workflows" / "acme_retail.yaml"
+    spec.write_text(spec.read_text().replace("query: high_value_customers",
+                                             "query: high_value_customer", 1))
+    result = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-m",
+                             "orchestration.definitions"], cwd=REPO, capture_output=True,
+                            text=True)
+    assert result.returncode != 0
+    assert "activations.partner_file.query: unknown query 'high_value_customer'" in \
+        result.stdout + result.stderr
