@@ -115,9 +115,11 @@ def _pull_files(context: dg.AssetExecutionContext, conn: Any, courier: spec.Cour
         local = _normalise(local, courier.format, folder)
         files.append({"path": str(local), "source": conn.describe(item.path),
                       "size": item.size})
-    if courier.format.type == "xlsx" or courier.format.encoding.lower() not in DUCKDB_ENCODINGS:
+    if courier.format.type == "xlsx":  # converted to plain CSV by _normalise
         fmt.update(type="csv", delimiter=",", encoding="utf-8", quote='"', escape=None,
-                   skip_rows=0, compression="none")
+                   skip_rows=0, compression="none", header=courier.format.header)
+    elif courier.format.encoding.lower() not in DUCKDB_ENCODINGS:  # transcoded, decompressed
+        fmt.update(encoding="utf-8", compression="none")
     return files, fmt
 
 

@@ -154,8 +154,14 @@ def build_domain_asset(workflow: spec.Workflow, name: str, table: spec.DomainTab
                        constraints=dg.TableColumnConstraints(nullable=not m.not_null))
         for c, m in table.columns.items()])
 
+    check_specs = [dg.AssetCheckSpec(
+        "primary_key_unique", asset=domain_key(name), blocking=True,
+        description=f"No two rows share ({', '.join(table.primary_key)}).",
+    )] if table.primary_key else []
+
     @dg.asset(
         key=domain_key(name),
+        check_specs=check_specs,
         group_name=wf,
         description=table.description or f"Domain table standardised from courier "
                                           f"`{table.from_}`: {tags}.",
@@ -195,7 +201,8 @@ def build_domain_asset(workflow: spec.Workflow, name: str, table: spec.DomainTab
             "files": len(files),
             "source_files": dg.MetadataValue.md("\n".join(f"- `{f}`" for f in files)),
             "warehouse": warehouse.safe_url,
-        })
+        }, check_results=[_primary_key_check(warehouse, name, table.primary_key)]
+            if table.primary_key else [])
 
     return _domain
 
@@ -225,3 +232,16 @@ def _check_required(table: spec.DomainTable, files: list[str], fmt: dict[str, An
         raise dg.Failure("; ".join(problems) + ". Fix the file or the feed's `source:` names; "
                          "nothing was loaded.")
     return available
+
+
+def _primary_key_check(warehouse: WarehouseResource, name: str, key: list[str]
+                       ) -> dg.AssetCheckResult:
+    columns = ", ".join(quote_ident(c) for c in key)
+    duplicates = warehouse.fetch(
+        f"SELECT count(*), coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM "
+        f'"domain".{quote_ident(name)} GROUP BY {columns} HAVING count(*) > 1) AS d')[0]
+    keys, rows = int(duplicates[0]), int(duplicates[1])
+    return dg.AssetCheckResult(
+        check_name="primary_key_unique", passed=keys == 0,
+        metadata={"duplicate_keys": keys, "rows_with_duplicate_keys": rows},
+        description=None if keys == 0 else f"{keys} key(s) appear more than once ({rows} rows)")

@@ -193,3 +193,20 @@ def test_the_code_location_refuses_a_bad_spec(demo: Path) -> None:
     assert result.returncode != 0
     assert "activations.partner_file.query: unknown query 'high_value_customer'" in \
         result.stdout + result.stderr
+
+
+def test_duplicate_primary_keys_fail_the_blocking_check(demo: Path) -> None:
+    job = build_definitions().resolve_job_def("acme_retail_job")
+    landing = demo / "data" / "demo" / "landing"
+    lines = (landing / "customers.csv").read_text().splitlines()
+    (landing / "customers.csv").write_text("\n".join([*lines, lines[1]]) + "\n")
+    with dg.instance_for_test() as instance:
+        assert run(job, instance, DAYS[0], ORDERS).success
+        result = run(job, instance, DAYS[0])
+    assert not result.success
+    [check] = [c for c in result.get_asset_check_evaluations()
+               if c.check_name == "primary_key_unique"]
+    assert not check.passed
+    assert check.metadata["duplicate_keys"].value == 1
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "db/customer_360/unified_customers" not in materialized  # blocked downstream

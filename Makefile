@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+
+.PHONY: setup demo test servers dev lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup  ## generate the demo's files and run the whole workflow on DuckDB
+	$(BIN)/python -m orchestration demo
+
+servers:  ## the test servers' programs (OpenSSH); PostgreSQL is expected on 127.0.0.1:5432
+	@bash scripts/install-test-servers.sh
+
+test: setup servers  ## every test, against real servers on loopback
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+dev: setup  ## the Dagster UI on http://127.0.0.1:3000
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: setup  ## ingest benchmark (2 GB CSV): Stagecoach vs DuckDB's own read_csv
+	$(BIN)/python benchmarks/ingest.py
+
+clean:
+	rm -rf data .pytest_cache
