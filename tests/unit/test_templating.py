@@ -11,8 +11,9 @@ from assets.templating import date_context, logical_date, render_sql, render_tex
 
 def test_date_macros() -> None:
     ctx = date_context(date(2026, 3, 1), {"brand": "acme"})
-    assert render_text("{{ ds }} {{ ds_nodash }} {{ yesterday_ds }} {{ month_start }} "
-                       "{{ params.brand }}", ctx) == "2026-03-01 20260301 2026-02-28 2026-03-01 acme"
+    rendered = render_text("{{ ds }} {{ ds_nodash }} {{ yesterday_ds }} {{ month_start }} "
+                           "{{ params.brand }}", ctx)
+    assert rendered == "2026-03-01 20260301 2026-02-28 2026-03-01 acme"
 
 
 def test_sql_values_are_bound_parameters() -> None:
