@@ -34,7 +34,9 @@ def run_demo(days: int = 7) -> int:
     print(f"generated {counts} into {landing}")
 
     os.environ.setdefault("DAGSTER_HOME", str(settings.data_dir() / "dagster_home"))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch()  # the embedded default: SQLite storage in this folder
     defs = build_definitions(workflows_dir())
     job = defs.resolve_job_def(workflow_job_name(workflow.workflow.name))
     daily = [courier_key("orders"), domain_key("orders")]

@@ -234,9 +234,8 @@ class S3BucketResource(S3Resource):
 
     def list_files(self, pattern: str) -> list[RemoteFile]:
         directory, name = _split_pattern(pattern)
-        prefix = self._key(directory).rstrip("/") + "/" if directory != "." else \
-            (self.prefix.rstrip("/") + "/" if self.prefix else "")
-        prefix = "" if prefix == "./" else prefix
+        base = posixpath.normpath(posixpath.join(self.prefix, directory)).strip("/")
+        prefix = "" if base == "." else f"{base}/"
         found = []
         try:
             paginator = self.get_client().get_paginator("list_objects_v2")

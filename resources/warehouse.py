@@ -125,12 +125,6 @@ class WarehouseResource(dg.ConfigurableResource):
         with self.engine().connect() as conn:
             return [tuple(r) for r in conn.execute(sa.text(sql), dict(params or {}))]
 
-    def table_exists(self, schema: str, table: str) -> bool:
-        sql = ("SELECT count(*) FROM information_schema.tables "
-               f"WHERE table_schema = {self.placeholder.format('s')} "
-               f"AND table_name = {self.placeholder.format('t')}")
-        return self.fetch(sql, {"s": schema, "t": table})[0][0] > 0
-
     # ---------------------------------------------------------------- DuckDB
     def _duckdb_path(self) -> str:
         path = self.url.removeprefix("duckdb:///").removeprefix("duckdb://")
@@ -278,8 +272,6 @@ class _CsvStream(io.RawIOBase):
             size = len(self._buffer)
         chunk, self._buffer = self._buffer[:size], self._buffer[size:]
         return chunk
-
-    readline = read
 
 
 def _partition_filter(partition: str | None, marker: str) -> tuple[str, dict[str, Any]]:
