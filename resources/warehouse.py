@@ -62,10 +62,6 @@ class WarehouseResource(dg.ConfigurableResource):
         """Format for a named bound parameter in this warehouse's paramstyle."""
         return "${}" if self.is_duckdb else ":{}"
 
-    @property
-    def safe_url(self) -> str:
-        return sa.make_url(self.url).render_as_string(hide_password=True)
-
     def replace_table(self, schema: str, table: str, sql: str,
                       params: Mapping[str, Any] | None = None) -> int:
         """Rebuild `schema.table` from a SELECT, atomically; returns its row count."""
@@ -172,8 +168,20 @@ class WarehouseResource(dg.ConfigurableResource):
     # ---------------------------------------------------------------- SQLAlchemy
     def engine(self) -> sa.Engine:
         if self._engine is None:
-            self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+            try:
+                self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+            except (sa.exc.ArgumentError, ValueError):
+                # SQLAlchemy echoes the whole URL, password included: say only what to fix.
+                raise WarehouseError("the database URL cannot be parsed; check its format "
+                                     "(dialect+driver://user@host:port/database)") from None
         return self._engine
+
+    @property
+    def safe_url(self) -> str:
+        try:
+            return sa.make_url(self.url).render_as_string(hide_password=True)
+        except (sa.exc.ArgumentError, ValueError):
+            return "(unparseable URL)"
 
     def _load_batches(self, schema: str, table: str, batches: pa.RecordBatchReader,
                       partition: str | None, not_null: list[str]) -> int:
