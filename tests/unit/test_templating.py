@@ -48,12 +48,3 @@ def test_logical_date_prefers_partition_then_schedule() -> None:
     assert logical_date(None, "2026-03-03T02:00:00+00:00", now) == date(2026, 3, 3)
     assert logical_date(None, None, now) == date(2026, 5, 5)
 
-
-def test_a_malformed_database_url_is_never_echoed() -> None:
-    from resources.warehouse import WarehouseError, WarehouseResource
-
-    warehouse = WarehouseResource(url="postgresql://user:TOPSECRET@host:notaport/db")
-    with pytest.raises(WarehouseError) as raised:
-        list(warehouse.batches("select 1"))
-    assert "TOPSECRET" not in str(raised.value)
-    assert "TOPSECRET" not in warehouse.safe_url
