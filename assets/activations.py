@@ -46,7 +46,9 @@ def build_activation_asset(workflow: spec.Workflow, name: str, activation: spec.
         kinds={destination.kind, activation.file.type},
         deps=[table_key(f"query.{activation.query}")],
         required_resource_keys={WAREHOUSE_KEY, STAGING_KEY, dest_key},
-        metadata={"destination": activation.to, "file_name_template": activation.file.name},
+        metadata={"destination": activation.to, "path_template": activation.path or ".",
+                  "file": dg.MetadataValue.json(activation.file.model_dump()),
+                  "overwrite": activation.overwrite},
         retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     )
     def _activation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:

@@ -61,7 +61,8 @@ def build_courier_asset(workflow: spec.Workflow, name: str, courier: spec.Courie
         partitions_def=partitions_for(workflow) if courier.dated else None,
         required_resource_keys={conn_key, STAGING_KEY},
         metadata={"connection": courier.from_, "source": source,
-                  "format": courier.format.type if connection.kind != "sql" else "sql"},
+                  "format": dg.MetadataValue.json(courier.format.model_dump())
+                  if connection.kind != "sql" else "sql query → parquet"},
         retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     )
     def _courier(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
