@@ -21,6 +21,7 @@ from orchestration.demo_data import generate
 from orchestration.spec_loader import load_workflow, workflows_dir
 
 DEMO_SPEC = "acme_retail.yaml"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def run_demo(days: int = 7) -> int:
@@ -43,12 +44,13 @@ def run_demo(days: int = 7) -> int:
     with dg.DagsterInstance.get() as instance:
         for day in dates[:-1]:  # backfill the earlier days' orders, then run everything once
             result = job.execute_in_process(instance=instance, partition_key=day.isoformat(),
-                                            asset_selection=daily, raise_on_error=False)
+                                            asset_selection=daily, raise_on_error=False,
+                                            run_config=QUIET)
             print(f"{day}: orders loaded" if result.success else f"{day}: FAILED")
             if not result.success:
                 return 1
         result = job.execute_in_process(instance=instance, partition_key=dates[-1].isoformat(),
-                                        raise_on_error=False)
+                                        raise_on_error=False, run_config=QUIET)
         if not result.success:
             print(f"the demo run {result.run_id} failed; see `dagster dev` for its logs")
             return 1
@@ -60,5 +62,6 @@ def run_demo(days: int = 7) -> int:
                 event.asset_materialization else {}
             print(f"  {name}: {meta['dagster/row_count'].value} rows, {meta['size'].value} "
                   f"bytes, md5 {meta['md5'].value} -> {meta['destination'].value}")
-    print(f"Browse it: DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev -w workspace.yaml")
+    print(f"Browse the runs, assets and checks: `make dev` (DAGSTER_HOME={home}), then "
+          "http://127.0.0.1:3000")
     return 0
