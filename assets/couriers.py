@@ -100,6 +100,7 @@ def _pull_files(context: dg.AssetExecutionContext, conn: Any, courier: spec.Cour
         raise dg.Failure(
             f"no file matches {conn.describe(pattern)!r}; check the path and that the file "
             "arrived, or set `required: false` on the courier to load nothing instead",
+            allow_retries=False,  # waiting for files is the sensors' job, not a retry's
         )
     fmt = courier.format.model_dump()
     files = []
@@ -138,7 +139,8 @@ def _normalise(local: Path, fmt: spec.FileFormat, folder: Path) -> Path:
             shutil.copyfileobj(_Encoded(decoder), out, 1 << 20)
     except (UnicodeDecodeError, LookupError) as bad:
         raise dg.Failure(f"{local}: cannot decode as {fmt.encoding}: {bad}; set "
-                         "`format.encoding` to the file's real encoding") from bad
+                         "`format.encoding` to the file's real encoding",
+                         allow_retries=False) from bad
     return target
 
 
@@ -166,11 +168,12 @@ def _xlsx_to_csv(local: Path, fmt: spec.FileFormat, target: Path) -> Path:
     try:
         book = load_workbook(local, read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, OSError) as bad:
-        raise dg.Failure(f"{local} is not a readable xlsx workbook: {bad}") from bad
+        raise dg.Failure(f"{local} is not a readable xlsx workbook: {bad}",
+                         allow_retries=False) from bad
     try:
         if fmt.sheet and fmt.sheet not in book.sheetnames:
             raise dg.Failure(f"{local}: no sheet {fmt.sheet!r} (sheets: "
-                             f"{', '.join(book.sheetnames)})")
+                             f"{', '.join(book.sheetnames)})", allow_retries=False)
         sheet = book[fmt.sheet] if fmt.sheet else book.worksheets[0]
         with open(target, "w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)

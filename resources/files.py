@@ -146,7 +146,7 @@ class SftpResource(dg.ConfigurableResource):
                            banner_timeout=self.timeout_seconds, auth_timeout=self.timeout_seconds,
                            allow_agent=False, look_for_keys=False)
             return client, client.open_sftp()
-        except (paramiko.SSHException, OSError) as failed:
+        except (paramiko.SSHException, OSError, EOFError) as failed:
             client.close()
             raise TransferError(f"sftp {self.username}@{self.host}:{self.port} {operation}: "
                                 f"{type(failed).__name__}: {failed}") from failed
@@ -173,7 +173,7 @@ class SftpResource(dg.ConfigurableResource):
             sftp.get(self._full(remote), str(local), prefetch=True,
                      max_concurrent_prefetch_requests=64)
             return local.stat().st_size
-        except (paramiko.SSHException, OSError) as failed:
+        except (paramiko.SSHException, OSError, EOFError) as failed:
             local.unlink(missing_ok=True)
             raise TransferError(f"{self.describe(remote)} download: {failed}") from failed
         finally:
@@ -194,13 +194,13 @@ class SftpResource(dg.ConfigurableResource):
                 raise TransferError(f"{self.describe(remote)}: {size} of {expected} bytes arrived")
             sftp.posix_rename(partial, final)
             return size
-        except (paramiko.SSHException, OSError) as failed:
+        except (paramiko.SSHException, OSError, EOFError) as failed:
             raise TransferError(f"{self.describe(remote)} upload: {failed}") from failed
         finally:
             try:
                 if _sftp_exists(sftp, partial):
                     sftp.remove(partial)
-            except (paramiko.SSHException, OSError):
+            except (paramiko.SSHException, OSError, EOFError):
                 pass  # the connection is gone: the partial name is never a final name
             client.close()
 
@@ -225,6 +225,9 @@ class S3BucketResource(S3Resource):
 
     bucket: str
     prefix: str = ""
+
+    def get_object_to_set_on_execution_context(self) -> S3BucketResource:
+        return self  # S3Resource hands assets a bare boto3 client; they need list_files & co.
 
     def _key(self, remote: str) -> str:
         return posixpath.join(self.prefix, safe_relative(remote)).lstrip("/")
