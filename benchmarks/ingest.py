@@ -17,8 +17,8 @@ folders; the CSV is always kept so the next run reuses it), `--repeat N` (best t
 What it does:
 
 1. Generates a deterministic customer CSV (id, e-mail in mixed case with stray spaces, phones
-   in seven formats, first/last names, a birth date in eight formats, postal codes, amounts with
-   `$` and thousands separators) with DuckDB's `COPY (SELECT ... FROM range(N)) TO ...`, so it
+   in seven formats, first/last names, a birth date in six formats or blank or `unknown`, postal
+   codes, amounts with `$`, thousands separators or `n/a`) with DuckDB's `COPY (SELECT ... FROM range(N)) TO ...`, so it
    streams and is never held in memory. Values come from integer hashing of the row number, not
    `random()`, so the same row count always gives the same bytes. The row count for a target
    size comes from a 100,000-row sample; the file is named after its row count and generator
@@ -44,6 +44,9 @@ How it measures, per variant:
   `getrusage(RUSAGE_CHILDREN)`, whose `ru_maxrss` is the max over every child reaped so far).
   As a cross-check a thread also samples the RSS of the child's whole process tree with psutil
   every 50 ms (`sampled` column; it can only miss short spikes, never add to them).
+* `cpu s` is the child's user + system CPU time (from the same rusage); `other` is the CPU time
+  the rest of the machine used meanwhile (/proc/stat, including this script's sampler). When
+  other processes compete for the CPUs the times are noisy and the script says so.
 
 Throughput is file bytes per second (MB = 2**20 bytes) and generated rows per second. The ratio
 compares each variant with DuckDB's at the same scope (process with process, step with
@@ -282,6 +285,7 @@ class Measure:
     core_seconds: float = 0.0
     core_label: str = ""
     cpu_seconds: float = 0.0
+    other_cpu: float = 0.0
     peak_mib: float = 0.0
     sampled_mib: float = 0.0
     rows: int = 0
@@ -317,6 +321,17 @@ class TreeSampler(threading.Thread):
             self.done.wait(0.05)
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (Linux /proc/stat)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(variant: str, csv: Path, run_dir: Path) -> Measure:
     """Run one variant in a fresh child; time it, and read its peak RSS from wait4."""
     if run_dir.exists():
@@ -329,17 +344,19 @@ def measure(variant: str, csv: Path, run_dir: Path) -> Measure:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--csv",
                str(csv), "--run-dir", str(run_dir), "--result", str(result_file)]
     with open(log, "wb") as out:
-        started = time.perf_counter()
+        started, busy = time.perf_counter(), busy_cpu_seconds()
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         sampler = TreeSampler(proc.pid)
         sampler.start()
         # wait4 reaps this very child and hands back its own rusage (Linux: ru_maxrss in KiB).
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
+        busy = busy_cpu_seconds() - busy
         sampler.done.set()
         sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    m = Measure(variant, seconds=seconds, cpu_seconds=usage.ru_utime + usage.ru_stime,
+    cpu = usage.ru_utime + usage.ru_stime
+    m = Measure(variant, seconds=seconds, cpu_seconds=cpu, other_cpu=max(0.0, busy - cpu),
                 peak_mib=usage.ru_maxrss / 1024, sampled_mib=sampler.peak / MIB)
     if proc.returncode != 0 or not result_file.exists():
         m.ok = False
@@ -377,7 +394,7 @@ def report(results: list[Measure], size: int, rows: int) -> bool:
     """Print the table and the verdict; False when a load failed or lost rows."""
     base = next(r for r in results if r.variant == "duckdb")
     header = (f"{'variant':<22}{'scope':<11}{'seconds':>9}{'MB/s':>9}{'rows/s':>12}"
-              f"{'cpu s':>8}{'peak RSS MiB':>14}{'sampled':>9}{'vs DuckDB':>11}")
+              f"{'cpu s':>8}{'other':>7}{'peak RSS MiB':>14}{'sampled':>9}{'vs DuckDB':>11}")
     print()
     print(f"file: {size / MIB:,.0f} MB ({size:,} bytes), {rows:,} rows; "
           f"{os.cpu_count()} CPUs; MB = 2**20 bytes")
@@ -397,11 +414,17 @@ def report(results: list[Measure], size: int, rows: int) -> bool:
             ratio = f"{ref / secs:.2f}x" if base.ok and secs else "-"
             mem = (f"{r.peak_mib:>14,.0f}{r.sampled_mib:>9,.0f}" if scope == "process"
                    else f"{'':>14}{'':>9}")
-            cpu = f"{r.cpu_seconds:>8.1f}" if scope == "process" else f"{'':>8}"
+            cpu = (f"{r.cpu_seconds:>8.1f}{r.other_cpu:>7.1f}" if scope == "process"
+                   else f"{'':>15}")
             name = VARIANTS[r.variant] if scope == "process" else ""
             print(f"{name:<22}{scope:<11}{secs:>9.2f}{size / MIB / secs:>9.1f}"
                   f"{rows / secs:>12,.0f}{cpu}{mem}{ratio:>11}")
     print()
+    busy = [VARIANTS[r.variant] for r in results
+            if r.ok and r.other_cpu > max(2.0, 0.1 * r.seconds)]
+    if busy:
+        print(f"warning: other processes used the CPUs during {', '.join(busy)} ('other' CPU "
+              "seconds); the times are noisy, rerun on an idle machine or with --repeat")
     for r in results:
         if r.ok and "steps" in r.detail:
             steps = ", ".join(f"{k} {v:.2f} s" for k, v in r.detail["steps"].items())

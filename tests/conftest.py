@@ -13,7 +13,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,11 +22,6 @@ from typing import Any
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-
-# Test this checkout's code, whichever copy the environment's editable install points at.
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path[:1]:
-    sys.path.insert(0, str(ROOT))
 
 SSHD = "/usr/sbin/sshd"
 POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
