@@ -13,13 +13,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from assets.templating import is_dated
+
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 # Dagster accepts an e-mail address or `team:<name>` as an owner.
 Owner = Annotated[str, Field(pattern=r"^(team:[A-Za-z0-9_.-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")]
-# Date macros that make a path or query dated, and so its asset daily-partitioned.
-DATE_MACROS = ("ds", "ds_nodash", "yesterday_ds", "yesterday_ds_nodash", "month_start")
-DATE_MACRO_PATTERN = re.compile(r"{{[^}]*\b(" + "|".join(DATE_MACROS) + r")\b[^}]*}}")
 
 
 class Model(BaseModel):
@@ -37,11 +36,6 @@ class EnvRef(Model):
 # Secrets accept only an environment reference; plain settings accept either.
 Secret = EnvRef
 Setting = str | EnvRef
-
-
-def is_dated(template: str | None) -> bool:
-    """True when a template uses a date macro, which makes its asset daily-partitioned."""
-    return bool(template and DATE_MACRO_PATTERN.search(template))
 
 
 # ---------------------------------------------------------------- connections

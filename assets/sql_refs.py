@@ -11,7 +11,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-_STRINGS_AND_COMMENTS = re.compile(r"'(?:[^']|'')*'|--[^\n]*|/\*.*?\*/", re.S)
+_STRINGS_AND_COMMENTS = re.compile(r"\$\$.*?\$\$|[eE]?'(?:[^'\\]|''|\\.)*'|--[^\n]*|/\*.*?\*/",
+                                   re.S)
+_KEYWORDS = ("where|on|using|join|left|right|inner|outer|full|cross|group|order|limit|union|"
+             "natural|lateral|window|having|qualify|offset|except|intersect|as")
+# `from x.y alias`, `join x.y as alias`: the alias is a local name in this statement.
+_ALIASES = re.compile(rf'(?i)\b(?:from|join)\s+[\w."]+\s+(?:as\s+)?"?(?!(?:{_KEYWORDS})\b)'
+                      r'([A-Za-z_]\w*)')
+_CTES = re.compile(r"(?i)(?:\bwith|,)\s+([A-Za-z_]\w*)\s+as\s*\(")
 
 
 @dataclass(frozen=True)
@@ -27,15 +34,23 @@ class SqlCatalog:
         return cls(frozenset(tables), frozenset({"domain", "query", *databases}))
 
     def references(self, sql: str) -> tuple[set[str], list[str]]:
-        """(known tables the SQL reads, unknown schema.table names in a known schema)."""
+        """(known tables the SQL reads, unknown schema.table names in a known schema).
+
+        Names the SQL itself defines (table aliases, CTEs) are not schemas there, so
+        `from domain.orders sales where sales.amount > 0` does not read a table `sales.amount`.
+        """
         code = _STRINGS_AND_COMMENTS.sub(" ", sql)
-        schemas = "|".join(sorted(map(re.escape, self.schemas), key=len, reverse=True))
+        local = {name.lower() for name in _ALIASES.findall(code) + _CTES.findall(code)}
+        schemas = sorted(self.schemas - local, key=len, reverse=True)
+        if not schemas:
+            return set(), []
+        names = "|".join(map(re.escape, schemas))
         found = {f"{s.lower()}.{t.lower()}" for s, t in re.findall(
-            rf"(?<![\w.\"])({schemas})\s*\.\s*([A-Za-z_]\w*)", code, flags=re.I)}
+            rf'(?<![\w."])"?({names})"?\s*\.\s*"?([A-Za-z_]\w*)"?', code, flags=re.I)}
         return found & self.tables, sorted(found - self.tables)
 
     def describe(self, ref: str) -> str:
         """The known tables of a reference's schema, for an error message."""
         schema = ref.split(".", 1)[0]
         same = sorted(t for t in self.tables if t.startswith(f"{schema}."))
-        return ", ".join(same or sorted(self.tables)) or "none defined"
+        return ", ".join(same) or f"no tables defined in {schema!r}"

@@ -7,12 +7,13 @@ a bound parameter: values never get pasted into the statement text.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from jinja2 import StrictUndefined, Undefined
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
@@ -78,14 +79,35 @@ def render_sql(
 
 
 SAMPLE_CONTEXT = date_context(date(2000, 1, 31))
+DATE_MACROS = frozenset(SAMPLE_CONTEXT) - {"params"}
+_SQL_STRING = re.compile(r"'(?:[^']|'')*'")
+_PLACEHOLDER = re.compile(r":p\d+")
+_GLUED = re.compile(r"[\w.\"]:p\d+|:p\d+[\w\"]")
 
 
-def check_template(template: str, params: Mapping[str, Any]) -> str | None:
-    """Return why a template cannot render, or None: used by the spec validator."""
+def is_dated(template: str | None) -> bool:
+    """True when a template uses a date macro, which makes its asset daily-partitioned."""
+    if not template:
+        return False
     try:
-        render_sql(template, {**SAMPLE_CONTEXT, "params": dict(params)})
-    except Exception as error:
+        names = meta.find_undeclared_variables(_text_env.parse(template))
+    except TemplateSyntaxError:
+        return False  # reported by check_template
+    return bool(names & DATE_MACROS)
+
+
+def check_template(template: str, params: Mapping[str, Any], sql: bool = False) -> str | None:
+    """Return why a template cannot be used, or None: used by the spec validator."""
+    try:
+        rendered = render_sql(template, {**SAMPLE_CONTEXT, "params": dict(params)}).text
+    except Exception as error:  # any Jinja failure is a spec error to report, not a crash
         return f"template does not render: {type(error).__name__}: {error}"
+    if sql and any(_PLACEHOLDER.search(s) for s in _SQL_STRING.findall(rendered)):
+        return ("{{ … }} inside quotes: write it without quotes, it becomes a bound value "
+                "(e.g. `where day = {{ ds }}`)")
+    if sql and _GLUED.search(rendered):
+        return ("{{ … }} glued to a name: in SQL a template value is a bound value, so it "
+                "cannot build table or column names")
     return None
 
 

@@ -18,12 +18,12 @@ What it does:
 
 1. Generates a deterministic customer CSV (id, e-mail in mixed case with stray spaces, phones
    in seven formats, first/last names, a birth date in six formats or blank or `unknown`, postal
-   codes, amounts with `$`, thousands separators or `n/a`) with DuckDB's `COPY (SELECT ... FROM range(N)) TO ...`, so it
-   streams and is never held in memory. Values come from integer hashing of the row number, not
-   `random()`, so the same row count always gives the same bytes. The row count for a target
-   size comes from a 100,000-row sample; the file is named after its row count and generator
-   version and reused when it exists. It is read once before measuring, so every variant reads
-   it from the page cache alike.
+   codes, amounts with `$`, thousands separators or `n/a`) with DuckDB's
+   `COPY (SELECT ... FROM range(N)) TO ...`, so it streams and is never held in memory. Values
+   come from integer hashing of the row number, not `random()`, so the same row count always
+   gives the same bytes. The row count for a target size comes from a 100,000-row sample; the
+   file is named after its row count and generator version and reused when it exists. It is
+   read once before measuring, so every variant reads it from the page cache alike.
 2. `duckdb`: a fresh subprocess runs `CREATE TABLE t AS SELECT * FROM read_csv('<file>')` into a
    fresh DuckDB file with default settings (DuckDB sniffs the types itself).
 3. `stagecoach`: a fresh subprocess runs the real workflow - a folder courier that reads the

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from assets.sql_refs import SqlCatalog
 from assets.templating import check_template
 
 WORKFLOWS_DIR_ENV = "STAGECOACH_WORKFLOWS_DIR"
+# Labels pydantic puts in an error's location for the member of a union that was tried.
+UNION_MEMBERS = {"folder", "sftp", "s3", "sql", "str", "EnvRef"}
 SECRET_FIELDS = {"password", "private_key_passphrase", "access_key_id", "secret_access_key", "url"}
 SECTIONS: dict[str, Any] = {
     "connections": spec.Connection,
@@ -60,10 +62,11 @@ class SpecInvalid(Exception):
 
 @dataclass(frozen=True)
 class LoadedWorkflow:
-    """A validated workflow and the file it came from."""
+    """A validated workflow, the file it came from and the line of every spec path."""
 
     spec: spec.Workflow
     path: Path
+    lines: Mapping[Path_, int] = field(default_factory=dict)
 
 
 def workflows_dir() -> Path:
@@ -82,8 +85,12 @@ def load_workflows(target: Path | None = None) -> list[LoadedWorkflow]:
     if not target.exists():
         raise SpecInvalid([SpecError(str(target), 0, "", f"no such file or folder; set "
                                      f"{WORKFLOWS_DIR_ENV} or pass a path")])
+    files = spec_files(target)
+    if not files:
+        raise SpecInvalid([SpecError(str(target), 0, "", "no workflow spec (*.yaml) here; "
+                                     "add one or point at another folder")])
     loaded, errors = [], []
-    for file in spec_files(target):
+    for file in files:
         try:
             loaded.append(load_workflow(file))
         except SpecInvalid as invalid:
@@ -161,8 +168,9 @@ class _Validator:
         raw = self._parse_yaml(text)
         workflow = self._build(raw) if raw is not None else None
         if self.errors or workflow is None:
-            raise SpecInvalid(sorted(self.errors, key=lambda e: (e.line, e.path)))
-        return LoadedWorkflow(workflow, file or Path(self.file))
+            unique = dict.fromkeys(self.errors)  # union members can repeat one problem
+            raise SpecInvalid(sorted(unique, key=lambda e: (e.line, e.path)))
+        return LoadedWorkflow(workflow, file or Path(self.file), self.lines.lines)
 
     # -- YAML
     def _parse_yaml(self, text: str) -> dict | None:
@@ -194,11 +202,13 @@ class _Validator:
             return None
 
     def _pydantic_error(self, path: Path_, problem: Mapping[str, Any]) -> None:
-        loc = [part for part in problem["loc"] if part not in ("folder", "sftp", "s3", "sql")
-               or (*path, part) in self.lines.lines]
+        members = [p for p in problem["loc"] if p in UNION_MEMBERS]
+        loc = [p for p in problem["loc"] if p not in UNION_MEMBERS]
         full = (*path, *loc)
         kind, field = problem["type"], str(loc[-1]) if loc else ""
-        if kind == "extra_forbidden":
+        if "str" in members or ("EnvRef" in members and field not in SECRET_FIELDS):
+            message = "must be text or {env: VARIABLE_NAME}"
+        elif kind == "extra_forbidden":
             message = f"unknown key '{field}'; remove it or check its spelling"
         elif field in SECRET_FIELDS and kind in ("model_type", "model_attributes_type"):
             message = ("is a secret: write {env: VARIABLE_NAME} and set that variable in the "
@@ -228,7 +238,8 @@ class _Validator:
                                    f"{', '.join(SECTIONS)})")
         if "workflow" not in raw:
             self.error((), "missing `workflow:` section with at least `name:`")
-        info = self._validate(spec.WorkflowInfo, raw.get("workflow"), ("workflow",))
+        info = (self._validate(spec.WorkflowInfo, raw["workflow"], ("workflow",))
+                if "workflow" in raw else None)
         sections: dict[str, dict[str, Any]] = {}
         self.known: dict[str, set[str]] = {}
         for section, model in SECTIONS.items():
@@ -302,7 +313,7 @@ class _Validator:
             if self._known("connections", courier.from_, (*path, "from"), "connection"):
                 self._check_courier(path, courier, connections.get(courier.from_))
             self._template(courier.path, (*path, "path"), params)
-            self._template(courier.query, (*path, "query"), params)
+            self._template(courier.query, (*path, "query"), params, sql=True)
             if courier.dated and info is not None and info.start_date is None:
                 self.error(path, "its path is dated, so it is daily-partitioned: set "
                                  "`workflow.start_date` (the first day to load)")
@@ -351,9 +362,10 @@ class _Validator:
             self.error(path, f"a courier from a `{conn.kind}` connection needs `path:` (and no "
                              "`query:`)")
 
-    def _template(self, template: str | None, path: Path_, params: Mapping[str, Any]) -> None:
+    def _template(self, template: str | None, path: Path_, params: Mapping[str, Any],
+                  sql: bool = False) -> None:
         if template:
-            problem = check_template(template, params)
+            problem = check_template(template, params, sql)
             if problem:
                 self.error(path, problem)
 
@@ -361,7 +373,8 @@ class _Validator:
                   params: Mapping[str, Any]) -> set[str]:
         if not table.sql:
             return set()
-        self._template(table.sql, (*path, "sql_file" if table.sql_file else "sql"), params)
+        self._template(table.sql, (*path, "sql_file" if table.sql_file else "sql"), params,
+                       sql=True)
         refs, unknown = catalog.references(table.sql)
         for ref in unknown:
             self.error((*path, "sql_file" if table.sql_file else "sql"),
@@ -397,19 +410,22 @@ class _Validator:
 
 
 def _cross_workflow_errors(loaded: list[LoadedWorkflow]) -> list[SpecError]:
-    """Names that must be unique across the code location: workflows and asset keys."""
+    """Names shared by the whole code location: workflows and every asset key."""
     errors, owners = [], {}
     for item in loaded:
-        name = item.spec.workflow.name
-        keys = [("workflow", name)]
-        keys += [("domain", t) for t in item.spec.domain_tables]
-        keys += [("query", q) for q in item.spec.queries]
-        keys += [(db, t) for db, d in item.spec.databases.items() for t in d.tables]
-        for key in keys:
+        spec_ = item.spec
+        keys = {("workflow", spec_.workflow.name): ("workflow", "name")}
+        keys |= {("courier", c): ("couriers", c) for c in spec_.couriers}
+        keys |= {("domain", t): ("domain_tables", t) for t in spec_.domain_tables}
+        keys |= {("db", db, t): ("databases", db, "tables", t)
+                 for db, d in spec_.databases.items() for t in d.tables}
+        keys |= {("query", q): ("queries", q) for q in spec_.queries}
+        keys |= {("activation", a): ("activations", a) for a in spec_.activations}
+        for key, path in keys.items():
             if key in owners and owners[key] != item.path:
-                errors.append(SpecError(_display(item.path), 1, ".".join(key),
-                                        f"also defined in {_display(owners[key])}; names of "
-                                        "workflows and tables are shared by the code location: "
-                                        "rename one"))
+                errors.append(SpecError(
+                    _display(item.path), item.lines.get(path, 1), ".".join(path),
+                    f"{'/'.join(key)} is also defined in {_display(owners[key])}; workflows "
+                    "and asset keys are shared by the code location: rename one"))
             owners.setdefault(key, item.path)
     return errors
