@@ -9,7 +9,9 @@ feeds only ever read CSV, JSON lines or Parquet with DuckDB's own readers.
 
 import codecs
 import csv
+import gzip
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from assets.common import (
     template_context,
 )
 from assets.templating import render_sql, render_text
-from resources.files import FolderResource, TransferError
+from resources.files import FileConnection, TransferError
 from resources.staging import StagingResource
 
 DUCKDB_ENCODINGS = {"utf-8", "utf8", "utf-8-sig"}
@@ -70,13 +72,20 @@ def build_courier_asset(workflow: spec.Workflow, name: str, courier: spec.Courie
         conn = getattr(context.resources, conn_key)
         partition = asset_partition(context)
         folder = manifest_path(staging, wf, name, partition).parent
+        # This run's files go to their own folder: until the new manifest replaces the old
+        # one, the files the old manifest names stay as they were.
+        work = folder / context.run_id
+        work.mkdir(exist_ok=True)
         values = template_context(context, workflow)
         if connection.kind == "sql":
-            files, fmt = _pull_query(context, conn, courier, values, folder)
+            files, fmt = _pull_query(context, conn, courier, values, work)
         else:
-            files, fmt = _pull_files(context, conn, courier, values, folder)
+            files, fmt = _pull_files(context, conn, courier, values, work)
         staging.write_json(folder / MANIFEST, {"files": files, "format": fmt,
                                                "partition": partition})
+        for earlier in folder.iterdir():
+            if earlier.is_dir() and earlier != work:
+                shutil.rmtree(earlier, ignore_errors=True)
         total = sum(f["size"] for f in files)
         return dg.MaterializeResult(metadata={
             "files": dg.MetadataValue.md("\n".join(f"- `{f['source']}` ({f['size']:,} bytes)"
@@ -89,7 +98,7 @@ def build_courier_asset(workflow: spec.Workflow, name: str, courier: spec.Courie
     return _courier
 
 
-def _pull_files(context: dg.AssetExecutionContext, conn: Any, courier: spec.Courier,
+def _pull_files(context: dg.AssetExecutionContext, conn: FileConnection, courier: spec.Courier,
                 values: dict[str, Any], folder: Path) -> tuple[list[dict], dict]:
     pattern = render_text(courier.path or "", values)
     try:
@@ -105,9 +114,8 @@ def _pull_files(context: dg.AssetExecutionContext, conn: Any, courier: spec.Cour
     fmt = courier.format.model_dump()
     files = []
     for item in found:
-        if isinstance(conn, FolderResource):
-            local = conn.local_path(item.path)
-        else:
+        local = conn.local_path(item.path)
+        if local is None:
             local = folder / Path(item.path).name
             context.log.info(f"downloading {conn.describe(item.path)} ({item.size:,} bytes)")
             try:
@@ -132,7 +140,7 @@ def _normalise(local: Path, fmt: spec.FileFormat, folder: Path) -> Path:
     if fmt.encoding.lower() in DUCKDB_ENCODINGS:
         return local
     target = folder / f"{local.name}.utf8"
-    opener = _gzip_open if local.suffix == ".gz" or fmt.compression == "gzip" else open
+    opener = gzip.open if local.suffix == ".gz" or fmt.compression == "gzip" else open
     try:
         with opener(local, "rb") as raw, open(target, "wb") as out:
             decoder = codecs.getreader(fmt.encoding)(raw, errors="strict")
@@ -142,12 +150,6 @@ def _normalise(local: Path, fmt: spec.FileFormat, folder: Path) -> Path:
                          "`format.encoding` to the file's real encoding",
                          allow_retries=False) from bad
     return target
-
-
-def _gzip_open(path: Path, mode: str) -> Any:
-    import gzip
-
-    return gzip.open(path, mode)
 
 
 class _Encoded:
@@ -161,9 +163,7 @@ class _Encoded:
 
 
 def _xlsx_to_csv(local: Path, fmt: spec.FileFormat, target: Path) -> Path:
-    import zipfile
-
-    from openpyxl import load_workbook
+    from openpyxl import load_workbook  # heavy: imported only when an xlsx arrives
 
     try:
         book = load_workbook(local, read_only=True, data_only=True)

@@ -182,9 +182,16 @@ def build_domain_asset(workflow: spec.Workflow, name: str, table: spec.DomainTab
                              f"{partition or 'this table'}; materialize it first")
         manifest = staging.read_json(manifest_file)
         files = [f["path"] for f in manifest["files"]]
-        if not files:
-            context.log.warning(f"courier `{table.from_}` brought no file: loading no rows")
-            return dg.MaterializeResult(metadata={"dagster/row_count": 0, "files": 0})
+        if not files:  # an optional courier found nothing: keep what the table holds
+            context.log.warning(f"courier `{table.from_}` brought no file: `domain.{name}` "
+                                f"is left as it was")
+            exists = warehouse.has_table("domain", name)
+            return dg.MaterializeResult(
+                metadata={"files": 0, "unchanged": True},
+                check_results=[_primary_key_check(warehouse, name, table.primary_key)
+                               if exists else dg.AssetCheckResult(
+                                   check_name="primary_key_unique", passed=True,
+                                   description="no table yet")] if table.primary_key else [])
         available = _check_required(table, files, manifest["format"])
         select = feed_select(table, manifest["format"], available, partition is not None)
         params: dict[str, Any] = {"files": files}

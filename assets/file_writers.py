@@ -7,6 +7,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -60,7 +61,7 @@ def write_file(batches: Iterable[pa.RecordBatch], target: Path, fmt: spec.Output
 
 def _write_xlsx(first: pa.RecordBatch, batches: Iterable[pa.RecordBatch], target: Path,
                 header: bool) -> int:
-    from openpyxl import Workbook
+    from openpyxl import Workbook  # heavy: imported only when an xlsx is written
 
     book = Workbook(write_only=True)
     sheet = book.create_sheet("data")
@@ -76,8 +77,6 @@ def _write_xlsx(first: pa.RecordBatch, batches: Iterable[pa.RecordBatch], target
 
 
 def _excel_value(value: object) -> object:
-    from decimal import Decimal
-
     return float(value) if isinstance(value, Decimal) else value
 
 

@@ -37,10 +37,18 @@ class TransferError(Exception):
 
 
 class FileConnection(Protocol):
+    """What couriers and activations need of any file connection."""
+
     def list_files(self, pattern: str) -> list[RemoteFile]: ...
+    def local_path(self, remote: str) -> Path | None: ...
     def download(self, remote: str, local: Path) -> int: ...
     def upload(self, local: Path, remote: str, overwrite: bool = True) -> int: ...
     def describe(self, remote: str) -> str: ...
+
+
+def partial_name(final_name: str) -> str:
+    """A hidden temporary name beside the final one: no reader's glob picks it up."""
+    return f".{final_name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}"
 
 
 def safe_relative(path: str) -> str:
@@ -85,7 +93,7 @@ class FolderResource(dg.ConfigurableResource):
                         "./"), info.st_size, info.st_mtime))
         return sorted(found, key=lambda f: f.path)
 
-    def local_path(self, remote: str) -> Path:
+    def local_path(self, remote: str) -> Path | None:
         """Folders need no download: readers open the file where it is."""
         return self._full(remote)
 
@@ -99,7 +107,7 @@ class FolderResource(dg.ConfigurableResource):
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists() and not overwrite:
             raise TransferError(f"{final} exists and overwrite is off")
-        partial = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}")
+        partial = final.with_name(partial_name(final.name))
         try:
             shutil.copyfile(local, partial)
             size = partial.stat().st_size
@@ -129,6 +137,9 @@ class SftpResource(dg.ConfigurableResource):
 
     def _full(self, remote: str) -> str:
         return posixpath.normpath(posixpath.join(self.base_path, safe_relative(remote)))
+
+    def local_path(self, remote: str) -> Path | None:
+        return None  # remote: couriers download it
 
     def _connect(self, operation: str) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
         client = paramiko.SSHClient()
@@ -181,7 +192,8 @@ class SftpResource(dg.ConfigurableResource):
 
     def upload(self, local: Path, remote: str, overwrite: bool = True) -> int:
         final = self._full(remote)
-        partial = f"{final}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}"
+        directory, name = posixpath.split(final)
+        partial = posixpath.join(directory, partial_name(name))
         expected = local.stat().st_size
         client, sftp = self._connect("upload")
         try:
@@ -231,6 +243,9 @@ class S3BucketResource(S3Resource):
 
     def _key(self, remote: str) -> str:
         return posixpath.join(self.prefix, safe_relative(remote)).lstrip("/")
+
+    def local_path(self, remote: str) -> Path | None:
+        return None  # remote: couriers download it
 
     def describe(self, remote: str) -> str:
         return f"s3://{self.bucket}/{self._key(remote)}"

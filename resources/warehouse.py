@@ -106,12 +106,13 @@ class WarehouseResource(dg.ConfigurableResource):
         with self.engine().connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=rows).execute(
                 sa.text(sql), dict(params or {}))
-            names, empty = list(result.keys()), True
+            names, schema = list(result.keys()), None
             for chunk in result.partitions(rows):
-                empty = False
-                yield pa.RecordBatch.from_pylist([dict(zip(names, r, strict=True))
-                                                  for r in chunk])
-            if empty:
+                records = [dict(zip(names, r, strict=True)) for r in chunk]
+                if schema is None:  # fixed by the first batch: a later one must not differ
+                    schema = _widen_nulls(pa.RecordBatch.from_pylist(records).schema)
+                yield pa.RecordBatch.from_pylist(records, schema=schema)
+            if schema is None:
                 yield pa.RecordBatch.from_pydict({n: pa.array([], pa.string()) for n in names})
 
     def fetch(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
@@ -120,6 +121,11 @@ class WarehouseResource(dg.ConfigurableResource):
                 return con.execute(sql, dict(params or {})).fetchall()
         with self.engine().connect() as conn:
             return [tuple(r) for r in conn.execute(sa.text(sql), dict(params or {}))]
+
+    def has_table(self, schema: str, table: str) -> bool:
+        sql = ("SELECT count(*) FROM information_schema.tables WHERE table_schema = "
+               f"{self.placeholder.format('s')} AND table_name = {self.placeholder.format('t')}")
+        return self.fetch(sql, {"s": schema, "t": table})[0][0] > 0
 
     # ---------------------------------------------------------------- DuckDB
     def _duckdb_path(self) -> str:
@@ -259,27 +265,31 @@ class _Runner:
 
 
 class _CsvStream(io.RawIOBase):
-    """A file-like view of record batches as CSV bytes, read by COPY without a temp file."""
+    """A file-like view of record batches as CSV bytes, read by COPY without a temp file.
+
+    One batch is held as CSV at a time and handed out by offset, so reads cost no copies.
+    """
 
     def __init__(self, batches: pa.RecordBatchReader):
-        self._batches, self._buffer = iter(batches), b""
+        self._batches = iter(batches)
+        self._chunk, self._offset = memoryview(b""), 0
         self._options = pacsv.WriteOptions(include_header=False)
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
+        while self._offset >= len(self._chunk):
             batch = next(self._batches, None)
             if batch is None:
-                break
+                return b""
             sink = io.BytesIO()
             pacsv.write_csv(batch, sink, self._options)
-            self._buffer += sink.getvalue()
-        if size < 0:
-            size = len(self._buffer)
-        chunk, self._buffer = self._buffer[:size], self._buffer[size:]
-        return chunk
+            self._chunk, self._offset = sink.getbuffer(), 0
+        end = len(self._chunk) if size < 0 else min(self._offset + size, len(self._chunk))
+        data = bytes(self._chunk[self._offset:end])
+        self._offset = end
+        return data
 
 
 def _partition_filter(partition: str | None, marker: str) -> tuple[str, dict[str, Any]]:
@@ -300,6 +310,12 @@ def _check_not_null(run: _Runner, target: str, partition: str | None, columns: l
             raise WarehouseError(f"{nulls} row(s) have no value in not-null column "
                                  f"{column!r}; nothing was loaded, the previous table is "
                                  "unchanged")
+
+
+def _widen_nulls(schema: pa.Schema) -> pa.Schema:
+    """A column with no value in the first batch is text, not Arrow's `null` type."""
+    return pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
+                      for f in schema])
 
 
 def _sql_type(arrow_type: pa.DataType) -> str:

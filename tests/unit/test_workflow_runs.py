@@ -210,3 +210,19 @@ def test_duplicate_primary_keys_fail_the_blocking_check(demo: Path) -> None:
     assert check.metadata["duplicate_keys"].value == 1
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "db/customer_360/unified_customers" not in materialized  # blocked downstream
+
+
+def test_an_optional_courier_without_files_leaves_the_table(demo: Path) -> None:
+    spec = demo / "workflows" / "acme_retail.yaml"
+    spec.write_text(spec.read_text().replace(
+        "    path: customers.csv\n", "    path: customers*.csv\n    required: false\n", 1))
+    job = build_definitions().resolve_job_def("acme_retail_job")
+    landing = demo / "data" / "demo" / "landing"
+    with dg.instance_for_test() as instance:
+        assert run(job, instance, DAYS[0], CUSTOMERS).success
+        (landing / "customers.csv").rename(landing / "later.txt")
+        result = run(job, instance, DAYS[0], CUSTOMERS)
+    assert result.success
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed
+    assert warehouse(demo, "select count(*) from domain.customers") == [(300,)]
