@@ -22,8 +22,12 @@ def connection_key(workflow: str, connection: str) -> str:
     return f"{workflow}__{connection}"
 
 
-def owners_of(workflow: spec.Workflow, item: Any) -> list[str]:
-    return list(getattr(item, "owners", None) or workflow.workflow.owners)
+def owners_of(workflow: spec.Workflow, *items: Any) -> list[str]:
+    """The owners of the most specific item that names some, else the workflow's."""
+    for item in items:
+        if getattr(item, "owners", None):
+            return list(item.owners)
+    return list(workflow.workflow.owners)
 
 
 def partitions_for(workflow: spec.Workflow) -> dg.DailyPartitionsDefinition | None:

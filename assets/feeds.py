@@ -104,8 +104,7 @@ def reader_sql(fmt: dict[str, Any]) -> str:
     if kind == "jsonl":
         return ("read_json($files, format = 'newline_delimited', filename = true, "
                 "union_by_name = true)")
-    delimiter = fmt.get("delimiter") or {"tsv": "\t", "psv": "|"}.get(kind, ",")
-    options = [f"delim = {_literal(delimiter)}",
+    options = [f"delim = {_literal(spec.delimiter_for(kind, fmt.get('delimiter')))}",
                f"header = {str(fmt.get('header', True)).lower()}",
                f"quote = {_literal(fmt.get('quote') or '')}",
                "all_varchar = true", "filename = true", "union_by_name = true",

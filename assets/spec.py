@@ -38,6 +38,11 @@ Secret = EnvRef
 Setting = str | EnvRef
 
 
+def delimiter_for(file_type: str, delimiter: str | None) -> str:
+    """The delimiter given, else the one the file type implies."""
+    return delimiter or {"tsv": "\t", "psv": "|"}.get(file_type, ",")
+
+
 # ---------------------------------------------------------------- connections
 
 
@@ -101,7 +106,7 @@ class FileFormat(Model):
 
     @property
     def effective_delimiter(self) -> str:
-        return self.delimiter or {"tsv": "\t", "psv": "|"}.get(self.type, ",")
+        return delimiter_for(self.type, self.delimiter)
 
 
 class Courier(Model):
@@ -204,7 +209,7 @@ class OutputFile(Model):
 
     @property
     def effective_delimiter(self) -> str:
-        return self.delimiter or {"tsv": "\t", "psv": "|"}.get(self.type, ",")
+        return delimiter_for(self.type, self.delimiter)
 
 
 class Activation(Model):
@@ -254,7 +259,7 @@ class Workflow(Model):
     queries: dict[Name, Query] = Field(default_factory=dict)
     activations: dict[Name, Activation] = Field(default_factory=dict)
     # Filled by later issues; accepted as empty so specs can grow into them.
-    courier_groups: dict[Name, dict] = Field(default_factory=dict, max_length=0)
-    orchestration_groups: dict[Name, dict] = Field(default_factory=dict, max_length=0)
-    automations: dict[Name, dict] = Field(default_factory=dict, max_length=0)
-    alerts: dict[Name, dict] = Field(default_factory=dict, max_length=0)
+    courier_groups: dict[Name, dict] = Field(default_factory=dict)
+    orchestration_groups: dict[Name, dict] = Field(default_factory=dict)
+    automations: dict[Name, dict] = Field(default_factory=dict)
+    alerts: dict[Name, dict] = Field(default_factory=dict)

@@ -57,7 +57,7 @@ def _database_table(workflow: spec.Workflow, db: str, database: spec.Database, n
         key=table_key(f"{db}.{name}"),
         group_name=workflow.workflow.name,
         description=table.description or database.description or f"Table `{db}.{name}`.",
-        owners=list(table.owners or database.owners or workflow.workflow.owners),
+        owners=owners_of(workflow, table, database),
         kinds={"sql", warehouse_kind},
         deps=_deps(workflow, table),
         required_resource_keys={WAREHOUSE_KEY},

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestration.spec_loader import SpecInvalid, load_workflows, workflows_dir
+from orchestration.settings import workflows_dir
+from orchestration.spec_loader import SpecInvalid, load_workflows
 
 
 def validate(path: Path | None) -> int:

@@ -7,7 +7,6 @@ executor) is applied here once.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -54,7 +53,7 @@ def build_workflow_definitions(loaded: LoadedWorkflow, warehouse_kind: str = "du
 
 
 def shared_resources() -> dict[str, dg.ConfigurableResource]:
-    url = (dg.EnvVar(settings.WAREHOUSE_URL_ENV) if os.environ.get(settings.WAREHOUSE_URL_ENV)
+    url = (dg.EnvVar(settings.WAREHOUSE_URL_ENV) if settings.warehouse_url_from_env()
            else settings.default_warehouse_url())
     return {WAREHOUSE_KEY: WarehouseResource(url=url),
             STAGING_KEY: StagingResource(data_dir=str(settings.data_dir()))}

@@ -18,7 +18,8 @@ from assets.feeds import domain_key
 from orchestration import settings
 from orchestration.definitions import build_definitions, workflow_job_name
 from orchestration.demo_data import generate
-from orchestration.spec_loader import load_workflow, workflows_dir
+from orchestration.settings import workflows_dir
+from orchestration.spec_loader import load_workflow
 
 DEMO_SPEC = "acme_retail.yaml"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -55,7 +56,7 @@ def run_demo(days: int = 7) -> int:
             print(f"the demo run {result.run_id} failed; see `dagster dev` for its logs")
             return 1
         print(f"workflow run {result.run_id} succeeded; warehouse: "
-              f"{settings.default_warehouse_url().removeprefix('duckdb:///')}")
+              f"{settings.warehouse_display()}")
         for name in workflow.activations:
             event = instance.get_latest_materialization_event(activation_key(name))
             meta = event.asset_materialization.metadata if event and \

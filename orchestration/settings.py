@@ -7,6 +7,23 @@ from pathlib import Path
 
 DATA_DIR_ENV = "STAGECOACH_DATA_DIR"
 WAREHOUSE_URL_ENV = "STAGECOACH_WAREHOUSE_URL"
+WORKFLOWS_DIR_ENV = "STAGECOACH_WORKFLOWS_DIR"
+
+
+def workflows_dir() -> Path:
+    return Path(os.environ.get(WORKFLOWS_DIR_ENV, "workflows"))
+
+
+def warehouse_url_from_env() -> bool:
+    """True when the warehouse is set by STAGECOACH_WAREHOUSE_URL (read via dg.EnvVar)."""
+    return bool(os.environ.get(WAREHOUSE_URL_ENV))
+
+
+def warehouse_display() -> str:
+    """Where the demo's tables went, without credentials."""
+    if warehouse_url_from_env():
+        return f"the database in ${WAREHOUSE_URL_ENV}"
+    return str(data_dir() / "warehouse.duckdb")
 
 
 def data_dir() -> Path:

@@ -6,7 +6,6 @@ Each error names the file, the line and the path inside the spec, and says what 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,8 +18,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from assets import spec
 from assets.sql_refs import SqlCatalog
 from assets.templating import check_template
+from orchestration import settings
 
-WORKFLOWS_DIR_ENV = "STAGECOACH_WORKFLOWS_DIR"
 # Labels pydantic puts in an error's location for the member of a union that was tried.
 UNION_MEMBERS = {"folder", "sftp", "s3", "sql", "str", "EnvRef"}
 SECRET_FIELDS = {"password", "private_key_passphrase", "access_key_id", "secret_access_key", "url"}
@@ -69,10 +68,6 @@ class LoadedWorkflow:
     lines: Mapping[Path_, int] = field(default_factory=dict)
 
 
-def workflows_dir() -> Path:
-    return Path(os.environ.get(WORKFLOWS_DIR_ENV, "workflows"))
-
-
 def spec_files(target: Path) -> list[Path]:
     if target.is_file():
         return [target]
@@ -81,10 +76,10 @@ def spec_files(target: Path) -> list[Path]:
 
 def load_workflows(target: Path | None = None) -> list[LoadedWorkflow]:
     """Load every spec under a folder (or one file); raise `SpecInvalid` with all errors."""
-    target = target or workflows_dir()
+    target = target or settings.workflows_dir()
     if not target.exists():
         raise SpecInvalid([SpecError(str(target), 0, "", f"no such file or folder; set "
-                                     f"{WORKFLOWS_DIR_ENV} or pass a path")])
+                                     f"{settings.WORKFLOWS_DIR_ENV} or pass a path")])
     files = spec_files(target)
     if not files:
         raise SpecInvalid([SpecError(str(target), 0, "", "no workflow spec (*.yaml) here; "
