@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -92,7 +93,7 @@ def _start_sshd(folder: Path) -> tuple[subprocess.Popen, int]:
             f"AuthorizedKeysFile {folder / 'authorized_keys'}\n"
             "StrictModes no\n"
             "UsePAM no\n"
-            "PasswordAuthentication no\n"
+            "PasswordAuthentication yes\n"
             "KbdInteractiveAuthentication no\n"
             f"PidFile {folder / 'sshd.pid'}\n"
             "Subsystem sftp internal-sftp\n"
@@ -139,6 +140,33 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
                         root=root, pid=process.pid, config_dir=folder)
     finally:
         _stop(process)
+
+
+@dataclass(frozen=True)
+class PasswordAccount:
+    username: str
+    password: str
+    folder: Path  # a folder that account may read and write
+
+
+@pytest.fixture(scope="session")
+def sftp_password_account(sshd: SshServer) -> Iterator[PasswordAccount]:
+    """A throwaway system account with a password, for SFTP password authentication."""
+    if os.geteuid() != 0:
+        need_server("sftp password account", "creating a system account needs root")
+    username, password = f"sc{secrets.token_hex(3)}", secrets.token_urlsafe(16)
+    subprocess.run(["useradd", "-M", "-d", "/", "-s", "/usr/sbin/nologin", username],
+                   check=True, capture_output=True, timeout=30)
+    try:
+        subprocess.run(["chpasswd"], input=f"{username}:{password}\n", text=True, check=True,
+                       capture_output=True, timeout=30)
+        folder = Path(f"/tmp/{username}-sftp")
+        folder.mkdir(mode=0o755)
+        shutil.chown(folder, user=username)
+        yield PasswordAccount(username, password, folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        subprocess.run(["userdel", username], capture_output=True, timeout=30)
 
 
 # ---------------------------------------------------------------- S3 (moto)

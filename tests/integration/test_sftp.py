@@ -370,3 +370,23 @@ def test_workflow_fails_when_sftp_file_is_missing(sshd, remote_folder: Path,
     failures = run.failures()
     assert "no file matches" in failures and "customers_20261121.csv" in failures
     assert not (remote_folder / "outbound").exists()
+
+
+def test_password_authentication(sshd, sftp_password_account) -> None:
+    account = sftp_password_account
+    conn = SftpResource(host=sshd.host, port=sshd.port, username=account.username,
+                        password=account.password, known_hosts=str(sshd.known_hosts_path),
+                        base_path=str(account.folder))
+    local = account.folder.parent / f"{account.username}-local.txt"
+    local.write_text("id\n1\n")
+    try:
+        assert conn.upload(local, "in/one.csv") == local.stat().st_size
+        assert [f.path for f in conn.list_files("in/*.csv")] == ["in/one.csv"]
+        assert (account.folder / "in" / "one.csv").read_text() == "id\n1\n"
+    finally:
+        local.unlink()
+    wrong = conn.model_copy(update={"password": "not-the-password"})
+    with pytest.raises(TransferError) as raised:
+        wrong.list_files("in/*.csv")
+    assert f"{account.username}@127.0.0.1:{sshd.port} list" in str(raised.value)
+    assert "not-the-password" not in str(raised.value)
