@@ -5,6 +5,7 @@ through one engine at its native speed; values that cannot be standardised becom
 """
 
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,23 @@ def quote_source(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
 
 
+def clean(column: str) -> str:
+    """A source value as trimmed text, empty → NULL: the input of every semantic tag."""
+    return f"nullif(trim(CAST({quote_source(column)} AS VARCHAR)), '')"
+
+
+def _bind(value: str, name: str, body: str) -> str:
+    """Evaluate `value` once and use it as `name` in `body` (DuckDB has no LET)."""
+    return f"list_transform([{value}], lambda {name}: {body})[1]"
+
+
 def standardise(column: str, mapping: spec.ColumnMapping) -> str:
-    """The DuckDB expression that turns a raw source value into its standard form."""
-    v = f"nullif(trim(CAST({quote_source(column)} AS VARCHAR)), '')"
+    """The DuckDB expression that turns a raw source column into its standard form."""
+    return standardise_value(clean(column), mapping)
+
+
+def standardise_value(v: str, mapping: spec.ColumnMapping) -> str:
+    """The standard form of a cleaned value `v` (a column reference, evaluated once)."""
     tag = mapping.tag
     if tag in ("text", "id"):
         return v
@@ -58,20 +73,23 @@ def standardise(column: str, mapping: spec.ColumnMapping) -> str:
                 f"THEN lower({v}) END")
     if tag == "name":
         words = f"string_split(lower(regexp_replace({v}, '\\s+', ' ', 'g')), ' ')"
-        return (f"list_aggr(list_transform({words}, lambda w: upper(w[1]) || w[2:]), "
-                "'string_agg', ' ')")
+        several = (f"list_aggr(list_transform({words}, lambda w: upper(w[1]) || w[2:]), "
+                   "'string_agg', ' ')")
+        return (f"CASE WHEN regexp_matches({v}, '\\s') THEN {several} "
+                f"ELSE upper({v}[1]) || lower({v}[2:]) END")  # one word: the usual case
     if tag == "phone":
         return _phone(v, mapping.default_country_code)
     if tag == "postal_code":
-        compact = f"upper(regexp_replace({v}, '\\s+', ' ', 'g'))"
-        return (f"CASE WHEN regexp_full_match({compact}, '\\d{{1,4}}') THEN lpad({compact}, 5, "
-                f"'0') WHEN regexp_full_match({compact}, '\\d{{9}}') THEN {compact}[1:5] || '-' "
-                f"|| {compact}[6:] ELSE {compact} END")
+        body = ("CASE WHEN regexp_full_match(z, '\\d{1,4}') THEN lpad(z, 5, '0') "
+                "WHEN regexp_full_match(z, '\\d{9}') THEN z[1:5] || '-' || z[6:] ELSE z END")
+        return _bind(f"upper(regexp_replace({v}, '\\s+', ' ', 'g'))", "z", body)
     if tag in ("date", "datetime"):
         formats = mapping.formats or (DEFAULT_DATE_FORMATS if tag == "date"
                                       else DEFAULT_DATETIME_FORMATS)
-        tries = ", ".join(f"try_strptime({v}, {_literal(f)})" for f in formats)
-        return f"CAST(coalesce({tries}) AS {TAG_TYPES[tag]})"
+        tries = [_try_format(v, f) for f in formats]
+        if not mapping.formats:  # ISO first, by DuckDB's own fast cast
+            tries.insert(0, f"TRY_CAST({v} AS {TAG_TYPES[tag]})")
+        return f"CAST(coalesce({', '.join(tries)}) AS {TAG_TYPES[tag]})"
     if tag == "integer":
         return f"TRY_CAST(replace({v}, ',', '') AS BIGINT)"
     if tag == "decimal":
@@ -82,18 +100,28 @@ def standardise(column: str, mapping: spec.ColumnMapping) -> str:
     raise ValueError(f"unknown semantic tag {tag!r}")
 
 
+def _try_format(v: str, fmt: str) -> str:
+    """Parse with one format, trying only values that hold the format's separators."""
+    separators = sorted(set(re.sub(r"%.", "", fmt)))
+    parse = f"try_strptime({v}, {_literal(fmt)})"
+    if not separators:
+        return parse
+    holds = " AND ".join(f"contains({v}, {_literal(c)})" for c in separators)
+    return f"CASE WHEN {holds} THEN {parse} END"
+
+
 def _phone(v: str, country_code: str | None) -> str:
     """E.164: keep international numbers, prefix national ones with the calling code."""
-    digits = f"regexp_replace({v}, '[^0-9]', '', 'g')"
     national = "NULL"
     if country_code == "1":
-        national = (f"CASE WHEN length({digits}) = 10 THEN '+1' || {digits} "
-                    f"WHEN length({digits}) = 11 AND {digits}[1] = '1' THEN '+' || {digits} END")
+        national = ("CASE WHEN length(d) = 10 THEN '1' || d "
+                    "WHEN length(d) = 11 AND d[1] = '1' THEN d END")
     elif country_code:
-        national = f"'+{country_code}' || regexp_replace({digits}, '^0', '')"
-    number = (f"CASE WHEN starts_with({v}, '+') THEN '+' || {digits} "
-              f"WHEN starts_with({digits}, '00') THEN '+' || {digits}[3:] ELSE {national} END")
-    return f"CASE WHEN regexp_full_match({number}, '\\+[1-9]\\d{{7,14}}') THEN {number} END"
+        national = f"'{country_code}' || regexp_replace(d, '^0', '')"
+    digits = (f"CASE WHEN starts_with({v}, '+') THEN d WHEN starts_with(d, '00') THEN d[3:] "
+              f"ELSE {national} END")
+    valid = "CASE WHEN length(e) BETWEEN 8 AND 15 AND e[1] <> '0' THEN '+' || e END"
+    return _bind(f"regexp_replace({v}, '[^0-9]', '', 'g')", "d", _bind(digits, "e", valid))
 
 
 def reader_sql(fmt: dict[str, Any]) -> str:
@@ -127,18 +155,20 @@ def file_columns(path: str, fmt: dict[str, Any]) -> list[str]:
 def feed_select(table: spec.DomainTable, fmt: dict[str, Any], available: set[str],
                 partitioned: bool) -> str:
     """SELECT standardised domain columns from the files; absent optional columns are NULL."""
-    projections = []
+    cleaned, projections = ["filename AS _source_file"], []
     for name, mapping in table.columns.items():
         source = mapping.source or name
-        if source in available:
-            expr = standardise(source, mapping)
+        if source in available:  # clean each source value once, then standardise it
+            cleaned.append(f"{clean(source)} AS {quote_ident(name)}")
+            expr = standardise_value(quote_ident(name), mapping)
         else:
             expr = f"CAST(NULL AS {TAG_TYPES.get(mapping.tag, 'VARCHAR')})"
         projections.append(f"{expr} AS {quote_ident(name)}")
-    projections.append("filename AS _source_file")
+    projections.append("_source_file")
     if partitioned:
         projections.append(f"CAST($partition AS VARCHAR) AS {PARTITION_COLUMN}")
-    return f"SELECT {', '.join(projections)} FROM {reader_sql(fmt)}"
+    return (f"SELECT {', '.join(projections)} FROM (SELECT {', '.join(cleaned)} "
+            f"FROM {reader_sql(fmt)}) AS source")
 
 
 def build_domain_asset(workflow: spec.Workflow, name: str, table: spec.DomainTable,
