@@ -50,6 +50,10 @@ class WarehouseResource(dg.ConfigurableResource):
     lock_timeout_seconds: float = Field(
         120, description="DuckDB allows one writing process: how long to wait for the lock."
     )
+    duckdb_memory_limit: str = Field(
+        "512MB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="DuckDB's memory_limit: past it DuckDB spills to disk, so a 2 GB load "
+                    "stays under 1 GiB of RSS. Raise it for large joins.")
     _engine: sa.Engine | None = PrivateAttr(None)
 
     # ---------------------------------------------------------------- public interface
@@ -135,7 +139,7 @@ class WarehouseResource(dg.ConfigurableResource):
         return path or ":memory:"
 
     @contextmanager
-    def _duckdb(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _duckdb(self, ordered: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
         deadline = time.monotonic() + self.lock_timeout_seconds
         delay = 0.05
         while True:
@@ -148,6 +152,9 @@ class WarehouseResource(dg.ConfigurableResource):
                                          f"{self._duckdb_path()}: {busy}") from busy
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        if not ordered:  # loaded files have no meaningful row order: let DuckDB stream them
+            con.execute("SET preserve_insertion_order = false")
+        con.execute(f"SET memory_limit = '{self.duckdb_memory_limit}'")
         try:
             yield con
         finally:
@@ -157,7 +164,7 @@ class WarehouseResource(dg.ConfigurableResource):
                            params: Mapping[str, Any], partition: str | None,
                            not_null: list[str]) -> int:
         target = qualified(schema, table)
-        with self._transaction(f"load {schema}.{table}") as run:
+        with self._transaction(f"load {schema}.{table}", ordered=False) as run:
             run(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
             exists = run("SELECT count(*) FROM information_schema.tables WHERE table_schema = "
                          "$s AND table_name = $t", {"s": schema, "t": table})[0][0]
@@ -220,11 +227,11 @@ class WarehouseResource(dg.ConfigurableResource):
 
     # ---------------------------------------------------------------- transactions
     @contextmanager
-    def _transaction(self, what: str) -> Iterator[_Runner]:
+    def _transaction(self, what: str, ordered: bool = True) -> Iterator[_Runner]:
         """One transaction for a whole write; any error rolls everything back."""
         try:
             if self.is_duckdb:
-                with self._duckdb() as con:
+                with self._duckdb(ordered) as con:
                     con.execute("BEGIN TRANSACTION")
                     try:
                         yield _Runner(duckdb_con=con)
