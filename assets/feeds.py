@@ -68,21 +68,24 @@ def standardise_value(v: str, mapping: spec.ColumnMapping) -> str:
         return f"upper({v})"
     if tag == "lower":
         return f"lower({v})"
-    if tag == "email":
-        return (f"CASE WHEN regexp_full_match(lower({v}), '[^@\\s]+@[^@\\s]+\\.[^@\\s]+') "
-                f"THEN lower({v}) END")
+    if tag == "email":  # LIKE and contains are far cheaper than a regular expression
+        return _bind(f"lower({v})", "e", "CASE WHEN e LIKE '%_@_%._%' AND NOT contains(e, ' ') "
+                     "AND length(e) - length(replace(e, '@', '')) = 1 THEN e END")
     if tag == "name":
         words = f"string_split(lower(regexp_replace({v}, '\\s+', ' ', 'g')), ' ')"
         several = (f"list_aggr(list_transform({words}, lambda w: upper(w[1]) || w[2:]), "
                    "'string_agg', ' ')")
-        return (f"CASE WHEN regexp_matches({v}, '\\s') THEN {several} "
+        return (f"CASE WHEN contains({v}, ' ') OR contains({v}, chr(9)) THEN {several} "
                 f"ELSE upper({v}[1]) || lower({v}[2:]) END")  # one word: the usual case
     if tag == "phone":
         return _phone(v, mapping.default_country_code)
     if tag == "postal_code":
-        body = ("CASE WHEN regexp_full_match(z, '\\d{1,4}') THEN lpad(z, 5, '0') "
-                "WHEN regexp_full_match(z, '\\d{9}') THEN z[1:5] || '-' || z[6:] ELSE z END")
-        return _bind(f"upper(regexp_replace({v}, '\\s+', ' ', 'g'))", "z", body)
+        body = ("CASE WHEN length(z) < 5 AND regexp_full_match(z, '\\d+') THEN lpad(z, 5, '0') "
+                "WHEN length(z) = 9 AND regexp_full_match(z, '\\d+') THEN z[1:5] || '-' || z[6:] "
+                "ELSE z END")
+        compact = (f"upper(CASE WHEN contains({v}, ' ') THEN regexp_replace({v}, '\\s+', ' ', "
+                   f"'g') ELSE {v} END)")
+        return _bind(compact, "z", body)
     if tag in ("date", "datetime"):
         formats = mapping.formats or (DEFAULT_DATE_FORMATS if tag == "date"
                                       else DEFAULT_DATETIME_FORMATS)
@@ -93,7 +96,8 @@ def standardise_value(v: str, mapping: spec.ColumnMapping) -> str:
     if tag == "integer":
         return f"TRY_CAST(replace({v}, ',', '') AS BIGINT)"
     if tag == "decimal":
-        return f"TRY_CAST(regexp_replace({v}, '[^0-9.eE+-]', '', 'g') AS DECIMAL(18,4))"
+        return (f"coalesce(TRY_CAST({v} AS DECIMAL(18,4)), TRY_CAST(regexp_replace({v}, "
+                "'[^0-9.eE+-]', '', 'g') AS DECIMAL(18,4)))")
     if tag == "boolean":
         return (f"CASE WHEN lower({v}) IN ('true','t','yes','y','1') THEN TRUE "
                 f"WHEN lower({v}) IN ('false','f','no','n','0') THEN FALSE END")
@@ -124,18 +128,18 @@ def _phone(v: str, country_code: str | None) -> str:
     return _bind(f"regexp_replace({v}, '[^0-9]', '', 'g')", "d", _bind(digits, "e", valid))
 
 
-def reader_sql(fmt: dict[str, Any]) -> str:
+def reader_sql(fmt: dict[str, Any], filename: bool = True) -> str:
     """DuckDB's own reader for the manifest's files (bound as `$files`)."""
     kind = fmt["type"]
+    names = f"filename = {str(filename).lower()}, union_by_name = true"
     if kind == "parquet":
-        return "read_parquet($files, filename = true, union_by_name = true)"
+        return f"read_parquet($files, {names})"
     if kind == "jsonl":
-        return ("read_json($files, format = 'newline_delimited', filename = true, "
-                "union_by_name = true)")
+        return f"read_json($files, format = 'newline_delimited', {names})"
     options = [f"delim = {_literal(spec.delimiter_for(kind, fmt.get('delimiter')))}",
                f"header = {str(fmt.get('header', True)).lower()}",
                f"quote = {_literal(fmt.get('quote') or '')}",
-               "all_varchar = true", "filename = true", "union_by_name = true",
+               "all_varchar = true", names,
                f"skip = {int(fmt.get('skip_rows') or 0)}", "strict_mode = true"]
     if fmt.get("escape"):
         options.append(f"escape = {_literal(fmt['escape'])}")
@@ -153,9 +157,13 @@ def file_columns(path: str, fmt: dict[str, Any]) -> list[str]:
 
 
 def feed_select(table: spec.DomainTable, fmt: dict[str, Any], available: set[str],
-                partitioned: bool) -> str:
-    """SELECT standardised domain columns from the files; absent optional columns are NULL."""
-    cleaned, projections = ["filename AS _source_file"], []
+                partitioned: bool, single_file: bool = False) -> str:
+    """SELECT standardised domain columns from the files; absent optional columns are NULL.
+
+    One file's name is a bound constant (`$source_file`), not a string per row.
+    """
+    cleaned = ["$source_file AS _source_file" if single_file else "filename AS _source_file"]
+    projections = []
     for name, mapping in table.columns.items():
         source = mapping.source or name
         if source in available:  # clean each source value once, then standardise it
@@ -168,7 +176,7 @@ def feed_select(table: spec.DomainTable, fmt: dict[str, Any], available: set[str
     if partitioned:
         projections.append(f"CAST($partition AS VARCHAR) AS {PARTITION_COLUMN}")
     return (f"SELECT {', '.join(projections)} FROM (SELECT {', '.join(cleaned)} "
-            f"FROM {reader_sql(fmt)}) AS source")
+            f"FROM {reader_sql(fmt, filename=not single_file)}) AS source")
 
 
 def build_domain_asset(workflow: spec.Workflow, name: str, table: spec.DomainTable,
@@ -222,8 +230,10 @@ def build_domain_asset(workflow: spec.Workflow, name: str, table: spec.DomainTab
                                    check_name="primary_key_unique", passed=True,
                                    description="no table yet")] if table.primary_key else [])
         available = _check_required(table, files, manifest["format"])
-        select = feed_select(table, manifest["format"], available, partition is not None)
-        params: dict[str, Any] = {"files": files}
+        single = len(files) == 1
+        select = feed_select(table, manifest["format"], available, partition is not None,
+                             single)
+        params: dict[str, Any] = {"files": files, **({"source_file": files[0]} if single else {})}
         if partition is not None:
             params["partition"] = partition
         not_null = [c for c, m in table.columns.items() if m.not_null]
