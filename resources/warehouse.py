@@ -191,10 +191,13 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @property
     def safe_url(self) -> str:
+        """The URL for metadata and messages: password and secret-looking query values hidden."""
         try:
-            return sa.make_url(self.url).render_as_string(hide_password=True)
+            url = sa.make_url(self.url)
         except (sa.exc.ArgumentError, ValueError):
             return "(unparseable URL)"
+        hidden = {k: "***" for k in url.query if re.search(r"pass|secret|token|key", k, re.I)}
+        return url.update_query_dict(hidden).render_as_string(hide_password=True)
 
     def _load_batches(self, schema: str, table: str, batches: pa.RecordBatchReader,
                       partition: str | None, not_null: list[str]) -> int:

@@ -75,3 +75,10 @@ def test_a_malformed_database_url_is_never_echoed() -> None:
         list(warehouse.batches("select 1"))
     assert "TOPSECRET" not in str(raised.value)
     assert "TOPSECRET" not in warehouse.safe_url
+
+
+def test_metadata_urls_hide_passwords_in_every_place() -> None:
+    warehouse = WarehouseResource(
+        url="postgresql+psycopg2://app:PW1@db:5432/wh?sslpassword=PW2&application_name=sc")
+    assert warehouse.safe_url == ("postgresql+psycopg2://app:***@db:5432/wh?"
+                                  "application_name=sc&sslpassword=%2A%2A%2A")
