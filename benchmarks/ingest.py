@@ -255,9 +255,13 @@ def child_stagecoach(csv: Path, run_dir: Path, tags: str) -> dict[str, Any]:
         steps = {s.step_key: (s.end_time or 0) - (s.start_time or 0)
                  for s in instance.get_run_step_stats(result.run_id)}
     if not result.success:
-        failures = [str(e.event_specific_data.error.message).strip()
-                    for e in result.all_events if e.is_step_failure]
-        raise RuntimeError(f"run {result.run_id} failed: {'; '.join(failures)}")
+        failures = []
+        for event in result.all_events:
+            error = event.event_specific_data.error if event.is_step_failure else None
+            while error is not None:  # the step error, then what caused it
+                failures.append(str(error.message).strip())
+                error = error.cause
+        raise RuntimeError(f"run {result.run_id} failed: {' <- '.join(failures)}")
     rows = next(e.materialization.metadata["dagster/row_count"].value
                 for e in result.get_asset_materialization_events()
                 if e.materialization.asset_key == domain_key(TABLE))

@@ -11,7 +11,9 @@ from typing import Any
 import dagster as dg
 
 from assets import spec
-from resources.files import FolderResource, S3BucketResource, SftpResource
+from resources.folder import FolderResource
+from resources.s3 import S3BucketResource
+from resources.sftp import SftpResource
 from resources.warehouse import WarehouseResource
 
 

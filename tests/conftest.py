@@ -283,3 +283,8 @@ def run_workflow(workflows: Path, name: str, partition_key: str | None = None,
 def workflow_runner() -> Callable[..., WorkflowRun]:
     """`run_workflow(workflows_folder, workflow_name, partition_key=..., ...)`."""
     return run_workflow
+
+
+# ---------------------------------------------------------------- file-connection endpoints
+
+from tests.endpoints.kinds import folder_files, s3_files, sftp_files  # noqa: E402, F401

@@ -15,7 +15,8 @@ import boto3
 import dagster as dg
 import pytest
 
-from resources.files import RemoteFile, S3BucketResource, TransferError
+from resources.files import RemoteFile, TransferError
+from resources.s3 import S3BucketResource
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from resources.files import PARTIAL_SUFFIX, RemoteFile, SftpResource, TransferError
+from resources.files import PARTIAL_SUFFIX, RemoteFile, TransferError
+from resources.sftp import SftpResource
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,0 +1,121 @@
+"""An S3 bucket and prefix as a file connection (dagster-aws's S3Resource, so endpoint_url reaches
+any S3-compatible store)."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from pathlib import Path
+from typing import ClassVar
+
+from boto3.s3.transfer import TransferConfig
+from dagster_aws.s3 import S3Resource
+
+from resources.files import (
+    RemoteFile,
+    TransferError,
+    check_size,
+    joined,
+    matches,
+    safe_relative,
+    split_pattern,
+)
+
+PART_SIZE = 16 * 1024 * 1024
+# Fixed part sizes make the multipart ETag predictable, so the md5 can be checked after upload.
+TRANSFER = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE)
+SINGLE_PUT_LIMIT = 5 * 1024**3  # S3's limit for one PUT (conditional writes use one)
+
+
+def s3_etag(path: Path) -> str:
+    """The ETag S3 gives an upload of this file with TRANSFER's part size."""
+    parts = []
+    with open(path, "rb") as handle:
+        while block := handle.read(PART_SIZE):
+            parts.append(hashlib.md5(block, usedforsecurity=False).digest())
+    if len(parts) <= 1 and path.stat().st_size < PART_SIZE:
+        return (parts[0] if parts else hashlib.md5(b"", usedforsecurity=False).digest()).hex()
+    joined_digest = hashlib.md5(b"".join(parts), usedforsecurity=False).hexdigest()
+    return f"{joined_digest}-{len(parts)}"
+
+
+class S3BucketResource(S3Resource):
+    """An S3 bucket and prefix."""
+
+    bucket: str
+    prefix: str = ""
+
+    # The ETag of an unencrypted upload is its md5 (of each part, when multipart).
+    checks_md5: ClassVar[bool] = True
+
+    def get_object_to_set_on_execution_context(self) -> S3BucketResource:
+        return self  # S3Resource hands assets a bare boto3 client; they need list_files & co.
+
+    def _key(self, remote: str) -> str:
+        return posixpath.join(self.prefix, safe_relative(remote)).lstrip("/")
+
+    def local_path(self, remote: str) -> Path | None:
+        return None  # remote: couriers download it
+
+    def describe(self, remote: str) -> str:
+        return f"s3://{self.bucket}/{self._key(remote)}"
+
+    def list_files(self, pattern: str) -> list[RemoteFile]:
+        directory, name = split_pattern(pattern)
+        base = posixpath.normpath(posixpath.join(self.prefix, directory)).strip("/")
+        prefix = "" if base == "." else f"{base}/"
+        found = []
+        try:
+            paginator = self.get_client().get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                for item in page.get("Contents", []):
+                    base = item["Key"][len(prefix):]
+                    if matches(base, name):
+                        found.append(RemoteFile(joined(directory, base), item["Size"],
+                                                item["LastModified"].timestamp()))
+        except Exception as failed:
+            raise TransferError(f"s3://{self.bucket}/{prefix} list: {failed}") from failed
+        return sorted(found, key=lambda f: f.path)
+
+    def download(self, remote: str, local: Path) -> int:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.get_client().download_file(self.bucket, self._key(remote), str(local))
+        except Exception as failed:
+            local.unlink(missing_ok=True)
+            raise TransferError(f"{self.describe(remote)} download: {failed}") from failed
+        return local.stat().st_size
+
+    def upload(self, local: Path, remote: str, overwrite: bool = True,
+               md5: str | None = None) -> int:
+        """S3 shows an object only once its upload completes: no temporary name is needed.
+
+        With overwrite off the object is written with one conditional PUT (`If-None-Match: *`),
+        so a concurrent writer cannot slip in between a check and the write.
+        """
+        client, key, expected = self.get_client(), self._key(remote), local.stat().st_size
+        where = self.describe(remote)
+        try:
+            if overwrite:
+                client.upload_file(str(local), self.bucket, key, Config=TRANSFER)
+            elif expected > SINGLE_PUT_LIMIT:
+                raise TransferError(f"{where}: overwrite off needs one conditional PUT, "
+                                    f"which S3 limits to 5 GiB")
+            else:
+                with open(local, "rb") as body:
+                    client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
+            head = client.head_object(Bucket=self.bucket, Key=key)
+        except TransferError:
+            raise
+        except Exception as failed:
+            code = getattr(failed, "response", {}).get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise TransferError(f"{where} exists and overwrite is off") from failed
+            raise TransferError(f"{where} upload: {failed}") from failed
+        check_size(where, head["ContentLength"], expected)
+        if md5 is not None:
+            etag = head["ETag"].strip('"')
+            wanted = md5 if "-" not in etag else s3_etag(local)
+            if etag != wanted:
+                raise TransferError(f"{where}: ETag {etag} does not match the file ({wanted})")
+        return head["ContentLength"]
