@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 demo: setup  ## generate the demo's files and run the whole workflow on DuckDB
 	$(BIN)/python -m orchestration demo
 
-servers:  ## the test servers' programs (OpenSSH); PostgreSQL is expected on 127.0.0.1:5432
+servers:  ## the test servers' programs (OpenSSH, Samba, GnuPG); PostgreSQL is expected on 127.0.0.1:5432
 	@bash scripts/install-test-servers.sh
 
 test: setup servers  ## every test, against real servers on loopback

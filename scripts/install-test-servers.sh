@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs the server programs the integration tests start on loopback, if missing.
+# Installs the server programs the integration tests start on loopback, if missing:
+# OpenSSH (SFTP), Samba (SMB) and GnuPG (sealed files). FTP, S3 and SMTP servers are Python.
 set -euo pipefail
 missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+[ -x /usr/sbin/smbd ] || missing+=(samba)
+command -v gpg >/dev/null || missing+=(gnupg)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
