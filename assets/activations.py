@@ -1,27 +1,47 @@
-"""Activations: deliver a query's result as a file to a folder, SFTP or S3.
+"""Activations: deliver a query's result as a file, or forward a courier's files, to folders,
+SFTP, FTP, SMB, S3 or mail.
 
-The file is written and hashed locally first, then uploaded under a temporary name and renamed
-once its size is checked, so the destination never shows half a file and the metadata (name,
-size, rows, md5) describes exactly what arrived.
+Each file is written (or taken as it arrived), sealed (GPG, zip), hashed, archived, then sent to
+every destination under a temporary name renamed once its size (and md5 where the protocol can
+read one back) is checked. The delivery ledger records each step, so the UI's materializations
+and the `file_history` table say exactly what arrived where; nothing is sent twice unless asked.
 """
 
-
-import posixpath
+import shutil
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from assets import spec
 from assets.common import (
+    REDELIVER_TAG,
     STAGING_KEY,
     WAREHOUSE_KEY,
+    archive_key,
+    asset_partition,
     connection_key,
     owners_of,
+    partitions_for,
     template_context,
 )
-from assets.file_writers import write_file
+from assets.couriers import courier_key, manifest_path
+from assets.delivery import (
+    Delivery,
+    Destination,
+    archive_file,
+    archive_path,
+    deliver,
+    local_name_check,
+    outcome_metadata,
+    record_empty,
+)
+from assets.file_writers import OutputEncodingError, write_file
+from assets.sealing import SealedFile, SealError, seal
 from assets.sql_tables import table_key
 from assets.templating import render_text
-from resources.files import TransferError, safe_relative
+from resources.files import TransferError, md5_of, safe_relative
+from resources.ledger import DELIVERED, DeliveryLedger, LedgerEntry, new_id
 from resources.staging import StagingResource
 from resources.warehouse import WarehouseResource
 
@@ -30,54 +50,171 @@ def activation_key(name: str) -> dg.AssetKey:
     return dg.AssetKey(["activation", name])
 
 
+def destinations_for(context: Any, workflow: spec.Workflow, activation: spec.Activation,
+                     values: dict[str, Any]) -> list[Destination]:
+    """The activation's destinations as they are configured now (re-sends use this too)."""
+    wf = workflow.workflow.name
+    try:
+        folder = safe_relative(render_text(activation.path, values) or ".")
+    except TransferError as bad:
+        raise dg.Failure(f"`path`: {bad}", allow_retries=False) from bad
+    return [Destination(name, workflow.connections[name].kind,
+                        getattr(context.resources, connection_key(wf, name)), folder)
+            for name in activation.destinations]
+
+
 def build_activation_asset(workflow: spec.Workflow, name: str, activation: spec.Activation
                            ) -> dg.AssetsDefinition:
     wf = workflow.workflow.name
-    destination = workflow.connections[activation.to]
-    dest_key = connection_key(wf, activation.to)
+    kinds = {workflow.connections[d].kind for d in activation.destinations}
+    if activation.query:
+        upstream = table_key(f"query.{activation.query}")
+        partitions = None
+        what = f"query `{activation.query}` as {activation.file.type} `{activation.file.name}`"
+        kinds.add(activation.file.type)
+    else:
+        upstream = courier_key(activation.courier or "")
+        partitions = partitions_for(workflow) if workflow.couriers[
+            activation.courier or ""].dated else None
+        what = f"the files of courier `{activation.courier}`"
+    sealing = [s for s, on in (("gpg", activation.seal.gpg), ("zip", activation.seal.zip)) if on]
+    kinds |= set(sealing)
+    to = ", ".join(f"`{d}` ({workflow.connections[d].kind})" for d in activation.destinations)
 
     @dg.asset(
         key=activation_key(name),
         group_name=wf,
-        description=activation.description or (
-            f"Delivers query `{activation.query}` as {activation.file.type} "
-            f"`{activation.file.name}` to `{activation.to}` ({destination.kind})."),
+        description=activation.description or f"Delivers {what} to {to}.",
         owners=owners_of(workflow, activation),
-        kinds={destination.kind, activation.file.type},
-        deps=[table_key(f"query.{activation.query}")],
-        required_resource_keys={WAREHOUSE_KEY, STAGING_KEY, dest_key},
-        metadata={"destination": activation.to, "path_template": activation.path or ".",
+        kinds=kinds,
+        deps=[upstream],
+        partitions_def=partitions,
+        required_resource_keys={WAREHOUSE_KEY, STAGING_KEY, archive_key(workflow),
+                                *(connection_key(wf, d) for d in activation.destinations)},
+        metadata={"destinations": ", ".join(activation.destinations),
+                  "path_template": activation.path or ".",
                   "file": dg.MetadataValue.json(activation.file.model_dump()),
-                  "overwrite": activation.overwrite},
+                  "seal": " then ".join(sealing) or "none",
+                  "empty_result": activation.empty, "overwrite": activation.overwrite},
         retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     )
     def _activation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
         staging: StagingResource = getattr(context.resources, STAGING_KEY)
-        target = getattr(context.resources, dest_key)
+        archive = getattr(context.resources, archive_key(workflow))
+        ledger = DeliveryLedger(warehouse)
         values = template_context(context, workflow)
+        destinations = destinations_for(context, workflow, activation, values)
+        outbox = staging.folder(wf, "outbox", name, context.run_id)
+        redeliver = context.run.tags.get(REDELIVER_TAG, "").lower() == "true"
+        partition = asset_partition(context)
+        results = []
         try:
-            file_name = safe_relative(render_text(activation.file.name, values))
-            remote = safe_relative(posixpath.join(render_text(activation.path, values) or ".",
-                                                  file_name))
-        except TransferError as bad:
-            raise dg.Failure(f"activation `{name}`: {bad}") from bad
-        local = staging.folder(wf, "outbox", name, context.run_id) / posixpath.basename(remote)
-        written = write_file(warehouse.batches(f'SELECT * FROM "query"."{activation.query}"'),
-                             local, activation.file)
-        try:
-            delivered = target.upload(local, remote, overwrite=activation.overwrite)
-        except TransferError as failed:
-            raise dg.Failure(f"activation `{name}` was not delivered: {failed}") from failed
-        where = target.describe(remote)
-        context.log.info(f"delivered {written.rows:,} rows, {delivered:,} bytes to {where}")
-        return dg.MaterializeResult(metadata={
-            "destination": where,
-            "file_name": posixpath.basename(remote),
-            "size": delivered,
-            "dagster/row_count": written.rows,
-            "md5": written.md5,
-            "local_copy": dg.MetadataValue.path(str(local)),
-        })
+            for plain, file_name, rows in _files(context, staging, workflow, activation, values,
+                                                 outbox, partition):
+                results.append(_send_one(context, ledger, archive, destinations, activation,
+                                         name, wf, values, partition, plain, file_name, rows,
+                                         outbox, redeliver))
+        finally:
+            shutil.rmtree(outbox, ignore_errors=True)  # the archive keeps what was sent
+        return _materialization(name, results)
 
     return _activation
+
+
+def _files(context: dg.AssetExecutionContext, staging: StagingResource,
+           workflow: spec.Workflow, activation: spec.Activation, values: dict[str, Any],
+           outbox: Path, partition: str | None) -> list[tuple[Path, str, int | None]]:
+    """(local file, name to send it as, rows) for each file this run delivers."""
+    if activation.query:
+        file_name = render_text(activation.file.name or "", values)
+        if problem := local_name_check(file_name):
+            raise dg.Failure(f"`file.name`: {problem}", allow_retries=False)
+        warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
+        try:
+            written = write_file(
+                warehouse.batches(f'SELECT * FROM "query"."{activation.query}"'),
+                outbox / file_name, activation.file)
+        except OutputEncodingError as bad:
+            raise dg.Failure(f"{file_name}: {bad}", allow_retries=False) from bad
+        return [(written.path, file_name, written.rows)]
+    manifest = staging.read_json(manifest_path(staging, workflow.workflow.name,
+                                               activation.courier or "", partition))
+    files = []
+    for item in manifest["files"]:
+        source = Path(item.get("original", item["path"]))
+        arrived = item.get("name", source.name)
+        file_name = render_text(activation.file.name, {**values, "source_name": arrived}
+                                ) if activation.file.name else arrived
+        if problem := local_name_check(file_name):
+            raise dg.Failure(f"`file.name`: {problem}", allow_retries=False)
+        files.append((source, file_name, item.get("rows")))
+    if not files:
+        context.log.warning(f"courier `{activation.courier}` brought no file: nothing to send")
+    return files
+
+
+def _send_one(context: dg.AssetExecutionContext, ledger: DeliveryLedger, archive: Any,
+              destinations: list[Destination], activation: spec.Activation, name: str,
+              wf: str, values: dict[str, Any], partition: str | None, plain: Path,
+              file_name: str, rows: int | None, outbox: Path, redeliver: bool
+              ) -> tuple[SealedFile, Delivery, list[LedgerEntry], str | None]:
+    delivery = Delivery(workflow=wf, activation=name, run_id=context.run_id,
+                        partition=partition, rows=rows, content_md5=md5_of(plain),
+                        file_id=new_id())
+    if rows == 0 and activation.empty != "send":
+        if activation.empty == "fail":
+            raise dg.Failure(f"{file_name}: the result has no rows and `empty: fail` is set",
+                             allow_retries=False)
+        unsent = SealedFile(plain, file_name, plain.stat().st_size, delivery.content_md5, ())
+        context.log.warning(f"{file_name}: the result has no rows; nothing is sealed or sent "
+                            "(`empty: skip`; set `empty: send` to deliver empty files)")
+        return unsent, delivery, record_empty(ledger, delivery, unsent, destinations,
+                                              activation.mail), None
+    try:
+        zip_name = render_text(activation.seal.zip_name, {**values, "source_name": file_name}
+                               ) if activation.seal.zip_name else None
+        if zip_name and (problem := local_name_check(zip_name)):
+            raise dg.Failure(f"`seal.zip_name`: {problem}", allow_retries=False)
+        sealed = seal(plain, file_name, activation.seal, zip_name, outbox)
+    except SealError as failed:
+        raise dg.Failure(f"{file_name}: {failed}", allow_retries=False) from failed
+    kept = archive_path(wf, name, values["ds"], delivery.file_id, sealed.name)
+    archive_uri = archive_file(archive, sealed, kept)
+    context.log.info(f"{sealed.name}: {sealed.size:,} bytes, md5 {sealed.md5}, archived at "
+                     f"{archive_uri}")
+    mail_values = {**values, "file_name": sealed.name, "rows": rows, "size": sealed.size,
+                   "md5": sealed.md5, "activation": name}
+    entries = deliver(context.log, ledger, delivery, sealed, (kept, archive_uri), destinations,
+                      overwrite=activation.overwrite, mail=activation.mail, values=mail_values,
+                      redeliver=redeliver)
+    return sealed, delivery, entries, archive_uri
+
+
+def _materialization(name: str, results: list[tuple[SealedFile, Delivery, list[LedgerEntry],
+                                                       str | None]]) -> dg.MaterializeResult:
+    failed = [e for _, _, entries, _ in results for e in entries if e.status == "failed"]
+    if failed:
+        raise dg.Failure(
+            f"activation `{name}`: {len(failed)} deliver{'y' if len(failed) == 1 else 'ies'} "
+            "failed (the others went through; a retry sends only what is missing): " +
+            "; ".join(f"{e.destination_uri}: {e.error}" for e in failed),
+            metadata={"failed": ", ".join(str(e.destination_uri) for e in failed),
+                      "ledger_ids": ", ".join(e.id for e in failed)})
+    if not results:
+        return dg.MaterializeResult(metadata={"status": "no file to send", "size": 0,
+                                              "dagster/row_count": 0})
+    if len(results) == 1:
+        sealed, delivery, entries, archive_uri = results[0]
+        return dg.MaterializeResult(metadata=outcome_metadata(sealed, delivery, entries,
+                                                              archive_uri))
+    lines = [f"| {s.name} | {s.size:,} | {s.md5} | {', '.join(sorted({e.status for e in es}))} |"
+             for s, _, es, _ in results]
+    return dg.MaterializeResult(metadata={
+        "files": dg.MetadataValue.md("| file | size | md5 | status |\n|---|---|---|---|\n" +
+                                     "\n".join(lines)),
+        "file_count": len(results),
+        "size": sum(s.size for s, _, _, _ in results),
+        "delivered": sum(e.status == DELIVERED for _, _, es, _ in results for e in es),
+        "ledger_ids": ", ".join(e.id for _, _, es, _ in results for e in es),
+    })

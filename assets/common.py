@@ -13,6 +13,8 @@ from assets.templating import date_context, logical_date
 
 WAREHOUSE_KEY = "warehouse"
 STAGING_KEY = "staging"
+ARCHIVE_KEY = "archive"  # the default archive of delivered files, shared by all workflows
+REDELIVER_TAG = "stagecoach/redeliver"  # "true": send even what the ledger shows as delivered
 SCHEDULED_TIME_TAG = "dagster/scheduled_execution_time"
 PARTITION_TAG = "dagster/partition"
 
@@ -20,6 +22,12 @@ PARTITION_TAG = "dagster/partition"
 def connection_key(workflow: str, connection: str) -> str:
     """Resource key of a workflow's connection: workflows may reuse connection names."""
     return f"{workflow}__{connection}"
+
+
+def archive_key(workflow: spec.Workflow) -> str:
+    """Resource key of the workflow's archive: its own connection, or the shared default."""
+    archive = workflow.workflow.archive
+    return connection_key(workflow.workflow.name, archive) if archive else ARCHIVE_KEY
 
 
 def owners_of(workflow: spec.Workflow, *items: Any) -> list[str]:

@@ -122,9 +122,11 @@ def _pull_files(context: dg.AssetExecutionContext, conn: FileConnection, courier
                 conn.download(item.path, local)
             except TransferError as failed:
                 raise dg.Failure(f"courier download failed: {failed}") from failed
+        original = local
         local = _normalise(local, courier.format, folder)
-        files.append({"path": str(local), "source": conn.describe(item.path),
-                      "size": item.size})
+        # `original` is the file as it arrived: activations that forward files send it as is.
+        files.append({"path": str(local), "original": str(original), "name": Path(item.path).name,
+                      "source": conn.describe(item.path), "size": item.size})
     if courier.format.type == "xlsx":  # converted to plain CSV by _normalise
         fmt.update(type="csv", delimiter=",", encoding="utf-8", quote='"', escape=None,
                    skip_rows=0, compression="none", header=courier.format.header)

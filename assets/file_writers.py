@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from assets import spec
+from resources.files import md5_of
 
 
 @dataclass(frozen=True)
@@ -22,14 +23,6 @@ class WrittenFile:
     rows: int
     size: int
     md5: str
-
-
-def md5_of(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_file(batches: Iterable[pa.RecordBatch], target: Path, fmt: spec.OutputFile
@@ -86,17 +79,52 @@ def _text(value: object) -> object:
     return "" if value is None else value
 
 
+QUOTING = {"minimal": csv.QUOTE_MINIMAL, "all": csv.QUOTE_ALL,
+           "nonnumeric": csv.QUOTE_NONNUMERIC, "none": csv.QUOTE_NONE}
+
+
+class OutputEncodingError(ValueError):
+    """A value cannot be written in the file's encoding; names the row and column."""
+
+
 def _write_delimited(first: pa.RecordBatch, batches: Iterable[pa.RecordBatch], target: Path,
                      fmt: spec.OutputFile) -> int:
-    """Quote only where needed (or everywhere when asked), as partner specs expect."""
+    """Quote only where needed (or as asked), as partner specs expect.
+
+    Each line ends with `line_suffix` then the line ending (the extract tool's "characters
+    appended to each line"); the text is encoded as the spec says.
+    """
     rows = 0
-    with open(target, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out, delimiter=fmt.effective_delimiter, lineterminator="\n",
-                            quoting=csv.QUOTE_ALL if fmt.quote_all else csv.QUOTE_MINIMAL)
+    ending = fmt.line_suffix + ("\r\n" if fmt.line_ending == "crlf" else "\n")
+    errors = "replace" if fmt.encoding_errors == "replace" else "strict"
+    with open(target, "w", newline="", encoding=fmt.encoding, errors=errors) as out:
+        writer = csv.writer(out, delimiter=fmt.effective_delimiter, lineterminator=ending,
+                            quoting=QUOTING[fmt.quoting],
+                            escapechar="\\" if fmt.quoting == "none" else None)
+        names = first.schema.names
         if fmt.header:
-            writer.writerow(first.schema.names)
+            _write_rows(writer, [names], names, 0, fmt.encoding)
         for batch in (first, *batches):
             columns = [column.to_pylist() for column in batch.columns]
-            writer.writerows([_text(v) for v in row] for row in zip(*columns, strict=True))
+            _write_rows(writer, [[_text(v) for v in row] for row in zip(*columns, strict=True)],
+                        names, rows + 1, fmt.encoding)
             rows += batch.num_rows
     return rows
+
+
+def _write_rows(writer: Any, records: list[list[object]], names: list[str], first_row: int,
+                encoding: str) -> None:
+    try:
+        writer.writerows(records)
+    except UnicodeEncodeError as failed:
+        for offset, record in enumerate(records):
+            for name, value in zip(names, record, strict=True):
+                try:
+                    str(value).encode(encoding)
+                except UnicodeEncodeError:
+                    where = "the header" if first_row == 0 else f"row {first_row + offset}"
+                    raise OutputEncodingError(
+                        f"{where}, column {name!r}: {failed.object[failed.start:failed.end]!r} "
+                        f"cannot be written in {encoding}; choose another `file.encoding` or "
+                        "set `file.encoding_errors: replace`") from None
+        raise

@@ -6,6 +6,7 @@ below it ever sees a raw dict. Secrets are never values here, only environment-v
 
 from __future__ import annotations
 
+import codecs
 import re
 from datetime import date
 from typing import Annotated, Literal
@@ -79,6 +80,49 @@ class S3Connection(Model):
     description: str | None = None
 
 
+class FtpConnection(Model):
+    kind: Literal["ftp"]
+    host: Setting
+    port: int = Field(21, ge=1, le=65535)
+    username: Setting
+    password: Secret | None = None
+    tls: bool = Field(False, description="Explicit FTPS (AUTH TLS, encrypted data channel).")
+    ca_file: Setting | None = Field(None, description="CA bundle to check the server's "
+                                                      "certificate; default the system's.")
+    base_path: str = "."
+    passive: bool = True
+    timeout_seconds: float = Field(30, gt=0)
+    description: str | None = None
+
+
+class SmbConnection(Model):
+    kind: Literal["smb"]
+    host: Setting
+    port: int = Field(445, ge=1, le=65535)
+    share: Setting
+    username: Setting
+    password: Secret | None = None
+    base_path: str = Field("", description="Folder inside the share.")
+    encrypt: bool = Field(False, description="Require SMB3 encryption.")
+    timeout_seconds: float = Field(30, gt=0)
+    description: str | None = None
+
+
+class SmtpConnection(Model):
+    """A mail server: activations send their file as an attachment, in the body, or a link."""
+
+    kind: Literal["smtp"]
+    host: Setting
+    port: int = Field(587, ge=1, le=65535)
+    username: Setting | None = None
+    password: Secret | None = None
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    ca_file: Setting | None = None
+    from_address: Setting
+    timeout_seconds: float = Field(30, gt=0)
+    description: str | None = None
+
+
 class SqlConnection(Model):
     kind: Literal["sql"]
     url: Secret = Field(description="SQLAlchemy URL; it usually holds a password, so env only.")
@@ -86,7 +130,8 @@ class SqlConnection(Model):
 
 
 Connection = Annotated[
-    FolderConnection | SftpConnection | S3Connection | SqlConnection,
+    FolderConnection | SftpConnection | S3Connection | FtpConnection | SmbConnection
+    | SmtpConnection | SqlConnection,
     Field(discriminator="kind"),
 ]
 
@@ -201,27 +246,88 @@ class Query(SqlTable):
 
 
 class OutputFile(Model):
+    """How the delivered file is written: Data Destination's file options."""
+
     type: Literal["csv", "tsv", "psv", "jsonl", "parquet", "xlsx"] = "csv"
-    name: str = Field(description="Templated file name, e.g. partner_{{ ds_nodash }}.txt")
+    name: str | None = Field(
+        None, description="Templated file name, e.g. partner_{{ ds_nodash }}.txt. Required for "
+                          "a query; when forwarding a courier's files, blank keeps their names.")
     delimiter: str | None = Field(None, min_length=1, max_length=1)
     header: bool = True
-    quote_all: bool = False
+    quoting: Literal["minimal", "all", "nonnumeric", "none"] = Field(
+        "minimal", description="Quote fields only where needed, always, non-numbers, or never "
+                               "(then delimiters in values are escaped with a backslash).")
+    line_suffix: str = Field("", max_length=8, description="Characters appended to every "
+                                                          "line, e.g. '|' or '\\r'.")
+    line_ending: Literal["lf", "crlf"] = "lf"
+    encoding: str = Field("utf-8", description="Any Python codec, e.g. latin-1, cp1252.")
+    encoding_errors: Literal["fail", "replace"] = Field(
+        "fail", description="A character the encoding cannot hold fails the run (naming the "
+                            "row), or becomes '?'.")
 
     @property
     def effective_delimiter(self) -> str:
         return delimiter_for(self.type, self.delimiter)
 
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {encoding!r}; use a Python codec name such as "
+                             "utf-8, latin-1 or cp1252") from None
+        return encoding
+
+
+class GpgSeal(Model):
+    recipients: list[str] = Field(
+        min_length=1, description="Public key files (ASCII-armoured or binary), relative to "
+                                  "the spec; the file is encrypted to every one of them.")
+    armor: bool = Field(False, description="ASCII-armoured output (.asc) instead of binary.")
+
+
+class Seal(Model):
+    """Encryption, then zip, then the md5 of what is sent (the extract tool's order)."""
+
+    gpg: GpgSeal | None = None
+    zip: bool = False
+    zip_name: str | None = Field(None, description="Templated; default the file name + .zip")
+
+
+class MailDelivery(Model):
+    """For `smtp` destinations: who gets the file and how."""
+
+    to: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(min_length=1)
+    subject: str = "{{ file_name }}"
+    body: str = "Attached: {{ file_name }} ({{ rows }} rows, md5 {{ md5 }})."
+    mode: Literal["attach", "embed", "link"] = Field(
+        "attach", description="Attach the file, put it in the body, or send a link to the "
+                              "archived copy; above the size limit a link is sent.")
+    max_attachment_mb: float = Field(5, gt=0)
+
 
 class Activation(Model):
-    """Delivers a query's result as a file to a destination connection."""
+    """Delivers a query's result, or forwards a courier's files, to one or more destinations."""
 
-    query: str
-    to: str = Field(description="Destination connection: folder, sftp or s3.")
+    query: str | None = None
+    courier: str | None = Field(None, description="Forward this courier's files as they are.")
+    to: str | list[str] = Field(description="Destination connection(s): folder, sftp, ftp, "
+                                            "smb, s3 or smtp.")
     path: str = Field("", description="Folder under the destination, templated.")
-    file: OutputFile
+    file: OutputFile = OutputFile()
+    seal: Seal = Seal()
+    empty: Literal["skip", "send", "fail"] = Field(
+        "skip", description="No rows (headers excluded): send nothing and say so, send the "
+                            "empty file, or fail the run.")
     overwrite: bool = True
+    mail: MailDelivery | None = None
     description: str | None = None
     owners: list[Owner] | None = None
+
+    @property
+    def destinations(self) -> list[str]:
+        return [self.to] if isinstance(self.to, str) else list(self.to)
 
 
 # ---------------------------------------------------------------- workflow
@@ -236,6 +342,9 @@ class WorkflowInfo(Model):
         None, description="First daily partition of dated couriers (required if any)."
     )
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    archive: str | None = Field(
+        None, description="Connection (folder or s3) keeping a copy of every delivered file; "
+                          "default a folder in Stagecoach's data directory.")
 
     @field_validator("timezone")
     @classmethod

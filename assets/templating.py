@@ -96,10 +96,16 @@ def is_dated(template: str | None) -> bool:
     return bool(names & DATE_MACROS)
 
 
-def check_template(template: str, params: Mapping[str, Any], sql: bool = False) -> str | None:
-    """Return why a template cannot be used, or None: used by the spec validator."""
+def check_template(template: str, params: Mapping[str, Any], sql: bool = False,
+                   extra: Mapping[str, Any] | None = None) -> str | None:
+    """Return why a template cannot be used, or None: used by the spec validator.
+
+    `extra` holds sample values of the variables a particular template gets besides dates and
+    params (a mail body sees `file_name`, `rows`, `md5`...).
+    """
     try:
-        rendered = render_sql(template, {**SAMPLE_CONTEXT, "params": dict(params)}).text
+        context = {**SAMPLE_CONTEXT, **(extra or {}), "params": dict(params)}
+        rendered = render_sql(template, context).text
     except Exception as error:  # any Jinja failure is a spec error to report, not a crash
         return f"template does not render: {type(error).__name__}: {error}"
     if sql and any(_PLACEHOLDER.search(s) for s in _SQL_STRING.findall(rendered)):

@@ -1,4 +1,4 @@
-"""`python -m orchestration validate [PATH]` and `python -m orchestration demo`."""
+"""`python -m orchestration validate [PATH] | demo | history | download ID`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,23 @@ def validate(path: Path | None) -> int:
     return 0
 
 
+def file_history(args: argparse.Namespace) -> int:
+    from orchestration import history
+
+    try:
+        if args.command == "download":
+            copied = history.download(args.ledger_id, args.to)
+            print(f"{copied} (md5 checked against the ledger)")
+            return 0
+        entries = history.ledger().find(workflow=args.workflow, activation=args.activation,
+                                        day=args.day, limit=args.limit)
+    except (history.HistoryError, SpecInvalid) as failed:
+        print(failed, file=sys.stderr)
+        return 1
+    print("\n".join(history.history_lines(entries)) if entries else "no delivered files yet")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestration")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -35,9 +52,19 @@ def main(argv: list[str] | None = None) -> int:
                        help=f"a spec file or folder (default {workflows_dir()})")
     demo = commands.add_parser("demo", help="generate the demo's files and run it end to end")
     demo.add_argument("--days", type=int, default=7, help="days of orders to generate")
+    history = commands.add_parser("history", help="list delivered files (newest first)")
+    history.add_argument("--workflow")
+    history.add_argument("--activation")
+    history.add_argument("--day", help="YYYY-MM-DD: a partition or the day files were made")
+    history.add_argument("--limit", type=int, default=50)
+    fetch = commands.add_parser("download", help="copy an archived file out, md5-checked")
+    fetch.add_argument("ledger_id")
+    fetch.add_argument("--to", type=Path, default=Path("."), help="folder (default: here)")
     args = parser.parse_args(argv)
     if args.command == "validate":
         return validate(args.path)
+    if args.command in ("history", "download"):
+        return file_history(args)
     from orchestration.demo import run_demo
 
     return run_demo(days=args.days)

@@ -23,6 +23,12 @@ def _value(setting: spec.Setting | None) -> Any:
     return setting
 
 
+def _settings(connection: spec.Connection, *names: str) -> dict[str, Any]:
+    """The named fields, env references as EnvVar, unset ones left to the resource's default."""
+    values = {name: _value(getattr(connection, name)) for name in names}
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def resource_for(connection: spec.Connection) -> dg.ConfigurableResource:
     if isinstance(connection, spec.FolderConnection):
         return FolderResource(path=connection.path)
@@ -40,6 +46,22 @@ def resource_for(connection: spec.Connection) -> dg.ConfigurableResource:
                   "aws_secret_access_key": _value(connection.secret_access_key)}
         return S3BucketResource(prefix=connection.prefix,
                                 **{k: v for k, v in fields.items() if v is not None})
+    if isinstance(connection, spec.FtpConnection):
+        from resources.ftp import FtpResource
+
+        return FtpResource(**_settings(connection, "host", "port", "username", "password", "tls",
+                                       "ca_file", "base_path", "passive", "timeout_seconds"))
+    if isinstance(connection, spec.SmbConnection):
+        from resources.smb import SmbResource
+
+        return SmbResource(**_settings(connection, "host", "port", "share", "username",
+                                       "password", "base_path", "encrypt", "timeout_seconds"))
+    if isinstance(connection, spec.SmtpConnection):
+        from resources.mail import SmtpResource
+
+        return SmtpResource(**_settings(connection, "host", "port", "username", "password",
+                                        "security", "ca_file", "from_address",
+                                        "timeout_seconds"))
     if isinstance(connection, spec.SqlConnection):
         return WarehouseResource(url=dg.EnvVar(connection.url.env))
     raise TypeError(f"no resource for connection kind {connection.kind!r}")

@@ -12,13 +12,15 @@ from pathlib import Path
 import dagster as dg
 
 from assets.activations import build_activation_asset
-from assets.common import STAGING_KEY, WAREHOUSE_KEY, connection_key
+from assets.common import ARCHIVE_KEY, STAGING_KEY, WAREHOUSE_KEY, connection_key
 from assets.couriers import build_courier_asset
 from assets.feeds import build_domain_asset
+from assets.resend import build_resend_job
 from assets.sql_tables import build_database_assets, build_query_asset
 from orchestration import settings
 from orchestration.connections import resource_for
 from orchestration.spec_loader import LoadedWorkflow, load_workflows
+from resources.folder import FolderResource
 from resources.staging import StagingResource
 from resources.warehouse import WarehouseResource
 
@@ -49,14 +51,18 @@ def build_workflow_definitions(loaded: LoadedWorkflow, warehouse_kind: str = "du
     )
     resources = {connection_key(name, c): resource_for(conn)
                  for c, conn in workflow.connections.items()}
-    return dg.Definitions(assets=assets, jobs=[job] if assets else [], resources=resources)
+    jobs = [job] if assets else []
+    if resend := build_resend_job(workflow):
+        jobs.append(resend)
+    return dg.Definitions(assets=assets, jobs=jobs, resources=resources)
 
 
 def shared_resources() -> dict[str, dg.ConfigurableResource]:
     url = (dg.EnvVar(settings.WAREHOUSE_URL_ENV) if settings.warehouse_url_from_env()
            else settings.default_warehouse_url())
     return {WAREHOUSE_KEY: WarehouseResource(url=url),
-            STAGING_KEY: StagingResource(data_dir=str(settings.data_dir()))}
+            STAGING_KEY: StagingResource(data_dir=str(settings.data_dir())),
+            ARCHIVE_KEY: FolderResource(path=str(settings.archive_dir()))}
 
 
 def build_definitions(target: Path | None = None) -> dg.Definitions:

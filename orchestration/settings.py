@@ -30,6 +30,11 @@ def data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV, "data")).resolve()
 
 
+def archive_dir() -> Path:
+    """The default archive of delivered files (a workflow can name its own connection)."""
+    return data_dir() / "archive"
+
+
 def default_warehouse_url() -> str:
     return f"duckdb:///{data_dir() / 'warehouse.duckdb'}"
 

@@ -16,12 +16,15 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from assets import spec
+from assets.sealing import MAIL_SAMPLE, public_key_problem
 from assets.sql_refs import SqlCatalog
 from assets.templating import check_template
 from orchestration import settings
 
 # Labels pydantic puts in an error's location for the member of a union that was tried.
-UNION_MEMBERS = {"folder", "sftp", "s3", "sql", "str", "EnvRef"}
+CONNECTION_KINDS = ("folder", "sftp", "ftp", "smb", "s3", "smtp", "sql")
+UNION_MEMBERS = {*CONNECTION_KINDS, "str", "EnvRef"}
+FILE_KINDS = ("folder", "sftp", "ftp", "smb", "s3")
 SECRET_FIELDS = {"password", "private_key_passphrase", "access_key_id", "secret_access_key", "url"}
 SECTIONS: dict[str, Any] = {
     "connections": spec.Connection,
@@ -212,7 +215,7 @@ class _Validator:
             message = (f"unknown kind {problem['ctx'].get('tag')!r} "
                        f"(known: {problem['ctx'].get('expected_tags')})")
         elif kind == "union_tag_not_found":
-            message = "missing `kind:` (one of: folder, sftp, s3, sql)"
+            message = f"missing `kind:` (one of: {', '.join(CONNECTION_KINDS)})"
         elif kind == "missing":
             message = "is required"
         elif kind == "string_pattern_mismatch" and "owners" in full:
@@ -274,7 +277,24 @@ class _Validator:
             return item.model_copy(update={"tables": tables})
         if section == "queries":
             return self._resolve_sql((section, name), item)
+        if section == "activations" and item.seal.gpg is not None:
+            keys = [self._resolve_key((section, name, "seal", "gpg", "recipients", i), key)
+                    for i, key in enumerate(item.seal.gpg.recipients)]
+            gpg = item.seal.gpg.model_copy(update={"recipients": keys})
+            return item.model_copy(update={"seal": item.seal.model_copy(update={"gpg": gpg})})
         return item
+
+    def _resolve_key(self, path: Path_, key: str) -> str:
+        """A recipient's public key file, checked now so a bad key never fails a night run."""
+        file = self.base / key
+        if not file.is_file():
+            self.error(path, f"no such key file {str(file)!r} (paths are relative to the spec "
+                             "file)")
+            return key
+        problem = public_key_problem(file)
+        if problem:
+            self.error(path, problem)
+        return str(file.resolve())
 
     def _resolve_sql(self, path: Path_, table: spec.SqlTable) -> spec.SqlTable:
         if bool(table.sql) == bool(table.sql_file):
@@ -336,15 +356,55 @@ class _Validator:
             graph[f"query.{name}"] = self._sql_deps(("queries", name), query, catalog, params)
         self._check_cycles(graph)
         for name, activation in s["activations"].items():
-            path = ("activations", name)
+            self._check_activation(("activations", name), activation, connections, params)
+        if info is not None and info.archive is not None and self._known(
+                "connections", info.archive, ("workflow", "archive"), "connection"):
+            kind = getattr(connections.get(info.archive), "kind", None)
+            if kind not in ("folder", "s3", None):
+                self.error(("workflow", "archive"), f"the archive must be a folder or s3 "
+                                                    f"connection, not {kind}")
+
+    def _check_activation(self, path: Path_, activation: spec.Activation,
+                          connections: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+        if bool(activation.query) == bool(activation.courier):
+            self.error(path, "give exactly one of `query:` (deliver its result as a file) or "
+                             "`courier:` (forward its files)")
+        if activation.query:
             self._known("queries", activation.query, (*path, "query"), "query")
-            if self._known("connections", activation.to, (*path, "to"), "connection"):
-                target = connections.get(activation.to)
-                if isinstance(target, spec.SqlConnection):
-                    self.error((*path, "to"), "a `sql` connection cannot receive files; use a "
-                                              "folder, sftp or s3 connection")
-            self._template(activation.path, (*path, "path"), params)
-            self._template(activation.file.name, (*path, "file", "name"), params)
+            if not activation.file.name:
+                self.error((*path, "file", "name"), "is required when delivering a query "
+                                                    "(e.g. partner_{{ ds_nodash }}.csv)")
+        if activation.courier:
+            self._known("couriers", activation.courier, (*path, "courier"), "courier")
+        to_path = (*path, "to")
+        mails, all_known = False, True
+        for i, target_name in enumerate(activation.destinations):
+            where = to_path if isinstance(activation.to, str) else (*to_path, i)
+            if not self._known("connections", target_name, where, "connection"):
+                all_known = False
+                continue
+            kind = getattr(connections.get(target_name), "kind", None)
+            if kind == "sql":
+                self.error(where, "a `sql` connection cannot receive files; use a folder, sftp, "
+                                  "ftp, smb, s3 or smtp connection")
+            mails |= kind == "smtp"
+        if mails and activation.mail is None:
+            self.error(path, "an `smtp` destination needs `mail:` with at least `to:` "
+                             "(the recipients)")
+        if activation.mail is not None and not mails and all_known:
+            self.error((*path, "mail"), "`mail:` is set but no destination is an `smtp` "
+                                        "connection")
+        if len(set(activation.destinations)) != len(activation.destinations):
+            self.error(to_path, "a destination is listed twice")
+        extra = {"source_name": "file.csv"} if activation.courier else None
+        self._template(activation.path, (*path, "path"), params)
+        self._template(activation.file.name, (*path, "file", "name"), params, extra=extra)
+        self._template(activation.seal.zip_name, (*path, "seal", "zip_name"), params,
+                       extra=extra)
+        if activation.mail is not None:
+            for key in ("subject", "body"):
+                self._template(getattr(activation.mail, key), (*path, "mail", key), params,
+                               extra=MAIL_SAMPLE)
 
     def _check_courier(self, path: Path_, courier: spec.Courier, conn: Any) -> None:
         if conn is None:
@@ -358,9 +418,9 @@ class _Validator:
                              "`query:`)")
 
     def _template(self, template: str | None, path: Path_, params: Mapping[str, Any],
-                  sql: bool = False) -> None:
+                  sql: bool = False, extra: Mapping[str, Any] | None = None) -> None:
         if template:
-            problem = check_template(template, params, sql)
+            problem = check_template(template, params, sql, extra)
             if problem:
                 self.error(path, problem)
 

@@ -126,6 +126,18 @@ class WarehouseResource(dg.ConfigurableResource):
         with self.engine().connect() as conn:
             return [tuple(r) for r in conn.execute(sa.text(sql), dict(params or {}))]
 
+    def execute(self, what: str, *statements: tuple[str, Mapping[str, Any] | None]
+                ) -> list[tuple]:
+        """Run statements in one transaction (all or nothing); returns the last one's rows.
+
+        Parameters use this warehouse's `placeholder` style.
+        """
+        rows: list[tuple] = []
+        with self._transaction(what) as run:
+            for sql, params in statements:
+                rows = run(sql, params)
+        return rows
+
     def has_table(self, schema: str, table: str) -> bool:
         sql = ("SELECT count(*) FROM information_schema.tables WHERE table_schema = "
                f"{self.placeholder.format('s')} AND table_name = {self.placeholder.format('t')}")

@@ -22,7 +22,7 @@ from tests.endpoints import Endpoint
 
 pytestmark = pytest.mark.timeout(120)
 
-KINDS = ["folder", "sftp", "s3"]
+KINDS = ["folder", "sftp", "s3", "ftp", "ftps"]
 
 
 @pytest.fixture(params=KINDS)

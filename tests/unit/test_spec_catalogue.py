@@ -81,9 +81,10 @@ CATALOGUE = [
       "and set that variable in the environment; a literal value is not accepted"]),
     ("unknown connection kind", ("{kind: folder, path: landing}", "{kind: ftps, path: x}"),
      ["wf.yaml:7 connections.landing: unknown kind 'ftps' (known: 'folder', 'sftp', 's3', "
-      "'sql')"]),
+      "'ftp', 'smb', 'smtp', 'sql')"]),
     ("missing kind", ("{kind: folder, path: landing}", "{path: landing}"),
-     ["wf.yaml:7 connections.landing: missing `kind:` (one of: folder, sftp, s3, sql)"]),
+     ["wf.yaml:7 connections.landing: missing `kind:` (one of: folder, sftp, ftp, smb, s3, "
+      "smtp, sql)"]),
     ("missing required key", ("    host: sftp.example.com\n", ""),
      ["wf.yaml:8 connections.vendor_sftp.host: is required"]),
     ("wrong type", ("    username: acme\n", "    username: acme\n    port: high\n"),
@@ -160,6 +161,42 @@ CATALOGUE = [
                         "    sql: \"select * from sales.daily"),
      ["wf.yaml:29 queries.big_orders.checks.min_rows: Input should be greater than or equal "
       "to 0"]),
+    ("query and courier", ("    query: big_orders\n", "    query: big_orders\n    courier: "
+                                                      "orders\n"),
+     ["wf.yaml:31 activations.export: give exactly one of `query:` (deliver its result as a "
+      "file) or `courier:` (forward its files)"]),
+    ("query without file name", ('file: {type: psv, name: "big_{{ ds_nodash }}.txt"}',
+                                 "file: {type: psv}"),
+     ["wf.yaml:34 activations.export.file.name: is required when delivering a query (e.g. "
+      "partner_{{ ds_nodash }}.csv)"]),
+    ("dangling destination in a list", ("    to: vendor_sftp\n", "    to: [vendor_sftp, "
+                                                                 "outbx]\n"),
+     ["wf.yaml:33 activations.export.to.1: unknown connection 'outbx' (known: landing, "
+      "vendor_sftp)"]),
+    ("destination twice", ("    to: vendor_sftp\n", "    to: [vendor_sftp, vendor_sftp]\n"),
+     ["wf.yaml:33 activations.export.to: a destination is listed twice"]),
+    ("unknown encoding", ('name: "big_{{ ds_nodash }}.txt"}',
+                          'name: "big_{{ ds_nodash }}.txt", encoding: latin-2000}'),
+     ["wf.yaml:34 activations.export.file.encoding: unknown encoding 'latin-2000'; use a "
+      "Python codec name such as utf-8, latin-1 or cp1252"]),
+    ("missing gpg key file", ("    to: vendor_sftp\n", "    to: vendor_sftp\n    seal: {gpg: "
+                                                       "{recipients: [keys/partner.asc]}}\n"),
+     ["wf.yaml:34 activations.export.seal.gpg.recipients.0: no such key file "
+      "'{tmp}/keys/partner.asc' (paths are relative to the spec file)"]),
+    ("mail settings without a mail destination", (
+        "    to: vendor_sftp\n", "    to: vendor_sftp\n    mail: {to: [ops@example.com]}\n"),
+     ["wf.yaml:34 activations.export.mail: `mail:` is set but no destination is an `smtp` "
+      "connection"]),
+    ("bad mail template", ("    to: vendor_sftp\n", "    to: [vendor_sftp, mailer]\n    "
+                                                    "mail: {to: [ops@example.com], subject: "
+                                                    "'{{ filename }}'}\n"),
+     ["wf.yaml:33 activations.export.to.1: unknown connection 'mailer' (known: landing, "
+      "vendor_sftp)",
+      "wf.yaml:34 activations.export.mail.subject: template does not render: UndefinedError: "
+      "'filename' is undefined"]),
+    ("archive on a sftp connection", ("  params: {threshold: 10}\n",
+                                      "  params: {threshold: 10}\n  archive: vendor_sftp\n"),
+     ["wf.yaml:6 workflow.archive: the archive must be a folder or s3 connection, not sftp"]),
     ("future section not available", ("queries:\n", "automations:\n  nightly: {}\nqueries:\n"),
      ["wf.yaml:28 automations.nightly: `automations` is not available yet in this version of "
       "Stagecoach; remove the entry"]),
@@ -188,7 +225,7 @@ def test_activation_cannot_go_to_a_sql_connection(tmp_path: Path) -> None:
                          ).replace("    to: vendor_sftp\n", "    to: crm\n")
     assert errors_of(text, tmp_path) == [
         "wf.yaml:34 activations.export.to: a `sql` connection cannot receive files; use a "
-        "folder, sftp or s3 connection"]
+        "folder, sftp, ftp, smb, s3 or smtp connection"]
 
 
 def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:

@@ -1,0 +1,190 @@
+"""Sending one produced file: archive it, then deliver it to each destination, with the ledger
+recording every step.
+
+Shared by activations (first delivery) and the re-send job. Order matters: the sealed file is
+archived before anything is sent, so every file a partner may hold can be found and re-sent; a
+ledger row says `sending` before a transfer and `delivered` only once the destination confirmed
+the whole file.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from assets import spec
+from assets.sealing import SealedFile
+from assets.templating import render_text
+from resources.files import FileConnection, TransferError
+from resources.ledger import (
+    ALREADY,
+    DELIVERED,
+    EMPTY,
+    FAILED,
+    SENDING,
+    DeliveryLedger,
+    LedgerEntry,
+    new_id,
+    now,
+)
+
+
+@dataclass(frozen=True)
+class Destination:
+    name: str  # connection name in the spec
+    kind: str
+    resource: Any  # a FileConnection, or an SmtpResource for kind smtp
+    folder: str  # rendered folder under the destination ("." for its base)
+
+    def remote(self, file_name: str) -> str:
+        return posixpath.normpath(posixpath.join(self.folder or ".", file_name))
+
+    def uri(self, file_name: str, mail: spec.MailDelivery | None) -> str:
+        if self.kind == "smtp":
+            return "mailto:" + ",".join(mail.to if mail else [])
+        return self.resource.describe(self.remote(file_name))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one activation run knows about the file it sends: the ledger rows' shared part."""
+
+    workflow: str
+    activation: str
+    run_id: str
+    partition: str | None
+    rows: int | None
+    content_md5: str
+    file_id: str
+    kind: str = "delivery"
+    resent_from: str | None = None
+
+    def entry(self, sealed: SealedFile, destination: str, destination_uri: str | None,
+              status: str, archive: tuple[str | None, str | None] = (None, None)
+              ) -> LedgerEntry:
+        return LedgerEntry(
+            id=new_id(), file_id=self.file_id, workflow=self.workflow,
+            activation=self.activation, run_id=self.run_id, partition=self.partition,
+            file_name=sealed.name, size=sealed.size, row_count=self.rows, md5=sealed.md5,
+            content_md5=self.content_md5, archive_path=archive[0], archive_uri=archive[1],
+            destination=destination, destination_uri=destination_uri, status=status,
+            kind=self.kind, resent_from=self.resent_from, error=None, created_at=now(),
+            delivered_at=None)
+
+
+def archive_path(workflow: str, activation: str, day: str, file_id: str, name: str) -> str:
+    """Where a sent file is kept in the archive: browsable by activation and day."""
+    return posixpath.join(workflow, activation, day, file_id, name)
+
+
+def archive_file(archive: FileConnection, sealed: SealedFile, path: str) -> str:
+    """Keep the exact bytes that will be sent; the archive is checked like any destination."""
+    try:
+        archive.upload(sealed.path, path, overwrite=False, md5=sealed.md5)
+    except TransferError as failed:
+        raise dg.Failure(f"the file could not be archived, so it was not sent: {failed}"
+                         ) from failed
+    return archive.describe(path)
+
+
+def record_empty(ledger: DeliveryLedger, delivery: Delivery, sealed: SealedFile,
+                 destinations: list[Destination], mail: spec.MailDelivery | None
+                 ) -> list[LedgerEntry]:
+    """The history shows the day had no rows, so a missing file at the partner is explained."""
+    return [ledger.record(delivery.entry(sealed, d.name, d.uri(sealed.name, mail), EMPTY))
+            for d in destinations]
+
+
+def deliver(log: Any, ledger: DeliveryLedger, delivery: Delivery, sealed: SealedFile,
+            archive: tuple[str | None, str | None], destinations: list[Destination], *,
+            overwrite: bool, mail: spec.MailDelivery | None, values: Mapping[str, Any],
+            redeliver: bool) -> list[LedgerEntry]:
+    """Send to every destination (one failing does not stop the others); the rows say how each
+    went. Raises nothing for a failed transfer: the caller decides after all were tried."""
+    entries = []
+    for destination in destinations:
+        uri = destination.uri(sealed.name, mail)
+        before = None if redeliver else ledger.delivered_before(
+            delivery.activation, destination.name, uri, delivery.content_md5)
+        if before is not None:
+            log.info(f"{uri}: the same content was delivered by run {before.run_id} at "
+                     f"{before.delivered_at:%Y-%m-%d %H:%M} UTC (ledger {before.id}); not sent "
+                     f"again (tag the run stagecoach/redeliver=true to send it anyway)")
+            entry = ledger.record(delivery.entry(sealed, destination.name, uri, ALREADY,
+                                                 archive))
+            entries.append(entry)
+            continue
+        entry = ledger.record(delivery.entry(sealed, destination.name, uri, SENDING, archive))
+        try:
+            detail = _send(destination, sealed, overwrite, mail,
+                           {**values, "link": archive[1] or "", "destination": destination.name})
+        except (TransferError, MailDeliveryError) as failed:
+            log.error(f"{uri}: not delivered: {failed}")
+            entries.append(ledger.mark(entry, FAILED, str(failed)))
+            continue
+        log.info(f"delivered {sealed.name} ({sealed.size:,} bytes, md5 {sealed.md5}) to {uri}"
+                 f"{detail}")
+        entries.append(ledger.mark(entry, DELIVERED))
+    return entries
+
+
+class MailDeliveryError(Exception):
+    """A mail destination refused the message (wraps the mail resource's error)."""
+
+
+def _send(destination: Destination, sealed: SealedFile, overwrite: bool,
+          mail: spec.MailDelivery | None, values: Mapping[str, Any]) -> str:
+    if destination.kind == "smtp":
+        assert mail is not None  # the spec loader requires `mail:` for smtp destinations
+        from resources.mail import MailError
+
+        try:
+            sent = destination.resource.deliver_file(
+                sealed.path, to=list(mail.to), subject=render_text(mail.subject, values),
+                text=render_text(mail.body, values), mode=mail.mode,
+                link=values.get("link") or None,
+                max_attachment_bytes=int(mail.max_attachment_mb * 1024 * 1024))
+        except MailError as failed:
+            raise MailDeliveryError(str(failed)) from failed
+        return f" ({sent.mode_used}, message {sent.message_id})"
+    size = destination.resource.upload(sealed.path, destination.remote(sealed.name),
+                                       overwrite=overwrite, md5=sealed.md5)
+    checked = "size and md5" if destination.resource.checks_md5 else "size"
+    return f"; {checked} checked at the destination ({size:,} bytes)"
+
+
+def outcome_metadata(sealed: SealedFile, delivery: Delivery, entries: list[LedgerEntry],
+                     archive_uri: str | None) -> dict[str, Any]:
+    """The materialization's metadata: the UI's history of files per activation."""
+    table = "\n".join(f"| {e.destination} | {e.status} | `{e.destination_uri}` | {e.id} |"
+                      for e in entries)
+    statuses = sorted({e.status for e in entries})
+    return {
+        "file_name": sealed.name,
+        "size": sealed.size,
+        "dagster/row_count": delivery.rows if delivery.rows is not None else 0,
+        "md5": sealed.md5,
+        "content_md5": delivery.content_md5,
+        "sealed": ", ".join(sealed.steps) or "no",
+        "status": ", ".join(statuses),
+        "destination": entries[0].destination_uri if len(entries) == 1 else
+        ", ".join(str(e.destination_uri) for e in entries),
+        "deliveries": dg.MetadataValue.md(
+            "| destination | status | where | ledger id |\n|---|---|---|---|\n" + table),
+        "ledger_ids": ", ".join(e.id for e in entries),
+        "file_id": delivery.file_id,
+        "archive": dg.MetadataValue.path(archive_uri) if archive_uri else "not archived",
+    }
+
+
+def local_name_check(name: str) -> str | None:
+    """Why a rendered file name cannot be used as one, or None."""
+    if not name or "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
+        return (f"file name {name!r} must be a plain name; put folders in the activation's "
+                "`path`")
+    return None
+
