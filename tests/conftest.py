@@ -289,3 +289,4 @@ def workflow_runner() -> Callable[..., WorkflowRun]:
 
 from tests.endpoints.ftp import ftp_files, ftp_server, ftps_files, ftps_server  # noqa: E402, F401
 from tests.endpoints.kinds import folder_files, s3_files, sftp_files  # noqa: E402, F401
+from tests.endpoints.smb import smb_files, smbd  # noqa: E402, F401

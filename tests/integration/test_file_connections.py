@@ -22,7 +22,7 @@ from tests.endpoints import Endpoint
 
 pytestmark = pytest.mark.timeout(120)
 
-KINDS = ["folder", "sftp", "s3", "ftp", "ftps"]
+KINDS = ["folder", "sftp", "s3", "smb", "ftp", "ftps"]
 
 
 @pytest.fixture(params=KINDS)
