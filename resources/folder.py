@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -88,4 +89,5 @@ class FolderResource(dg.ConfigurableResource):
         except OSError as failed:
             raise TransferError(f"{final} upload: {failed}") from failed
         finally:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # e.g. the folder itself could not be made
+                partial.unlink(missing_ok=True)
