@@ -31,6 +31,7 @@ from resources.ledger import (
     new_id,
     now,
 )
+from resources.mail import MailError
 
 
 @dataclass(frozen=True)
@@ -140,8 +141,6 @@ def _send(destination: Destination, sealed: SealedFile, overwrite: bool,
           mail: spec.MailDelivery | None, values: Mapping[str, Any]) -> str:
     if destination.kind == "smtp":
         assert mail is not None  # the spec loader requires `mail:` for smtp destinations
-        from resources.mail import MailError
-
         try:
             sent = destination.resource.deliver_file(
                 sealed.path, to=list(mail.to), subject=render_text(mail.subject, values),

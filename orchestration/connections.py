@@ -12,8 +12,11 @@ import dagster as dg
 
 from assets import spec
 from resources.folder import FolderResource
+from resources.ftp import FtpResource
+from resources.mail import SmtpResource
 from resources.s3 import S3BucketResource
 from resources.sftp import SftpResource
+from resources.smb import SmbResource
 from resources.warehouse import WarehouseResource
 
 
@@ -47,18 +50,12 @@ def resource_for(connection: spec.Connection) -> dg.ConfigurableResource:
         return S3BucketResource(prefix=connection.prefix,
                                 **{k: v for k, v in fields.items() if v is not None})
     if isinstance(connection, spec.FtpConnection):
-        from resources.ftp import FtpResource
-
         return FtpResource(**_settings(connection, "host", "port", "username", "password", "tls",
                                        "ca_file", "base_path", "passive", "timeout_seconds"))
     if isinstance(connection, spec.SmbConnection):
-        from resources.smb import SmbResource
-
         return SmbResource(**_settings(connection, "host", "port", "share", "username",
                                        "password", "base_path", "encrypt", "timeout_seconds"))
     if isinstance(connection, spec.SmtpConnection):
-        from resources.mail import SmtpResource
-
         return SmtpResource(**_settings(connection, "host", "port", "username", "password",
                                         "security", "ca_file", "from_address",
                                         "timeout_seconds"))
