@@ -62,7 +62,10 @@ def run_demo(days: int = 7) -> int:
             meta = event.asset_materialization.metadata if event and \
                 event.asset_materialization else {}
             print(f"  {name}: {meta['dagster/row_count'].value} rows, {meta['size'].value} "
-                  f"bytes, md5 {meta['md5'].value} -> {meta['destination'].value}")
+                  f"bytes, md5 {meta['md5'].value} -> {meta['destination'].value} "
+                  f"[{meta['status'].value}, ledger {meta['ledger_ids'].value}]")
+    print("File history: `.venv/bin/python -m orchestration history`; copy a file out with "
+          "`... download LEDGER_ID`; re-send one with the acme_retail_resend_job.")
     print(f"Browse the runs, assets and checks: `make dev` (DAGSTER_HOME={home}), then "
           "http://127.0.0.1:3000")
     return 0
