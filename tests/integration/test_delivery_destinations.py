@@ -134,3 +134,48 @@ def test_mail_destination_attaches_the_file(stagecoach_env: Path, workflow_runne
     content: Any = attachment.get_content()
     assert hashlib.md5(content, usedforsecurity=False).hexdigest() == entry.md5
     assert smtp_starttls.password not in str(run.metadata("activation", "partner"))
+
+
+def test_archive_on_s3_then_download_and_resend(stagecoach_env: Path, workflow_runner,
+                                               s3_files: Endpoint, sftp_files: Endpoint,
+                                               monkeypatch: pytest.MonkeyPatch):
+    """`workflow.archive` names an S3 connection: the copy goes there, and the history
+    commands and the re-send job read it back from there."""
+    import os
+    import subprocess
+    import sys
+
+    import dagster as dg
+
+    root = stagecoach_env
+    folder = workflow(root, connection_yaml(sftp_files, "sftp", monkeypatch))
+    spec_file = folder / "kinds.yaml"
+    spec_file.write_text(spec_file.read_text().replace(
+        "workflow: {name: kinds, owners: [team:data]}",
+        "workflow: {name: kinds, owners: [team:data], archive: vault}").replace(
+        "  partner:\n", "  vault:\n" + connection_yaml(s3_files, "s3", monkeypatch).replace(
+            "prefix: 'base'", "prefix: 'archive'") + "\n  partner:\n", 1))
+    instance = dg.DagsterInstance.ephemeral()
+    run = workflow_runner(folder, "kinds", instance=instance)
+    assert run.success, run.failures()
+    [entry] = ledger_rows(root)
+    assert entry.archive_uri.startswith(f"s3://{s3_files.rebuild[1]['bucket']}/archive/kinds/")
+    sent = sftp_files.read(f"drop/{entry.destination_uri.rsplit('/drop/', 1)[1]}")
+
+    env = {**os.environ, "STAGECOACH_DATA_DIR": str(root / "data"),
+           "STAGECOACH_WORKFLOWS_DIR": str(folder)}
+    out = root / "copy"
+    out.mkdir()
+    done = subprocess.run([sys.executable, "-m", "orchestration", "download", entry.id, "--to",
+                           str(out)], cwd=Path(__file__).parents[2], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (out / entry.file_name).read_bytes() == sent
+
+    from orchestration.definitions import build_definitions
+
+    job = build_definitions(folder).resolve_job_def("kinds_resend_job")
+    resent = job.execute_in_process(instance=instance, run_config={
+        "ops": {"kinds_resend_file": {"config": {"ledger_id": entry.id}}}})
+    assert resent.success
+    assert [e.status for e in ledger_rows(root) if e.kind == "resend"] == ["delivered"]
