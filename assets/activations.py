@@ -158,7 +158,7 @@ def _send_one(context: dg.AssetExecutionContext, ledger: DeliveryLedger, archive
               destinations: list[Destination], activation: spec.Activation, name: str,
               wf: str, values: dict[str, Any], partition: str | None, plain: Path,
               file_name: str, rows: int | None, outbox: Path, redeliver: bool
-              ) -> tuple[SealedFile, Delivery, list[LedgerEntry], str | None]:
+              ) -> tuple[SealedFile, Delivery, list[LedgerEntry]]:
     delivery = Delivery(workflow=wf, activation=name, run_id=context.run_id,
                         partition=partition, rows=rows, content_md5=md5_of(plain),
                         file_id=new_id())
@@ -170,7 +170,7 @@ def _send_one(context: dg.AssetExecutionContext, ledger: DeliveryLedger, archive
         context.log.warning(f"{file_name}: the result has no rows; nothing is sealed or sent "
                             "(`empty: skip`; set `empty: send` to deliver empty files)")
         return unsent, delivery, record_empty(ledger, delivery, unsent, destinations,
-                                              activation.mail), None
+                                              activation.mail)
     try:
         zip_name = render_text(activation.seal.zip_name, {**values, "source_name": file_name}
                                ) if activation.seal.zip_name else None
@@ -179,21 +179,25 @@ def _send_one(context: dg.AssetExecutionContext, ledger: DeliveryLedger, archive
         sealed = seal(plain, file_name, activation.seal, zip_name, outbox)
     except SealError as failed:
         raise dg.Failure(f"{file_name}: {failed}", allow_retries=False) from failed
-    kept = archive_path(wf, name, values["ds"], delivery.file_id, sealed.name)
-    archive_uri = archive_file(archive, sealed, kept)
-    context.log.info(f"{sealed.name}: {sealed.size:,} bytes, md5 {sealed.md5}, archived at "
-                     f"{archive_uri}")
+
+    def keep() -> tuple[str, str]:
+        kept = archive_path(wf, name, values["ds"], delivery.file_id, sealed.name)
+        uri = archive_file(archive, sealed, kept)
+        context.log.info(f"{sealed.name}: {sealed.size:,} bytes, md5 {sealed.md5}, archived "
+                         f"at {uri}")
+        return kept, uri
+
     mail_values = {**values, "file_name": sealed.name, "rows": rows, "size": sealed.size,
                    "md5": sealed.md5, "activation": name}
-    entries = deliver(context.log, ledger, delivery, sealed, (kept, archive_uri), destinations,
+    entries = deliver(context.log, ledger, delivery, sealed, keep, destinations,
                       overwrite=activation.overwrite, mail=activation.mail, values=mail_values,
                       redeliver=redeliver)
-    return sealed, delivery, entries, archive_uri
+    return sealed, delivery, entries
 
 
-def _materialization(name: str, results: list[tuple[SealedFile, Delivery, list[LedgerEntry],
-                                                       str | None]]) -> dg.MaterializeResult:
-    failed = [e for _, _, entries, _ in results for e in entries if e.status == "failed"]
+def _materialization(name: str, results: list[tuple[SealedFile, Delivery, list[LedgerEntry]]]
+                     ) -> dg.MaterializeResult:
+    failed = [e for _, _, entries in results for e in entries if e.status == "failed"]
     if failed:
         raise dg.Failure(
             f"activation `{name}`: {len(failed)} deliver{'y' if len(failed) == 1 else 'ies'} "
@@ -205,16 +209,15 @@ def _materialization(name: str, results: list[tuple[SealedFile, Delivery, list[L
         return dg.MaterializeResult(metadata={"status": "no file to send", "size": 0,
                                               "dagster/row_count": 0})
     if len(results) == 1:
-        sealed, delivery, entries, archive_uri = results[0]
-        return dg.MaterializeResult(metadata=outcome_metadata(sealed, delivery, entries,
-                                                              archive_uri))
-    lines = [f"| {s.name} | {s.size:,} | {s.md5} | {', '.join(sorted({e.status for e in es}))} |"
-             for s, _, es, _ in results]
+        sealed, delivery, entries = results[0]
+        return dg.MaterializeResult(metadata=outcome_metadata(delivery, entries, sealed.steps))
+    lines = [f"| {es[0].file_name} | {es[0].size:,} | {es[0].md5} | "
+             f"{', '.join(sorted({e.status for e in es}))} |" for _, _, es in results]
     return dg.MaterializeResult(metadata={
         "files": dg.MetadataValue.md("| file | size | md5 | status |\n|---|---|---|---|\n" +
                                      "\n".join(lines)),
         "file_count": len(results),
-        "size": sum(s.size for s, _, _, _ in results),
-        "delivered": sum(e.status == DELIVERED for _, _, es, _ in results for e in es),
-        "ledger_ids": ", ".join(e.id for _, _, es, _ in results for e in es),
+        "size": sum(es[0].size for _, _, es in results),
+        "delivered": sum(e.status == DELIVERED for _, _, es in results for e in es),
+        "ledger_ids": ", ".join(e.id for _, _, es in results for e in es),
     })

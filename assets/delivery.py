@@ -10,8 +10,8 @@ the whole file.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dagster as dg
@@ -101,12 +101,18 @@ def record_empty(ledger: DeliveryLedger, delivery: Delivery, sealed: SealedFile,
 
 
 def deliver(log: Any, ledger: DeliveryLedger, delivery: Delivery, sealed: SealedFile,
-            archive: tuple[str | None, str | None], destinations: list[Destination], *,
-            overwrite: bool, mail: spec.MailDelivery | None, values: Mapping[str, Any],
-            redeliver: bool) -> list[LedgerEntry]:
+            archive: Callable[[], tuple[str | None, str | None]],
+            destinations: list[Destination], *, overwrite: bool,
+            mail: spec.MailDelivery | None, values: Mapping[str, Any], redeliver: bool
+            ) -> list[LedgerEntry]:
     """Send to every destination (one failing does not stop the others); the rows say how each
-    went. Raises nothing for a failed transfer: the caller decides after all were tried."""
-    entries = []
+    went. Raises nothing for a failed transfer: the caller decides after all were tried.
+
+    `archive()` keeps the file and returns (archive path, uri); it is called once, before the
+    first transfer, and not at all when every destination already has this content.
+    """
+    entries: list[LedgerEntry] = []
+    kept: tuple[str | None, str | None] | None = None
     for destination in destinations:
         uri = destination.uri(sealed.name, mail)
         before = None if redeliver else ledger.delivered_before(
@@ -115,14 +121,16 @@ def deliver(log: Any, ledger: DeliveryLedger, delivery: Delivery, sealed: Sealed
             log.info(f"{uri}: the same content was delivered by run {before.run_id} at "
                      f"{before.delivered_at:%Y-%m-%d %H:%M} UTC (ledger {before.id}); not sent "
                      f"again (tag the run stagecoach/redeliver=true to send it anyway)")
-            entry = ledger.record(delivery.entry(sealed, destination.name, uri, ALREADY,
-                                                 archive))
-            entries.append(entry)
+            entries.append(ledger.record(replace(
+                before, id=new_id(), run_id=delivery.run_id, partition=delivery.partition,
+                status=ALREADY, kind=delivery.kind, resent_from=None, error=None,
+                created_at=now(), delivered_at=None)))
             continue
-        entry = ledger.record(delivery.entry(sealed, destination.name, uri, SENDING, archive))
+        kept = kept or archive()
+        entry = ledger.record(delivery.entry(sealed, destination.name, uri, SENDING, kept))
         try:
             detail = _send(destination, sealed, overwrite, mail,
-                           {**values, "link": archive[1] or "", "destination": destination.name})
+                           {**values, "link": kept[1] or "", "destination": destination.name})
         except (TransferError, MailDeliveryError) as failed:
             log.error(f"{uri}: not delivered: {failed}")
             entries.append(ledger.mark(entry, FAILED, str(failed)))
@@ -156,19 +164,21 @@ def _send(destination: Destination, sealed: SealedFile, overwrite: bool,
     return f"; {checked} checked at the destination ({size:,} bytes)"
 
 
-def outcome_metadata(sealed: SealedFile, delivery: Delivery, entries: list[LedgerEntry],
-                     archive_uri: str | None) -> dict[str, Any]:
-    """The materialization's metadata: the UI's history of files per activation."""
+def outcome_metadata(delivery: Delivery, entries: list[LedgerEntry], steps: tuple[str, ...]
+                     ) -> dict[str, Any]:
+    """The materialization's metadata: the UI's history of files per activation. The file's
+    figures are the ledger's (for content delivered before, the file that was sent then)."""
+    sent = entries[0]
     table = "\n".join(f"| {e.destination} | {e.status} | `{e.destination_uri}` | {e.id} |"
                       for e in entries)
     statuses = sorted({e.status for e in entries})
     return {
-        "file_name": sealed.name,
-        "size": sealed.size,
+        "file_name": sent.file_name,
+        "size": sent.size,
         "dagster/row_count": delivery.rows if delivery.rows is not None else 0,
-        "md5": sealed.md5,
+        "md5": sent.md5,
         "content_md5": delivery.content_md5,
-        "sealed": ", ".join(sealed.steps) or "no",
+        "sealed": ", ".join(steps) or "no",
         "status": ", ".join(statuses),
         "destination": entries[0].destination_uri if len(entries) == 1 else
         ", ".join(str(e.destination_uri) for e in entries),
@@ -176,7 +186,8 @@ def outcome_metadata(sealed: SealedFile, delivery: Delivery, entries: list[Ledge
             "| destination | status | where | ledger id |\n|---|---|---|---|\n" + table),
         "ledger_ids": ", ".join(e.id for e in entries),
         "file_id": delivery.file_id,
-        "archive": dg.MetadataValue.path(archive_uri) if archive_uri else "not archived",
+        "archive": dg.MetadataValue.path(sent.archive_uri) if sent.archive_uri else
+        "not archived",
     }
 
 

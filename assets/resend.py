@@ -75,14 +75,14 @@ def build_resend_job(workflow: spec.Workflow) -> dg.JobDefinition | None:
                             content_md5=original.content_md5, file_id=original.file_id,
                             kind="resend", resent_from=original.id)
         entries = deliver(
-            context.log, ledger, delivery, sealed, (original.archive_path, original.archive_uri),
+            context.log, ledger, delivery, sealed,
+            lambda: (original.archive_path, original.archive_uri),
             destinations_for(context, workflow, activation, values), overwrite=config.overwrite,
             mail=activation.mail, redeliver=True,
             values={**values, "file_name": original.file_name, "rows": original.row_count,
                     "size": sealed.size, "md5": sealed.md5, "activation": original.activation})
         local.unlink(missing_ok=True)
-        metadata = {**outcome_metadata(sealed, delivery, entries, original.archive_uri),
-                    "resent_from": original.id}
+        metadata = {**outcome_metadata(delivery, entries, ()), "resent_from": original.id}
         context.log_event(dg.AssetObservation(asset_key=activation_key(original.activation),
                                               metadata=metadata))
         failed = [e for e in entries if e.status == FAILED]

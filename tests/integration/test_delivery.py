@@ -188,6 +188,10 @@ def test_rerun_does_not_send_twice_unless_asked(stagecoach_env: Path, workflow_r
     assert again.success, again.failures()
     assert target.stat().st_mtime_ns == first  # not re-sent
     assert [e.status for e in rows(root)] == ["delivered", "already_delivered"]
+    archived = list((root / "data" / "archive").rglob("people.csv"))
+    assert len(archived) == 1  # nothing new was sent, so nothing new was kept
+    assert {e.archive_path for e in rows(root)} == {
+        archived[0].relative_to(root / "data" / "archive").as_posix()}
 
     from orchestration.definitions import build_definitions
 
@@ -196,6 +200,7 @@ def test_rerun_does_not_send_twice_unless_asked(stagecoach_env: Path, workflow_r
                                     tags={"stagecoach/redeliver": "true"})
     assert forced.success
     assert [e.status for e in rows(root)] == ["delivered", "already_delivered", "delivered"]
+    assert len(list((root / "data" / "archive").rglob("people.csv"))) == 2
 
 
 def test_one_failed_destination_fails_the_run_but_not_the_others(
