@@ -148,7 +148,15 @@ def _files(context: dg.AssetExecutionContext, staging: StagingResource,
                                 ) if activation.file.name else arrived
         if problem := local_name_check(file_name):
             raise dg.Failure(f"`file.name`: {problem}", allow_retries=False)
-        files.append((source, file_name, item.get("rows")))
+        # A forwarded file's rows are not counted; an empty (0-byte) file counts as no rows.
+        rows = item.get("rows", 0 if source.stat().st_size == 0 else None)
+        files.append((source, file_name, rows))
+    names = [name for _, name, _ in files]
+    if len(set(names)) != len(names):
+        raise dg.Failure(f"courier `{activation.courier}` brought {len(names)} files but they "
+                         f"would all be sent as {sorted(set(names))}: put {{{{ source_name }}}} "
+                         "in `file.name`, or leave it blank to keep their names",
+                         allow_retries=False)
     if not files:
         context.log.warning(f"courier `{activation.courier}` brought no file: nothing to send")
     return files
@@ -160,8 +168,8 @@ def _send_one(context: dg.AssetExecutionContext, ledger: DeliveryLedger, archive
               file_name: str, rows: int | None, outbox: Path, redeliver: bool
               ) -> tuple[SealedFile, Delivery, list[LedgerEntry]]:
     delivery = Delivery(workflow=wf, activation=name, run_id=context.run_id,
-                        partition=partition, rows=rows, content_md5=md5_of(plain),
-                        file_id=new_id())
+                        partition=partition, day=values["ds"], rows=rows,
+                        content_md5=md5_of(plain), file_id=new_id())
     if rows == 0 and activation.empty != "send":
         if activation.empty == "fail":
             raise dg.Failure(f"{file_name}: the result has no rows and `empty: fail` is set",

@@ -9,6 +9,7 @@ the whole file.
 
 from __future__ import annotations
 
+import glob
 import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -58,6 +59,7 @@ class Delivery:
     activation: str
     run_id: str
     partition: str | None
+    day: str  # the logical day (ds) names and folders were rendered for
     rows: int | None
     content_md5: str
     file_id: str
@@ -70,11 +72,11 @@ class Delivery:
         return LedgerEntry(
             id=new_id(), file_id=self.file_id, workflow=self.workflow,
             activation=self.activation, run_id=self.run_id, partition=self.partition,
-            file_name=sealed.name, size=sealed.size, row_count=self.rows, md5=sealed.md5,
-            content_md5=self.content_md5, archive_path=archive[0], archive_uri=archive[1],
-            destination=destination, destination_uri=destination_uri, status=status,
-            kind=self.kind, resent_from=self.resent_from, error=None, created_at=now(),
-            delivered_at=None)
+            day=self.day, file_name=sealed.name, size=sealed.size, row_count=self.rows,
+            md5=sealed.md5, content_md5=self.content_md5, archive_path=archive[0],
+            archive_uri=archive[1], destination=destination, destination_uri=destination_uri,
+            status=status, kind=self.kind, resent_from=self.resent_from, error=None,
+            created_at=now(), delivered_at=None)
 
 
 def archive_path(workflow: str, activation: str, day: str, file_id: str, name: str) -> str:
@@ -85,7 +87,9 @@ def archive_path(workflow: str, activation: str, day: str, file_id: str, name: s
 def archive_file(archive: FileConnection, sealed: SealedFile, path: str) -> str:
     """Keep the exact bytes that will be sent; the archive is checked like any destination."""
     try:
-        archive.upload(sealed.path, path, overwrite=False, md5=sealed.md5)
+        # The path holds a unique file id, so no check for an existing file is needed (and
+        # S3's conditional PUT would cap archived files at 5 GiB).
+        archive.upload(sealed.path, path, overwrite=True, md5=sealed.md5)
     except TransferError as failed:
         raise dg.Failure(f"the file could not be archived, so it was not sent: {failed}"
                          ) from failed
@@ -116,7 +120,12 @@ def deliver(log: Any, ledger: DeliveryLedger, delivery: Delivery, sealed: Sealed
     for destination in destinations:
         uri = destination.uri(sealed.name, mail)
         before = None if redeliver else ledger.delivered_before(
-            delivery.activation, destination.name, uri, delivery.content_md5)
+            delivery.activation, delivery.day, destination.name, uri, delivery.content_md5)
+        if before is not None and not _still_there(destination, before):
+            log.warning(f"{uri}: the ledger shows the same content delivered by run "
+                        f"{before.run_id} (ledger {before.id}), but the destination no longer "
+                        "holds that file: sending it again")
+            before = None
         if before is not None:
             log.info(f"{uri}: the same content was delivered by run {before.run_id} at "
                      f"{before.delivered_at:%Y-%m-%d %H:%M} UTC (ledger {before.id}); not sent "
@@ -131,14 +140,31 @@ def deliver(log: Any, ledger: DeliveryLedger, delivery: Delivery, sealed: Sealed
         try:
             detail = _send(destination, sealed, overwrite, mail,
                            {**values, "link": kept[1] or "", "destination": destination.name})
-        except (TransferError, MailDeliveryError) as failed:
-            log.error(f"{uri}: not delivered: {failed}")
-            entries.append(ledger.mark(entry, FAILED, str(failed)))
+        except Exception as failed:  # one destination's failure never stops the others
+            reason = str(failed) if isinstance(failed, TransferError | MailDeliveryError) else \
+                f"{type(failed).__name__}: {failed}"
+            log.error(f"{uri}: not delivered: {reason}")
+            entries.append(ledger.mark(entry, FAILED, reason))
             continue
         log.info(f"delivered {sealed.name} ({sealed.size:,} bytes, md5 {sealed.md5}) to {uri}"
                  f"{detail}")
         entries.append(ledger.mark(entry, DELIVERED))
     return entries
+
+
+def _still_there(destination: Destination, before: LedgerEntry) -> bool:
+    """Whether the file the ledger says was delivered is still at the destination, whole.
+
+    Mail cannot be looked at: the ledger is trusted. One listing of the file's own name."""
+    if destination.kind == "smtp":
+        return True
+    remote = destination.remote(before.file_name)
+    folder, name = posixpath.split(remote)
+    try:
+        found = destination.resource.list_files(posixpath.join(folder or ".", glob.escape(name)))
+    except TransferError:
+        return False  # cannot tell: sending again is the safe side
+    return any(f.size == before.size for f in found)
 
 
 class MailDeliveryError(Exception):

@@ -5,7 +5,10 @@ and a day). The archived copy is checked against the md5 the ledger recorded bef
 sent, and the re-send gets its own ledger rows pointing at the original.
 """
 
+import shutil
 from datetime import date
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -54,41 +57,12 @@ def build_resend_job(workflow: spec.Workflow) -> dg.JobDefinition | None:
         if activation is None:
             raise dg.Failure(f"activation `{original.activation}` is no longer in the workflow "
                              "spec, so it has no destination to re-send to", allow_retries=False)
-        local = staging.folder(wf, "resend", context.run_id) / original.file_name
+        folder = staging.folder(wf, "resend", context.run_id)
         try:
-            archive.download(original.archive_path, local)
-        except TransferError as failed:
-            raise dg.Failure(f"the archived copy of {original.file_name} could not be read: "
-                             f"{failed}") from failed
-        if (found := md5_of(local)) != original.md5:
-            local.unlink()
-            raise dg.Failure(f"the archived copy of {original.file_name} has md5 {found}, not "
-                             f"the {original.md5} that was sent; it is not re-sent",
-                             allow_retries=False)
-        day = date.fromisoformat((original.partition or original.created_at.date().isoformat()
-                                  )[:10])
-        values = {**date_context(day, workflow.workflow.params), "run_id": context.run_id,
-                  "workflow": wf}
-        sealed = SealedFile(local, original.file_name, local.stat().st_size, original.md5, ())
-        delivery = Delivery(workflow=wf, activation=original.activation, run_id=context.run_id,
-                            partition=original.partition, rows=original.row_count,
-                            content_md5=original.content_md5, file_id=original.file_id,
-                            kind="resend", resent_from=original.id)
-        entries = deliver(
-            context.log, ledger, delivery, sealed,
-            lambda: (original.archive_path, original.archive_uri),
-            destinations_for(context, workflow, activation, values), overwrite=config.overwrite,
-            mail=activation.mail, redeliver=True,
-            values={**values, "file_name": original.file_name, "rows": original.row_count,
-                    "size": sealed.size, "md5": sealed.md5, "activation": original.activation})
-        local.unlink(missing_ok=True)
-        metadata = {**outcome_metadata(delivery, entries, ()), "resent_from": original.id}
-        context.log_event(dg.AssetObservation(asset_key=activation_key(original.activation),
-                                              metadata=metadata))
-        failed = [e for e in entries if e.status == FAILED]
-        if failed:
-            raise dg.Failure("re-send failed: " + "; ".join(f"{e.destination_uri}: {e.error}"
-                                                            for e in failed), metadata=metadata)
+            _resend(context, workflow, ledger, archive, original, activation, folder,
+                    config.overwrite)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     @dg.job(name=resend_job_name(wf), tags={"stagecoach/workflow": wf},
             description=f"Re-sends an archived file of `{wf}` (by ledger id, or activation and "
@@ -97,6 +71,42 @@ def build_resend_job(workflow: spec.Workflow) -> dg.JobDefinition | None:
         resend_file()
 
     return resend_job
+
+
+def _resend(context: dg.OpExecutionContext, workflow: spec.Workflow, ledger: DeliveryLedger,
+            archive: Any, original: LedgerEntry, activation: spec.Activation, folder: Path,
+            overwrite: bool) -> None:
+    local = folder / original.file_name
+    try:
+        archive.download(original.archive_path, local)
+    except TransferError as failed:
+        raise dg.Failure(f"the archived copy of {original.file_name} could not be read: "
+                         f"{failed}") from failed
+    if (found := md5_of(local)) != original.md5:
+        raise dg.Failure(f"the archived copy of {original.file_name} has md5 {found}, not the "
+                         f"{original.md5} that was sent; it is not re-sent", allow_retries=False)
+    # The original's day renders the destination folder: a backfilled file goes where it went.
+    values = {**date_context(date.fromisoformat(original.day), workflow.workflow.params),
+              "run_id": context.run_id, "workflow": workflow.workflow.name}
+    sealed = SealedFile(local, original.file_name, local.stat().st_size, original.md5, ())
+    delivery = Delivery(workflow=original.workflow, activation=original.activation,
+                        run_id=context.run_id, partition=original.partition, day=original.day,
+                        rows=original.row_count, content_md5=original.content_md5,
+                        file_id=original.file_id, kind="resend", resent_from=original.id)
+    kept = (original.archive_path, original.archive_uri)
+    entries = deliver(
+        context.log, ledger, delivery, sealed, lambda: kept,
+        destinations_for(context, workflow, activation, values), overwrite=overwrite,
+        mail=activation.mail, redeliver=True,
+        values={**values, "file_name": original.file_name, "rows": original.row_count,
+                "size": sealed.size, "md5": sealed.md5, "activation": original.activation})
+    metadata = {**outcome_metadata(delivery, entries, ()), "resent_from": original.id}
+    context.log_event(dg.AssetObservation(asset_key=activation_key(original.activation),
+                                          metadata=metadata))
+    failed = [e for e in entries if e.status == FAILED]
+    if failed:
+        raise dg.Failure("re-send failed: " + "; ".join(f"{e.destination_uri}: {e.error}"
+                                                        for e in failed), metadata=metadata)
 
 
 def _pick(ledger: DeliveryLedger, workflow: str, config: ResendConfig) -> LedgerEntry:

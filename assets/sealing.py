@@ -40,8 +40,10 @@ def public_key_problem(key_file: Path) -> str | None:
     """Why `key_file` cannot encrypt a delivery, or None (checked when the spec loads)."""
     if shutil.which(GPG) is None:
         return "GnuPG is not installed (apt-get install gnupg): `seal.gpg` cannot be used"
-    shown = subprocess.run([GPG, "--batch", "--with-colons", "--show-keys", str(key_file)],
-                           capture_output=True, text=True, timeout=30)
+    with tempfile.TemporaryDirectory(prefix="stagecoach-gpg-") as home:
+        shown = subprocess.run([GPG, "--homedir", home, "--batch", "--no-autostart",
+                                "--with-colons", "--show-keys", str(key_file)],
+                               capture_output=True, text=True, timeout=30)
     records = [line.split(":") for line in shown.stdout.splitlines()]
     if shown.returncode != 0 or not any(r[0] == "pub" for r in records):
         return f"{key_file.name} holds no OpenPGP public key (export one with gpg --export -a)"
@@ -74,10 +76,15 @@ def seal(plain: Path, name: str, seal_spec: spec.Seal, zip_name: str | None, fol
                       tuple(steps))
 
 
-def gpg_encrypt(source: Path, target: Path, key_files: list[Path], armor: bool = False) -> None:
-    """Encrypt to every recipient with a throwaway keyring, so no key store is shared or kept."""
+def gpg_encrypt(source: Path, target: Path, key_files: list[Path], armor: bool = False,
+                timeout_seconds: float = 3600) -> None:
+    """Encrypt to every recipient with a throwaway keyring, so no key store is shared or kept.
+
+    Public-key encryption needs no gpg-agent: `--no-autostart` keeps one from being left
+    running per sealed file.
+    """
     with tempfile.TemporaryDirectory(prefix="stagecoach-gpg-") as home:
-        base = [GPG, "--homedir", home, "--batch", "--no-tty", "--quiet"]
+        base = [GPG, "--homedir", home, "--batch", "--no-tty", "--quiet", "--no-autostart"]
         imported = subprocess.run([*base, "--import", *map(str, key_files)],
                                   capture_output=True, text=True, timeout=60)
         if imported.returncode != 0:
@@ -90,10 +97,14 @@ def gpg_encrypt(source: Path, target: Path, key_files: list[Path], armor: bool =
         primaries = _primary_fingerprints(listed.stdout) or fingerprints
         recipients = [arg for fpr in primaries for arg in ("--recipient", fpr)]
         target.unlink(missing_ok=True)
-        encrypted = subprocess.run(
-            [*base, "--trust-model", "always", *(["--armor"] if armor else []),
-             "--output", str(target), *recipients, "--encrypt", str(source)],
-            capture_output=True, text=True)
+        try:
+            encrypted = subprocess.run(
+                [*base, "--trust-model", "always", *(["--armor"] if armor else []),
+                 "--output", str(target), *recipients, "--encrypt", str(source)],
+                capture_output=True, text=True, timeout=timeout_seconds)
+        except subprocess.TimeoutExpired:
+            target.unlink(missing_ok=True)
+            raise SealError(f"gpg encryption took more than {timeout_seconds:.0f} s") from None
         if encrypted.returncode != 0:
             target.unlink(missing_ok=True)
             raise SealError(f"gpg encryption failed: {_last_line(encrypted.stderr)}")

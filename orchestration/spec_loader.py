@@ -323,6 +323,7 @@ class _Validator:
         params = info.params if info is not None else (
             raw_params if isinstance(raw_params, dict) else {})
         connections = s["connections"]
+        self.couriers = s["couriers"]
         for name, courier in s["couriers"].items():
             path = ("couriers", name)
             if self._known("connections", courier.from_, (*path, "from"), "connection"):
@@ -374,8 +375,10 @@ class _Validator:
             if not activation.file.name:
                 self.error((*path, "file", "name"), "is required when delivering a query "
                                                     "(e.g. partner_{{ ds_nodash }}.csv)")
-        if activation.courier:
-            self._known("couriers", activation.courier, (*path, "courier"), "courier")
+        if activation.courier and self._known("couriers", activation.courier,
+                                              (*path, "courier"), "courier") and \
+                not activation.query:
+            self._check_forwarding(path, activation)
         to_path = (*path, "to")
         mails, all_known = False, True
         for i, target_name in enumerate(activation.destinations):
@@ -400,11 +403,26 @@ class _Validator:
         self._template(activation.path, (*path, "path"), params)
         self._template(activation.file.name, (*path, "file", "name"), params, extra=extra)
         self._template(activation.seal.zip_name, (*path, "seal", "zip_name"), params,
-                       extra=extra)
+                       extra={"source_name": "file.csv"})
         if activation.mail is not None:
             for key in ("subject", "body"):
                 self._template(getattr(activation.mail, key), (*path, "mail", key), params,
                                extra=MAIL_SAMPLE)
+
+    def _check_forwarding(self, path: Path_, activation: spec.Activation) -> None:
+        """Forwarded files go as they arrived: only their name (and sealing) can change."""
+        ignored = sorted(activation.file.model_fields_set - {"name"})
+        if ignored:
+            self.error((*path, "file"), f"{', '.join(ignored)}: forwarded files are sent as "
+                                        "they arrived; only `file.name` applies")
+        courier = self.couriers.get(activation.courier or "")
+        several = courier is not None and any(c in (courier.path or "") for c in "*?[")
+        for key, template in (("file", activation.file.name), ("seal", activation.seal.zip_name)):
+            if several and template and "source_name" not in template:
+                where = (*path, "file", "name") if key == "file" else (*path, "seal", "zip_name")
+                self.error(where, f"courier `{activation.courier}` may bring several files, "
+                                  "which would all get this one name: use {{ source_name }} in "
+                                  "it, or leave it out to keep their names")
 
     def _check_courier(self, path: Path_, courier: spec.Courier, conn: Any) -> None:
         if conn is None:

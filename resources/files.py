@@ -91,6 +91,14 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def redact(text: str, secret: str | None) -> str:
+    """Hide a secret a server might echo back; very short ones would garble the message and
+    carry no real secret."""
+    if secret and len(secret) >= 4:
+        return text.replace(secret, "***")
+    return text
+
+
 def check_size(where: str, arrived: int, expected: int) -> None:
     if arrived != expected:
         raise TransferError(f"{where}: {arrived} of {expected} bytes arrived")

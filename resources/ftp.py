@@ -21,6 +21,7 @@ from resources.files import (
     joined,
     matches,
     partial_name,
+    redact,
     safe_relative,
     split_pattern,
 )
@@ -70,8 +71,7 @@ class FtpResource(dg.ConfigurableResource):
     def _error(self, message: str, failed: BaseException) -> TransferError:
         """A TransferError naming what failed; the password never shows, whatever a server says."""
         text = f"{message}: {type(failed).__name__}: {failed}"
-        if self.password:
-            text = text.replace(self.password, "***")
+        text = redact(text, self.password)
         return TransferError(text)
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -213,8 +213,19 @@ def _rename(ftp: ftplib.FTP, partial: str, final: str, overwrite: bool) -> None:
     except ftplib.error_perm:
         if not (overwrite and _exists(ftp, final)):
             raise
-        ftp.delete(final)  # some servers (IIS) refuse to rename over an existing file
-        ftp.rename(partial, final)
+        # Some servers (IIS) refuse to rename over a file: move the old one aside first, and
+        # back if the new one cannot take its place, so the final name is never left empty.
+        directory, name = posixpath.split(final)
+        aside = posixpath.join(directory, partial_name(name))
+        ftp.rename(final, aside)
+        try:
+            ftp.rename(partial, final)
+        except _ERRORS:
+            with contextlib.suppress(*_ERRORS):
+                ftp.rename(aside, final)
+            raise
+        with contextlib.suppress(*_ERRORS):
+            ftp.delete(aside)
 
 
 def _makedirs(ftp: ftplib.FTP, directory: str) -> None:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from resources.warehouse import WarehouseResource
+from resources.warehouse import WarehouseError, WarehouseResource
 
 SCHEMA, TABLE = "stagecoach", "file_history"
 TARGET = f'"{SCHEMA}"."{TABLE}"'
@@ -31,6 +31,7 @@ class LedgerEntry:
     activation: str
     run_id: str
     partition: str | None
+    day: str  # the logical day (YYYY-MM-DD) its names and folders were rendered for
     file_name: str
     size: int
     row_count: int | None
@@ -72,14 +73,28 @@ class DeliveryLedger:
         return self.warehouse.placeholder.format(name)
 
     def ensure(self) -> None:
+        """Create the table (or add columns a newer Stagecoach records) once per process."""
         if self._ready:
             return
         columns = ", ".join(f'"{c}" {_TYPES.get(c, "TEXT")}' + (" PRIMARY KEY" if c == "id"
                                                                   else "") for c in COLUMNS)
-        self.warehouse.execute(
-            "create the delivery ledger",
-            (f'CREATE SCHEMA IF NOT EXISTS "{SCHEMA}"', None),
-            (f"CREATE TABLE IF NOT EXISTS {TARGET} ({columns})", None))
+        try:
+            self.warehouse.execute(
+                "create the delivery ledger",
+                (f'CREATE SCHEMA IF NOT EXISTS "{SCHEMA}"', None),
+                (f"CREATE TABLE IF NOT EXISTS {TARGET} ({columns})", None))
+        except WarehouseError:
+            # Two runs creating it at once: PostgreSQL lets one of them fail. Fine if it exists.
+            if not self.warehouse.has_table(SCHEMA, TABLE):
+                raise
+        present = {row[0] for row in self.warehouse.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            f"{self._p('s')} AND table_name = {self._p('t')}", {"s": SCHEMA, "t": TABLE})}
+        missing = [c for c in COLUMNS if c not in present]
+        if missing:
+            self.warehouse.execute("add ledger columns", *(
+                (f'ALTER TABLE {TARGET} ADD COLUMN "{c}" {_TYPES.get(c, "TEXT")}', None)
+                for c in missing))
         self._ready = True
 
     def record(self, entry: LedgerEntry) -> LedgerEntry:
@@ -109,7 +124,7 @@ class DeliveryLedger:
     def find(self, workflow: str | None = None, activation: str | None = None,
              partition: str | None = None, day: str | None = None, status: str | None = None,
              limit: int = 100) -> list[LedgerEntry]:
-        """Newest first. `day` matches the partition or, for unpartitioned runs, the day made."""
+        """Newest first. `day` is the logical day the file was made for (its `ds`)."""
         where, params = [], {}
         for column, value in (("workflow", workflow), ("activation", activation),
                               ("partition", partition), ("status", status)):
@@ -117,22 +132,21 @@ class DeliveryLedger:
                 where.append(f'"{column}" = {self._p(column)}')
                 params[column] = value
         if day is not None:
-            where.append(f'("partition" = {self._p("day")} OR ("partition" IS NULL AND '
-                         f'CAST("created_at" AS DATE) = CAST({self._p("day")} AS DATE)))')
+            where.append(f'"day" = {self._p("day")}')
             params["day"] = day
         return self._select(" AND ".join(where) or "1 = 1", params, limit)
 
-    def delivered_before(self, activation: str, destination: str, destination_uri: str,
-                         content_md5: str) -> LedgerEntry | None:
-        """The same content already delivered to the same place under the same name: a re-run
-        need not send it again (GPG and zip output differ on every run, so the content's md5
-        before sealing is compared)."""
+    def delivered_before(self, activation: str, day: str, destination: str,
+                         destination_uri: str, content_md5: str) -> LedgerEntry | None:
+        """The same content of the same day already delivered to the same place under the same
+        name: a re-run need not send it again (GPG and zip output differ on every run, so the
+        content's md5 before sealing is compared). Another day's identical file is sent."""
         found = self._select(
-            f'"activation" = {self._p("a")} AND "destination" = {self._p("d")} AND '
-            f'"destination_uri" = {self._p("u")} AND "content_md5" = {self._p("m")} AND '
-            f'"status" = {self._p("s")}',
-            {"a": activation, "d": destination, "u": destination_uri, "m": content_md5,
-             "s": DELIVERED},
+            f'"activation" = {self._p("a")} AND "day" = {self._p("day")} AND '
+            f'"destination" = {self._p("d")} AND "destination_uri" = {self._p("u")} AND '
+            f'"content_md5" = {self._p("m")} AND "status" = {self._p("s")}',
+            {"a": activation, "day": day, "d": destination, "u": destination_uri,
+             "m": content_md5, "s": DELIVERED},
             limit=1)
         return found[0] if found else None
 

@@ -3,6 +3,7 @@ any S3-compatible store)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import posixpath
 from pathlib import Path
@@ -27,16 +28,18 @@ TRANSFER = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PAR
 SINGLE_PUT_LIMIT = 5 * 1024**3  # S3's limit for one PUT (conditional writes use one)
 
 
-def s3_etag(path: Path) -> str:
-    """The ETag S3 gives an upload of this file with TRANSFER's part size."""
-    parts = []
+def s3_etag(path: Path) -> tuple[str, str]:
+    """(the ETag S3 gives an upload of this file with TRANSFER's part size, the file's md5),
+    in one read."""
+    parts, whole = [], hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
         while block := handle.read(PART_SIZE):
             parts.append(hashlib.md5(block, usedforsecurity=False).digest())
-    if len(parts) <= 1 and path.stat().st_size < PART_SIZE:
-        return (parts[0] if parts else hashlib.md5(b"", usedforsecurity=False).digest()).hex()
+            whole.update(block)
+    if path.stat().st_size < PART_SIZE:
+        return whole.hexdigest(), whole.hexdigest()
     joined_digest = hashlib.md5(b"".join(parts), usedforsecurity=False).hexdigest()
-    return f"{joined_digest}-{len(parts)}"
+    return f"{joined_digest}-{len(parts)}", whole.hexdigest()
 
 
 class S3BucketResource(S3Resource):
@@ -112,10 +115,21 @@ class S3BucketResource(S3Resource):
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 raise TransferError(f"{where} exists and overwrite is off") from failed
             raise TransferError(f"{where} upload: {failed}") from failed
-        check_size(where, head["ContentLength"], expected)
-        if md5 is not None:
-            etag = head["ETag"].strip('"')
-            wanted = md5 if "-" not in etag else s3_etag(local)
-            if etag != wanted:
-                raise TransferError(f"{where}: ETag {etag} does not match the file ({wanted})")
+        try:
+            check_size(where, head["ContentLength"], expected)
+            encrypted = head.get("ServerSideEncryption") == "aws:kms" or \
+                head.get("SSECustomerAlgorithm")
+            if md5 is not None and not encrypted:  # with KMS or SSE-C the ETag is no md5
+                etag = head["ETag"].strip('"')
+                wanted, local_md5 = (md5, md5) if "-" not in etag else s3_etag(local)
+                if etag != wanted or local_md5 != md5:
+                    raise TransferError(f"{where}: ETag {etag} does not match the file's md5 "
+                                        f"{md5} (expected ETag {wanted})")
+        except TransferError:
+            # S3 has no rename: the object is visible already. Remove it, so a bad copy is
+            # never taken for the file (S3 checks each part's checksum on upload, so this is
+            # a last line of defence).
+            with contextlib.suppress(Exception):
+                client.delete_object(Bucket=self.bucket, Key=key)
+            raise
         return head["ContentLength"]

@@ -30,6 +30,7 @@ from resources.files import (
     joined,
     matches,
     partial_name,
+    redact,
     safe_relative,
     split_pattern,
 )
@@ -76,8 +77,7 @@ class SmbResource(dg.ConfigurableResource):
         message = f"{self.describe(remote)} {operation}: {type(failed).__name__}: {failed}"
         # No smbprotocol message is known to hold the password; make sure (a very short one
         # would blank out ordinary letters and tells nothing anyway).
-        if self.password and len(self.password) >= 4:
-            message = message.replace(self.password, "***")
+        message = redact(message, self.password)
         return TransferError(message)
 
     @contextlib.contextmanager

@@ -203,6 +203,29 @@ def test_rerun_does_not_send_twice_unless_asked(stagecoach_env: Path, workflow_r
     assert len(list((root / "data" / "archive").rglob("people.csv"))) == 2
 
 
+def test_a_missing_file_or_another_day_is_sent_again(stagecoach_env: Path, workflow_runner):
+    """The ledger skips only what the destination still holds, for the same day."""
+    root = stagecoach_env
+    workflows = write_spec(root, spec(root, "    to: outbox\n    file: {name: people.csv}\n"))
+    instance = dg.DagsterInstance.ephemeral()
+    from orchestration.definitions import build_definitions
+
+    job = build_definitions(workflows).resolve_job_def("deliv_job")
+
+    def run_for(day: str) -> None:
+        result = job.execute_in_process(instance=instance, tags={
+            "dagster/scheduled_execution_time": f"{day}T06:00:00+00:00"})
+        assert result.success
+
+    run_for("2026-11-05")
+    (root / "outbox" / "people.csv").unlink()  # someone cleaned the folder
+    run_for("2026-11-05")
+    assert (root / "outbox" / "people.csv").read_text().startswith("customer_id,")
+    run_for("2026-11-06")  # the same content, a fixed name, the next day: a new delivery
+    assert [(e.day, e.status) for e in rows(root)] == [
+        ("2026-11-05", "delivered"), ("2026-11-05", "delivered"), ("2026-11-06", "delivered")]
+
+
 def test_one_failed_destination_fails_the_run_but_not_the_others(
         stagecoach_env: Path, workflow_runner):
     root = stagecoach_env
@@ -263,6 +286,24 @@ def test_resend_delivers_the_identical_bytes(stagecoach_env: Path, workflow_runn
         next(e for e in missing.all_events if e.is_step_failure).step_failure_data.error)
 
 
+def test_resend_goes_to_the_original_days_folder(stagecoach_env: Path, workflow_runner):
+    root = stagecoach_env
+    activation = '    to: outbox\n    path: "out/{{ ds }}"\n    file: {name: people.csv}\n'
+    workflows = write_spec(root, spec(root, activation))
+    instance = dg.DagsterInstance.ephemeral()
+    from orchestration.definitions import build_definitions
+
+    backfill = build_definitions(workflows).resolve_job_def("deliv_job").execute_in_process(
+        instance=instance, tags={"dagster/scheduled_execution_time": "2026-11-03T06:00:00Z"})
+    assert backfill.success
+    sent = root / "outbox" / "out" / "2026-11-03" / "people.csv"
+    original = md5sum(sent)
+    sent.unlink()
+    assert resend(workflows, instance, activation="partner", day="2026-11-03").success
+    assert md5sum(sent) == original
+    assert [e.day for e in rows(root)] == ["2026-11-03", "2026-11-03"]
+
+
 def test_resend_refuses_a_damaged_archive(stagecoach_env: Path, workflow_runner):
     root = stagecoach_env
     workflows = write_spec(root, spec(root, "    to: outbox\n    file: {name: people.csv}\n"))
@@ -273,7 +314,10 @@ def test_resend_refuses_a_damaged_archive(stagecoach_env: Path, workflow_runner)
     (root / "outbox" / "people.csv").unlink()
     result = resend(workflows, instance, ledger_id=entry.id)
     assert not result.success
+    error = str(next(e for e in result.all_events if e.is_step_failure).step_failure_data.error)
+    assert f"has md5 {md5sum(Path(entry.archive_uri))}, not the {entry.md5} that was sent" in error
     assert not (root / "outbox" / "people.csv").exists()
+    assert not list((root / "data" / "deliv" / "resend").rglob("*.csv"))  # nothing left behind
 
 
 def cli(*args: str, env_root: Path) -> subprocess.CompletedProcess:
@@ -325,6 +369,30 @@ def test_forwarding_a_couriers_files_keeps_their_names(stagecoach_env: Path, wor
         assert archive.read("people.csv").decode() == PEOPLE  # the file as it arrived
     assert (root / "landing" / "people.csv").read_text() == PEOPLE  # source untouched
     assert sorted(p.name for p in (root / "landing").iterdir()) == ["people.csv"]
+
+
+def test_forwarding_several_files_and_skipping_empty_ones(stagecoach_env: Path,
+                                                        workflow_runner):
+    root = stagecoach_env
+    text = spec(root, "    to: outbox\n    file: {name: people.csv}\n").replace(
+        "  people: {from: landing, path: people.csv}",
+        "  people: {from: landing, path: people.csv}\n"
+        "  drops: {from: landing, path: \"drop_*.txt\", required: false}").replace(
+        "  partner:\n    query: everyone\n    to: outbox\n    file: {name: people.csv}\n",
+        "  partner:\n    courier: drops\n    to: outbox\n"
+        "    file: {name: \"acme_{{ source_name }}\"}\n")
+    (root / "landing" / "drop_a.txt").write_text("a\n")
+    (root / "landing" / "drop_b.txt").write_text("bb\n")
+    (root / "landing" / "drop_empty.txt").write_text("")
+    run = workflow_runner(write_spec(root, text), "deliv")
+    assert run.success, run.failures()
+    assert sorted(p.name for p in (root / "outbox").iterdir()) == ["acme_drop_a.txt",
+                                                                  "acme_drop_b.txt"]
+    assert (root / "outbox" / "acme_drop_b.txt").read_text() == "bb\n"
+    statuses = {e.file_name: e.status for e in rows(root)}
+    assert statuses == {"acme_drop_a.txt": "delivered", "acme_drop_b.txt": "delivered",
+                        "acme_drop_empty.txt": "empty_not_sent"}
+    assert run.metadata("activation", "partner")["file_count"] == 3
 
 
 def test_unencodable_value_names_row_and_column(stagecoach_env: Path, workflow_runner):

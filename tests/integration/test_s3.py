@@ -237,3 +237,22 @@ def test_workflow_with_unset_s3_secret_fails_naming_it(s3_endpoint: str, s3, buc
                        match='environment variable "LAKE_SECRET" which is not set'):
         workflow_runner(workflows, "s3_e2e", partition_key="2026-11-20")
     assert keys(s3, bucket) == []
+
+
+def test_multipart_upload_is_checked_against_its_md5(s3_endpoint: str, s3, bucket: str,
+                                                    tmp_path: Path):
+    """Over the 16 MiB part size the ETag is the md5 of the parts' md5s: still checked."""
+    payload = os.urandom(20 * 1024 * 1024 + 5)
+    local = tmp_path / "big.bin"
+    local.write_bytes(payload)
+    conn = bucket_resource(s3_endpoint, bucket)
+
+    assert conn.upload(local, "big.bin", md5=md5(payload)) == len(payload)
+    assert s3.head_object(Bucket=bucket, Key="big.bin")["ETag"].strip('"').endswith("-2")
+    assert md5(get(s3, bucket, "big.bin")) == md5(payload)
+
+    # A file that changed after its md5 was taken: the bad object does not stay.
+    local.write_bytes(payload[:-1] + b"!")
+    with pytest.raises(TransferError, match=r"ETag \S+ does not match"):
+        conn.upload(local, "other.bin", md5=md5(payload))
+    assert keys(s3, bucket) == ["big.bin"]

@@ -197,6 +197,9 @@ CATALOGUE = [
     ("archive on a sftp connection", ("  params: {threshold: 10}\n",
                                       "  params: {threshold: 10}\n  archive: vendor_sftp\n"),
      ["wf.yaml:6 workflow.archive: the archive must be a folder or s3 connection, not sftp"]),
+    ("forwarding with file options", ("    query: big_orders\n", "    courier: orders\n"),
+     ["wf.yaml:34 activations.export.file: type: forwarded files are sent as they arrived; "
+      "only `file.name` applies"]),
     ("future section not available", ("queries:\n", "automations:\n  nightly: {}\nqueries:\n"),
      ["wf.yaml:28 automations.nightly: `automations` is not available yet in this version of "
       "Stagecoach; remove the entry"]),
@@ -226,6 +229,20 @@ def test_activation_cannot_go_to_a_sql_connection(tmp_path: Path) -> None:
     assert errors_of(text, tmp_path) == [
         "wf.yaml:34 activations.export.to: a `sql` connection cannot receive files; use a "
         "folder, sftp, ftp, smb, s3 or smtp connection"]
+
+
+def test_forwarding_a_glob_needs_source_name(tmp_path: Path) -> None:
+    text = (VALID.replace("orders_{{ ds_nodash }}.csv", "orders_*.csv")
+            .replace("    query: big_orders\n", "    courier: orders\n")
+            .replace('file: {type: psv, name: "big_{{ ds_nodash }}.txt"}',
+                     'file: {name: "big_{{ ds_nodash }}.txt"}\n    seal: {zip: true, '
+                     'zip_name: "{{ source_name }}.zip"}'))
+    assert errors_of(text, tmp_path) == [
+        "wf.yaml:34 activations.export.file.name: courier `orders` may bring several files, "
+        "which would all get this one name: use {{ source_name }} in it, or leave it out to "
+        "keep their names"]
+    fixed = text.replace('name: "big_{{ ds_nodash }}.txt"', 'name: "big_{{ source_name }}"')
+    assert load_workflow_text(fixed, "wf.yaml", tmp_path).activations["export"].courier
 
 
 def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:
