@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import shutil
 from collections.abc import Iterator
 from datetime import date
@@ -103,6 +104,12 @@ def test_demo_on_postgres_matches_duckdb(postgres_url: str, pg: sa.Engine, tmp_p
     for name, meta in (("crm_csv", on_pg.metadata("activation", "crm_csv")),
                        ("partner_file", duck.metadata("activation", "partner_file"))):
         assert meta["dagster/row_count"] == segment, name
+    # The delivery ledger lives in the PostgreSQL warehouse too, with the files' md5s.
+    with pg.connect() as conn:
+        ledger = {r.file_name: (r.status, r.md5, r.row_count) for r in conn.execute(sa.text(
+            "select file_name, status, md5, row_count from stagecoach.file_history"))}
+    assert ledger == {Path(n).name: ("delivered", hashlib.md5(body).hexdigest(), segment)
+                      for n, body in delivered(pg_outbox).items()}
 
 
 SOURCE_WORKFLOW = """
