@@ -95,7 +95,11 @@ def build_activation_asset(workflow: spec.Workflow, name: str, activation: spec.
                   "path_template": activation.path or ".",
                   "file": dg.MetadataValue.json(activation.file.model_dump()),
                   "seal": " then ".join(sealing) or "none",
-                  "empty_result": activation.empty, "overwrite": activation.overwrite},
+                  "empty_result": activation.empty, "overwrite": activation.overwrite,
+                  **({"mail": dg.MetadataValue.json(activation.mail.model_dump())}
+                     if activation.mail else {}),
+                  "file_history": "table stagecoach.file_history; re-send with "
+                                  f"{wf}_resend_job"},
         retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     )
     def _activation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
