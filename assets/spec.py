@@ -330,6 +330,137 @@ class Activation(Model):
         return [self.to] if isinstance(self.to, str) else list(self.to)
 
 
+# ---------------------------------------------------------------- groups and triggers
+
+Duration = Annotated[str, Field(pattern=r"^\d+(s|m|h|d)$",
+                                description="A duration such as 90s, 30m, 2h or 1d.")]
+
+
+def seconds_of(duration: str) -> int:
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[duration[-1]]
+
+
+class Schedule(Model):
+    cron: str = Field(description="Cron expression, e.g. '0 2 * * *' (02:00 every day).")
+    timezone: str | None = Field(None, description="IANA name; default the workflow's.")
+    enabled: bool = Field(True, description="False: the schedule exists but is stopped.")
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, cron: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string  # the check Dagster applies
+
+        if not is_valid_cron_string(cron):
+            raise ValueError(f"{cron!r} is not a cron expression (five fields: minute hour "
+                             "day-of-month month day-of-week, e.g. '0 2 * * *')")
+        return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, timezone: str | None) -> str | None:
+        if timezone is not None:
+            try:
+                ZoneInfo(timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {timezone!r}; use an IANA name such as "
+                                 "Europe/Paris or UTC") from None
+        return timezone
+
+
+Concurrency = Literal["queue", "skip", "cancel_running"]
+
+
+class WaitForFiles(Model):
+    """Amperity's "wait for missing files": look again until they arrive or the deadline."""
+
+    up_to: Duration = Field(description="Deadline after the scheduled time, e.g. 2h.")
+    every: Duration = Field("5m", description="How often the source is looked at.")
+    then: Literal["notify_and_continue", "notify_and_stop"] = Field(
+        "notify_and_stop", description="What happens when the deadline passes.")
+
+
+class CourierGroup(Model):
+    """Couriers loaded together: a job, its schedule and its missing-file policy."""
+
+    couriers: list[Name] = Field(min_length=1)
+    run: Literal["load", "load_and_build", "load_build_and_activate"] = Field(
+        "load_build_and_activate", description="Load only; load and build the databases and "
+                                               "queries downstream; or also run activations.")
+    schedule: Schedule | None = None
+    missing_files: Literal["notify_and_continue", "notify_and_stop", "wait"] = \
+        "notify_and_stop"
+    wait: WaitForFiles | None = None
+    duration_alert: Duration | None = Field(
+        None, description="Alert when a run takes longer (the run goes on).")
+    concurrency: Concurrency = Field(
+        "queue", description="When triggered while a run of this group is queued or going: "
+                             "queue, skip (the tick says why), or cancel_running.")
+    enabled: bool = Field(True, description="False: schedule and sensors exist but are stopped.")
+    description: str | None = None
+    owners: list[Owner] | None = None
+
+
+class OrchestrationGroup(Model):
+    """Activations (and the queries/databases they need) run after a courier group, or on a
+    schedule: Amperity's orchestration groups and recurring campaigns."""
+
+    activations: list[Name] = Field(min_length=1)
+    queries: list[Name] = Field(default_factory=list)
+    databases: list[Name] = Field(default_factory=list)
+    after: Name | None = Field(None, description="A courier group: run once after each of its "
+                                                 "successful runs.")
+    schedule: Schedule | None = None
+    duration_alert: Duration | None = None
+    concurrency: Concurrency = "queue"
+    enabled: bool = True
+    description: str | None = None
+    owners: list[Owner] | None = None
+
+
+class FileChange(Model):
+    kind: Literal["file_change"]
+    connection: Name
+    path: str = Field(description="File or glob (in the name) to watch.")
+
+
+class TableChange(Model):
+    kind: Literal["table_change"]
+    table: str = Field(description="A warehouse table, schema.table (e.g. domain.customers).")
+
+
+class SqlChange(Model):
+    kind: Literal["sql_change"]
+    connection: Name | None = Field(None, description="A `sql` connection; default the "
+                                                      "warehouse.")
+    query: str
+
+
+class PythonTrigger(Model):
+    kind: Literal["python"]
+    callable: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+                          description="module:function returning a bool or a run config dict.")
+
+
+class WebhookTrigger(Model):
+    kind: Literal["webhook"]
+    token: Secret = Field(description="The caller's bearer token, from an environment variable.")
+
+
+TriggerWhen = Annotated[FileChange | TableChange | SqlChange | PythonTrigger | WebhookTrigger,
+                        Field(discriminator="kind")]
+
+
+class Trigger(Model):
+    """Dataiku/Serenytics triggers: launch a job when something changes or is called."""
+
+    job: Name = Field(description="A courier group, an orchestration group, or `workflow` for "
+                                  "the whole workflow's job.")
+    when: TriggerWhen
+    every: Duration = Field("1m", description="How often the sensor looks.")
+    enabled: bool = True
+    description: str | None = None
+
+
 # ---------------------------------------------------------------- workflow
 
 
@@ -367,8 +498,9 @@ class Workflow(Model):
     databases: dict[Name, Database] = Field(default_factory=dict)
     queries: dict[Name, Query] = Field(default_factory=dict)
     activations: dict[Name, Activation] = Field(default_factory=dict)
+    courier_groups: dict[Name, CourierGroup] = Field(default_factory=dict)
+    orchestration_groups: dict[Name, OrchestrationGroup] = Field(default_factory=dict)
+    triggers: dict[Name, Trigger] = Field(default_factory=dict)
     # Filled by later issues; accepted as empty so specs can grow into them.
-    courier_groups: dict[Name, dict] = Field(default_factory=dict)
-    orchestration_groups: dict[Name, dict] = Field(default_factory=dict)
     automations: dict[Name, dict] = Field(default_factory=dict)
     alerts: dict[Name, dict] = Field(default_factory=dict)

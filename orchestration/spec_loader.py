@@ -23,9 +23,11 @@ from orchestration import settings
 
 # Labels pydantic puts in an error's location for the member of a union that was tried.
 CONNECTION_KINDS = ("folder", "sftp", "ftp", "smb", "s3", "smtp", "sql")
-UNION_MEMBERS = {*CONNECTION_KINDS, "str", "EnvRef"}
+TRIGGER_KINDS = ("file_change", "table_change", "sql_change", "python", "webhook")
+UNION_MEMBERS = {*CONNECTION_KINDS, *TRIGGER_KINDS, "str", "EnvRef"}
 FILE_KINDS = ("folder", "sftp", "ftp", "smb", "s3")
-SECRET_FIELDS = {"password", "private_key_passphrase", "access_key_id", "secret_access_key", "url"}
+SECRET_FIELDS = {"password", "private_key_passphrase", "access_key_id", "secret_access_key", "url",
+                 "token"}
 SECTIONS: dict[str, Any] = {
     "connections": spec.Connection,
     "couriers": spec.Courier,
@@ -33,8 +35,9 @@ SECTIONS: dict[str, Any] = {
     "databases": spec.Database,
     "queries": spec.Query,
     "activations": spec.Activation,
-    "courier_groups": dict,
-    "orchestration_groups": dict,
+    "courier_groups": spec.CourierGroup,
+    "orchestration_groups": spec.OrchestrationGroup,
+    "triggers": spec.Trigger,
     "automations": dict,
     "alerts": dict,
 }
@@ -215,7 +218,8 @@ class _Validator:
             message = (f"unknown kind {problem['ctx'].get('tag')!r} "
                        f"(known: {problem['ctx'].get('expected_tags')})")
         elif kind == "union_tag_not_found":
-            message = f"missing `kind:` (one of: {', '.join(CONNECTION_KINDS)})"
+            kinds = TRIGGER_KINDS if "when" in full else CONNECTION_KINDS
+            message = f"missing `kind:` (one of: {', '.join(kinds)})"
         elif kind == "missing":
             message = "is required"
         elif kind == "string_pattern_mismatch" and "owners" in full:
@@ -358,6 +362,7 @@ class _Validator:
         self._check_cycles(graph)
         for name, activation in s["activations"].items():
             self._check_activation(("activations", name), activation, connections, params)
+        self._check_groups(s, connections, catalog, params)
         if info is not None and info.archive is not None and self._known(
                 "connections", info.archive, ("workflow", "archive"), "connection"):
             kind = getattr(connections.get(info.archive), "kind", None)
@@ -408,6 +413,57 @@ class _Validator:
             for key in ("subject", "body"):
                 self._template(getattr(activation.mail, key), (*path, "mail", key), params,
                                extra=MAIL_SAMPLE)
+
+    def _check_groups(self, s: dict[str, dict[str, Any]], connections: Mapping[str, Any],
+                      catalog: SqlCatalog, params: Mapping[str, Any]) -> None:
+        for name, group in s["courier_groups"].items():
+            path = ("courier_groups", name)
+            for i, courier in enumerate(group.couriers):
+                self._known("couriers", courier, (*path, "couriers", i), "courier")
+            if group.missing_files == "wait" and group.wait is None:
+                self.error(path, "`missing_files: wait` needs `wait: {up_to: 2h}` (how long to "
+                                 "wait for the files)")
+            if group.wait is not None and group.missing_files != "wait":
+                self.error((*path, "wait"), "is only used with `missing_files: wait`")
+            if group.missing_files == "wait" and group.schedule is None:
+                self.error(path, "`missing_files: wait` needs a `schedule:` (the deadline "
+                                 "counts from each scheduled time)")
+            if name in s["orchestration_groups"]:
+                self.error(path, f"an orchestration group is also named {name!r}; group names "
+                                 "make job names, so they must differ")
+        for name, group in s["orchestration_groups"].items():
+            path = ("orchestration_groups", name)
+            for key, section, what in (("activations", "activations", "activation"),
+                                       ("queries", "queries", "query"),
+                                       ("databases", "databases", "database")):
+                for i, item in enumerate(getattr(group, key)):
+                    self._known(section, item, (*path, key, i), what)
+            if group.after is not None:
+                self._known("courier_groups", group.after, (*path, "after"), "courier group")
+        jobs = {"workflow", *s["courier_groups"], *s["orchestration_groups"]}
+        for name, trigger in s["triggers"].items():
+            path = ("triggers", name)
+            if trigger.job not in jobs:
+                self.error((*path, "job"), f"unknown job {trigger.job!r} (known: "
+                                           f"{', '.join(sorted(jobs))})")
+            when, where = trigger.when, (*path, "when")
+            if isinstance(when, spec.FileChange | spec.SqlChange) and when.connection and \
+                    self._known("connections", when.connection, (*where, "connection"),
+                                "connection"):
+                kind = getattr(connections.get(when.connection), "kind", None)
+                wanted = ("sql",) if isinstance(when, spec.SqlChange) else FILE_KINDS
+                if kind not in wanted:
+                    self.error((*where, "connection"), f"a {when.kind} trigger needs a "
+                                                       f"{' or '.join(wanted)} connection, "
+                                                       f"not {kind}")
+            if isinstance(when, spec.FileChange):
+                self._template(when.path, (*where, "path"), params)
+            if isinstance(when, spec.TableChange) and when.table not in catalog.tables:
+                self.error((*where, "table"), f"unknown table {when.table!r} (known: "
+                                              f"{catalog.describe(when.table)})")
+            if isinstance(when, spec.PythonTrigger) and (problem := callable_problem(
+                    when.callable)):
+                self.error((*where, "callable"), problem)
 
     def _check_forwarding(self, path: Path_, activation: spec.Activation) -> None:
         """Forwarded files go as they arrived: only their name (and sealing) can change."""
@@ -480,6 +536,21 @@ class _Validator:
         for node in sorted(graph):
             if not state.get(node):
                 visit(node)
+
+
+def callable_problem(target: str) -> str | None:
+    """Why `module:function` cannot be called, or None (imported at load, so a typo fails
+    before any night run)."""
+    import importlib
+
+    module_name, _, function = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as failed:  # any import error is the spec's problem to report
+        return f"cannot import {module_name!r}: {type(failed).__name__}: {failed}"
+    if not callable(getattr(module, function, None)):
+        return f"module {module_name!r} has no function {function!r}"
+    return None
 
 
 def _cross_workflow_errors(loaded: list[LoadedWorkflow]) -> list[SpecError]:

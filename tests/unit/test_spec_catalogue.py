@@ -64,7 +64,7 @@ CATALOGUE = [
     ("unknown section", ("queries:\n", "segmentz: {}\nqueries:\n"),
      ["wf.yaml:27 segmentz: unknown section 'segmentz' (known: workflow, connections, "
       "couriers, domain_tables, databases, queries, activations, courier_groups, "
-      "orchestration_groups, automations, alerts)"]),
+      "orchestration_groups, triggers, automations, alerts)"]),
     ("dangling connection", ("    from: landing\n    path: orders",
                              "    from: vendr_sftp\n    path: orders"),
      ["wf.yaml:15 couriers.orders.from: unknown connection 'vendr_sftp' (known: landing, "
