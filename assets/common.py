@@ -14,6 +14,8 @@ from assets.templating import date_context, logical_date
 WAREHOUSE_KEY = "warehouse"
 STAGING_KEY = "staging"
 ARCHIVE_KEY = "archive"  # the default archive of delivered files, shared by all workflows
+MISSING_FILES_TAG = "stagecoach/missing_files"  # files a run went on without (notify & continue)
+OPTIONAL_COURIERS_TAG = "stagecoach/optional_couriers"  # couriers that may find no file this run
 REDELIVER_TAG = "stagecoach/redeliver"  # "true": send even what the ledger shows as delivered
 SCHEDULED_TIME_TAG = "dagster/scheduled_execution_time"
 PARTITION_TAG = "dagster/partition"

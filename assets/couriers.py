@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from assets import spec
 from assets.common import (
+    OPTIONAL_COURIERS_TAG,
     STAGING_KEY,
     asset_partition,
     connection_key,
@@ -105,7 +106,11 @@ def _pull_files(context: dg.AssetExecutionContext, conn: FileConnection, courier
         found = conn.list_files(pattern)
     except TransferError as failed:
         raise dg.Failure(f"courier could not list {pattern!r}: {failed}") from failed
-    if not found and courier.required:
+    optional = context.run.tags.get(OPTIONAL_COURIERS_TAG, "").split(",")
+    if not found and context.assets_def.key.path[-1] in optional:
+        context.log.warning(f"no file matches {conn.describe(pattern)!r}: the group's "
+                            "`missing_files: notify_and_continue` goes on without it")
+    elif not found and courier.required:
         raise dg.Failure(
             f"no file matches {conn.describe(pattern)!r}; check the path and that the file "
             "arrived, or set `required: false` on the courier to load nothing instead",

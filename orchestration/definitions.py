@@ -23,6 +23,7 @@ from orchestration.spec_loader import LoadedWorkflow, load_workflows
 from resources.folder import FolderResource
 from resources.staging import StagingResource
 from resources.warehouse import WarehouseResource
+from sensors.groups import build_courier_group, build_orchestration_group
 
 
 def workflow_job_name(workflow: str) -> str:
@@ -51,10 +52,22 @@ def build_workflow_definitions(loaded: LoadedWorkflow, warehouse_kind: str = "du
     )
     resources = {connection_key(name, c): resource_for(conn)
                  for c, conn in workflow.connections.items()}
-    jobs = [job] if assets else []
+    jobs: list = [job] if assets else []
     if resend := build_resend_job(workflow):
         jobs.append(resend)
-    return dg.Definitions(assets=assets, jobs=jobs, resources=resources)
+    schedules, sensors = [], []
+    courier_jobs = {}
+    for group_name, group in workflow.courier_groups.items():
+        bundle = build_courier_group(workflow, group_name, group)
+        courier_jobs |= {j.name: j for j in bundle.jobs}
+        jobs, schedules, sensors = (jobs + bundle.jobs, schedules + bundle.schedules,
+                                    sensors + bundle.sensors)
+    for group_name, group in workflow.orchestration_groups.items():
+        bundle = build_orchestration_group(workflow, group_name, group, courier_jobs)
+        jobs, schedules, sensors = (jobs + bundle.jobs, schedules + bundle.schedules,
+                                    sensors + bundle.sensors)
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
+                          resources=resources)
 
 
 def shared_resources() -> dict[str, dg.ConfigurableResource]:

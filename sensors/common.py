@@ -1,0 +1,63 @@
+"""What every schedule and sensor of a workflow shares: job names, run tags, and the
+one-run-at-a-time policy applied before a run is requested."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.common import MISSING_FILES_TAG, OPTIONAL_COURIERS_TAG  # noqa: F401 (re-exported)
+
+WORKFLOW_JOB = "workflow"  # a trigger's `job:` naming the whole workflow's job
+SERIAL_TAG = "stagecoach/serial"  # runs with the same value queue behind each other
+DURATION_ALERT_TAG = "stagecoach/duration_alert_seconds"  # read by the runtime-exceeded sensor
+TRIGGER_TAG = "stagecoach/trigger"  # what launched a run: schedule, sensor, webhook caller
+
+IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+               dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def job_name(workflow: str, group: str) -> str:
+    """`<workflow>_<group>_job`; `workflow` names the whole workflow's job `<workflow>_job`."""
+    return f"{workflow}_job" if group == WORKFLOW_JOB else f"{workflow}_{group}_job"
+
+
+def schedule_name(workflow: str, group: str) -> str:
+    return f"{workflow}_{group}_schedule"
+
+
+def runs_in_progress(instance: dg.DagsterInstance, job: str) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(filters=dg.RunsFilter(job_name=job, statuses=IN_PROGRESS)))
+
+
+def concurrency_gate(context: dg.SensorEvaluationContext | dg.ScheduleEvaluationContext,
+                     job: str, policy: str) -> dg.SkipReason | None:
+    """Apply a job's `concurrency:` before requesting a run of it.
+
+    `skip`: a SkipReason naming the run still going (shown on the tick). `cancel_running`:
+    the runs still going are cancelled, then the new run is requested. `queue`: nothing here;
+    the run carries SERIAL_TAG and the run queue holds it until the previous one ends.
+    """
+    if policy == "queue":
+        return None
+    going = runs_in_progress(context.instance, job)
+    if not going:
+        return None
+    if policy == "skip":
+        ids = ", ".join(f"{r.run_id} ({r.status.value.lower()})" for r in going)
+        return dg.SkipReason(f"{job} is still queued or running ({ids}); `concurrency: skip` "
+                             "drops this trigger")
+    for run in going:
+        try:
+            stopped = context.instance.run_coordinator.cancel_run(run.run_id)
+        except Exception:  # a launcher that cannot terminate (in-memory): mark it below
+            stopped = False
+        if not stopped:
+            context.instance.report_run_canceled(run, message="cancelled by a newer trigger "
+                                                              "(`concurrency: cancel_running`)")
+        context.log.info(f"cancelled run {run.run_id} of {job} (`concurrency: cancel_running`)")
+    return None
+
+
+def serial_tags(job: str, policy: str) -> dict[str, str]:
+    """Tags that make the run queue hold a `queue` job's runs one at a time."""
+    return {SERIAL_TAG: job} if policy == "queue" else {}
