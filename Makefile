@@ -26,7 +26,7 @@ test: setup servers  ## every test, against real servers on loopback
 	$(BIN)/pytest
 
 dev: setup  ## the Dagster UI on http://127.0.0.1:3000
-	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+	mkdir -p $(DAGSTER_HOME) && cp -n deploy/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: setup  ## ingest benchmark (2 GB CSV): Stagecoach vs DuckDB's own read_csv

@@ -7,6 +7,7 @@ Runs go to the persistent local instance in DAGSTER_HOME (default `data/dagster_
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def run_demo(days: int = 7) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(settings.data_dir() / "dagster_home"))
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch()  # the embedded default: SQLite storage in this folder
+    if not (home / "dagster.yaml").exists():  # SQLite storage in this folder, run queue limits
+        shutil.copyfile(Path(__file__).parents[1] / "deploy" / "dagster.yaml",
+                        home / "dagster.yaml")
     defs = build_definitions(workflows_dir())
     job = defs.resolve_job_def(workflow_job_name(workflow.workflow.name))
     daily = [courier_key("orders"), domain_key("orders")]
