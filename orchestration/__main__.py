@@ -1,12 +1,18 @@
-"""`python -m orchestration validate [PATH] | demo | history | download ID`."""
+"""`python -m orchestration validate [PATH] | demo | history | download ID | webhook`."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
-from orchestration.settings import workflows_dir
+from orchestration.settings import (
+    DAGSTER_URL_ENV,
+    DEFAULT_DAGSTER_URL,
+    dagster_url,
+    workflows_dir,
+)
 from orchestration.spec_loader import SpecInvalid, load_workflows
 
 
@@ -44,6 +50,22 @@ def file_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def webhook(args: argparse.Namespace) -> int:
+    from orchestration.webhook import WebhookConfigError, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        serve(args.host, args.port, args.dagster_url)
+    except SpecInvalid as invalid:
+        for error in invalid.errors:
+            print(error, file=sys.stderr)
+        return 1
+    except (WebhookConfigError, OSError) as failed:
+        print(f"webhook not started: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestration")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -60,11 +82,21 @@ def main(argv: list[str] | None = None) -> int:
     fetch = commands.add_parser("download", help="copy an archived file out, md5-checked")
     fetch.add_argument("ledger_id")
     fetch.add_argument("--to", type=Path, default=Path("."), help="folder (default: here)")
+    hook = commands.add_parser("webhook", help="launch jobs of webhook triggers over HTTP "
+                                               "(POST /launch/<job>, bearer token)")
+    hook.add_argument("--host", default="127.0.0.1")
+    hook.add_argument("--port", type=int, default=8080)
+    hook.add_argument("--dagster-url", default=None,
+                      help=f"the Dagster webserver (default ${DAGSTER_URL_ENV} or "
+                           f"{DEFAULT_DAGSTER_URL})")
     args = parser.parse_args(argv)
     if args.command == "validate":
         return validate(args.path)
     if args.command in ("history", "download"):
         return file_history(args)
+    if args.command == "webhook":
+        args.dagster_url = args.dagster_url or dagster_url()
+        return webhook(args)
     from orchestration.demo import run_demo
 
     return run_demo(days=args.days)

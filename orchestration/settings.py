@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+DAGSTER_URL_ENV = "STAGECOACH_DAGSTER_URL"
+DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"  # what `dagster dev` serves by default
 DATA_DIR_ENV = "STAGECOACH_DATA_DIR"
 WAREHOUSE_URL_ENV = "STAGECOACH_WAREHOUSE_URL"
 WORKFLOWS_DIR_ENV = "STAGECOACH_WORKFLOWS_DIR"
@@ -12,6 +14,11 @@ WORKFLOWS_DIR_ENV = "STAGECOACH_WORKFLOWS_DIR"
 
 def workflows_dir() -> Path:
     return Path(os.environ.get(WORKFLOWS_DIR_ENV, "workflows"))
+
+
+def dagster_url() -> str:
+    """The Dagster webserver whose GraphQL API the webhook launches runs through."""
+    return os.environ.get(DAGSTER_URL_ENV, DEFAULT_DAGSTER_URL)
 
 
 def warehouse_url_from_env() -> bool:

@@ -1,0 +1,346 @@
+"""A small token-protected HTTP endpoint that launches a workflow's job through Dagster's GraphQL
+API: `POST /launch/<job name>` with `Authorization: Bearer <token>`, `GET /health`.
+
+Open Dagster has no authentication (dagster-io/dagster#2219), so callers outside the platform
+team get this endpoint instead of the webserver: it can only launch the jobs that a spec
+trigger with `when: {kind: webhook, token: {env: NAME}}` names, each with its own token.
+
+Answers without revealing which jobs exist. The token is checked first, against every webhook
+token at once (each comparison is `hmac.compare_digest` on SHA-256 digests, so every request
+costs the same whatever its token or job):
+- a token that opens no job at all (missing or wrong) → 401, whatever job was asked for;
+- a token that opens some job, but not this one (or no job by that name exists) → 404.
+Both answers carry the same body and never a job list. A caller without a valid token thus
+always gets 401 and learns nothing about job names; a caller with a valid token learns only
+that its token does not open the name it asked for. (Answering 404 to unknown jobs before
+checking the token would let anyone enumerate the job names by their 401s.)
+
+Tokens are read from the environment once, when the server starts; a trigger whose variable
+is missing or empty stops the start (an empty token would open the job to `Bearer `).
+Disabled triggers (`enabled: false`) accept no calls. No answer and no log line contains a
+token or another environment value. The caller tag holds the connecting address (a proxy's
+X-Forwarded-For is not trusted) and the caller's own X-Caller, reduced to plain characters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from orchestration import settings
+from orchestration.spec_loader import LoadedWorkflow, load_workflows
+from sensors.common import TRIGGER_TAG, job_name
+
+LOCATION_NAME = "stagecoach"  # workspace.yaml's location_name
+REPOSITORY_NAME = "__repository__"  # where Dagster puts the jobs of a plain Definitions
+CALLER_TAG = "stagecoach/webhook_caller"
+RESERVED_TAG_PREFIXES = ("stagecoach/", "dagster/", ".")  # `.dagster/`: Dagster's private tags
+MAX_BODY_BYTES = 1024 * 1024
+MAX_USER_TAGS = 50
+MAX_CALLER_CHARS = 100
+TAG_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,63}(/[A-Za-z0-9_.-]{1,63})?$")
+CALLER_UNSAFE = re.compile(r"[^A-Za-z0-9 ._:@/+=-]")
+LAUNCH_PREFIX = "/launch/"
+DENIED = {"error": "unknown job or wrong token"}  # one body for 401 and 404 (see above)
+
+log = logging.getLogger("stagecoach.webhook")
+
+
+class WebhookConfigError(Exception):
+    """The server cannot start: a token variable is missing, or no trigger is a webhook."""
+
+
+class LaunchFailed(Exception):
+    """Dagster refused or could not be reached; the message is safe to show the caller."""
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """One webhook trigger: the job it launches and the digest of its token."""
+
+    workflow: str
+    trigger: str
+    job: str
+    token_digest: bytes = field(repr=False)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def webhook_targets(loaded: list[LoadedWorkflow], environ: Mapping[str, str] | None = None
+                    ) -> tuple[list[WebhookTarget], list[str]]:
+    """Every enabled webhook trigger of the specs, and the raw tokens (to scrub from messages).
+
+    Raises WebhookConfigError naming every missing variable (never a value).
+    """
+    environ = os.environ if environ is None else environ
+    targets, tokens, missing = [], [], []
+    for item in loaded:
+        workflow = item.spec.workflow.name
+        for name, trigger in item.spec.triggers.items():
+            if trigger.when.kind != "webhook" or not trigger.enabled:
+                continue
+            variable = trigger.when.token.env
+            token = environ.get(variable, "")
+            if not token:
+                missing.append(f"{variable} (trigger {name!r} of workflow {workflow!r}, "
+                               f"{item.path})")
+                continue
+            targets.append(WebhookTarget(workflow, name, job_name(workflow, trigger.job),
+                                         _digest(token)))
+            tokens.append(token)
+    if missing:
+        raise WebhookConfigError("webhook token variable(s) not set or empty: "
+                                 + "; ".join(missing))
+    if not targets:
+        raise WebhookConfigError("no enabled trigger has `when: {kind: webhook}`: nothing to "
+                                 "serve")
+    return targets, tokens
+
+
+# A launcher takes (job name, tags, run config) and returns the run id, or raises LaunchFailed.
+Launcher = Callable[[str, dict[str, str], dict[str, Any]], str]
+
+
+def graphql_launcher(dagster_url: str) -> Launcher:
+    """Launches runs over the GraphQL API of the webserver at `dagster_url`."""
+    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+    parts = urlsplit(dagster_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookConfigError(f"--dagster-url / {settings.DAGSTER_URL_ENV} must look like "
+                                 f"http://HOST:PORT, not {dagster_url!r}")
+    client = DagsterGraphQLClient(parts.hostname, port_number=parts.port,
+                                  use_https=parts.scheme == "https", timeout=60,
+                                  path_prefix=parts.path.rstrip("/"))
+
+    def launch(job: str, tags: dict[str, str], run_config: dict[str, Any]) -> str:
+        try:
+            return client.submit_job_execution(
+                job, repository_location_name=LOCATION_NAME, repository_name=REPOSITORY_NAME,
+                run_config=run_config, tags=tags)
+        except DagsterGraphQLClientError as failed:
+            raise LaunchFailed(_graphql_message(failed.args)) from failed
+
+    return launch
+
+
+def _graphql_message(args: tuple[Any, ...]) -> str:
+    """Dagster's answer as one text: (kind, message or config errors) for a refused launch; a
+    transport error's first line (the rest repeats the whole query and its variables)."""
+    if not args:
+        return "GraphQL error"
+    if len(args) == 1:
+        return (str(args[0]).strip().splitlines() or ["GraphQL error"])[0]
+    detail = args[1]
+    if isinstance(detail, list):  # RunConfigValidationInvalid: a list of {message, ...}
+        detail = "; ".join(str(d.get("message", d)) if isinstance(d, dict) else str(d)
+                           for d in detail)
+    return f"{args[0]}: {detail}"
+
+
+def sanitise_caller(value: str) -> str:
+    """The X-Caller header, safe for a tag and a log line: plain characters, ≤100 of them."""
+    return " ".join(CALLER_UNSAFE.sub(" ", value).split())[:MAX_CALLER_CHARS].strip()
+
+
+class BadRequest(Exception):
+    def __init__(self, status: HTTPStatus, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def parse_body(raw: bytes) -> tuple[dict[str, Any], dict[str, str]]:
+    """`{"run_config": {...}, "tags": {...}}` (both optional) → run config and user tags."""
+    if not raw.strip():
+        return {}, {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest(HTTPStatus.BAD_REQUEST, 'the body is a JSON object: '
+                                                 '{"run_config": {...}, "tags": {...}}')
+    unknown = sorted(set(body) - {"run_config", "tags"})
+    if unknown:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, f"unknown key(s) {unknown}; known: "
+                                                 "run_config, tags")
+    run_config, tags = body.get("run_config") or {}, body.get("tags") or {}
+    if not isinstance(run_config, dict):
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "run_config must be a JSON object")
+    if not isinstance(tags, dict) or len(tags) > MAX_USER_TAGS:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, f"tags must be a JSON object of at most "
+                                                 f"{MAX_USER_TAGS} text values")
+    for key, value in tags.items():
+        if key.startswith(RESERVED_TAG_PREFIXES):
+            raise BadRequest(HTTPStatus.BAD_REQUEST, f"tag {key!r}: stagecoach/ and dagster/ "
+                                                     "tags are set by Stagecoach, not callers")
+        if not TAG_KEY.match(key):
+            raise BadRequest(HTTPStatus.BAD_REQUEST, f"tag {key!r}: keys are letters, digits, "
+                                                     "'_', '-', '.', at most one '/', ≤63 each")
+        if not isinstance(value, str) or len(value) > 1000:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, f"tag {key!r}: the value must be text "
+                                                     "(≤1000 characters)")
+    return run_config, tags
+
+
+class WebhookServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], targets: list[WebhookTarget],
+                 launcher: Launcher, secrets_to_scrub: list[str] | None = None):
+        super().__init__(address, WebhookHandler)
+        self.targets = targets
+        self.launcher = launcher
+        self.secrets_to_scrub = [s for s in secrets_to_scrub or [] if s]
+
+    def authorise(self, job: str, token: str | None) -> tuple[HTTPStatus, WebhookTarget | None]:
+        """401 when the token opens no job, 404 when it opens others but not `job` (see above).
+
+        Every target's digest is compared, without stopping at a match, so the time taken does
+        not depend on which token or job was asked for.
+        """
+        presented = _digest(token if token is not None else secrets.token_urlsafe(32))
+        opened = [t for t in self.targets if hmac.compare_digest(presented, t.token_digest)]
+        if token is None or not opened:
+            return HTTPStatus.UNAUTHORIZED, None
+        hit = next((t for t in opened if t.job == job), None)
+        return (HTTPStatus.CREATED, hit) if hit else (HTTPStatus.NOT_FOUND, None)
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets_to_scrub:
+            text = text.replace(secret, "***")
+        return text
+
+
+class WebhookHandler(BaseHTTPRequestHandler):
+    server: WebhookServer
+    server_version = "stagecoach-webhook"
+    sys_version = ""
+    caller = ""
+
+    def do_GET(self) -> None:
+        if self._path() == "/health":
+            self._answer(HTTPStatus.OK, b"ok", "text/plain; charset=utf-8")
+        else:
+            self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        path = self._path()
+        if not path.startswith(LAUNCH_PREFIX):
+            self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+            return
+        job = path.removeprefix(LAUNCH_PREFIX)
+        status, target = self.server.authorise(job, self._bearer())
+        if target is None:
+            headers = {"WWW-Authenticate": "Bearer"} if status == HTTPStatus.UNAUTHORIZED else {}
+            self._json(status, DENIED, headers)
+            return
+        try:
+            run_config, user_tags = parse_body(self._read_body())
+        except BadRequest as bad:
+            self._json(bad.status, {"error": bad.message})
+            return
+        tags = {**user_tags, TRIGGER_TAG: f"webhook {target.trigger}", CALLER_TAG: self.caller}
+        try:
+            run_id = self.server.launcher(target.job, tags, run_config)
+        except LaunchFailed as failed:
+            self._json(HTTPStatus.BAD_GATEWAY, {"error": self.server.scrub(str(failed))})
+            return
+        self._json(HTTPStatus.CREATED, {"run_id": run_id})
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        if parsed:
+            name = sanitise_caller(self.headers.get("X-Caller", ""))
+            self.caller = f"{self.client_address[0]} {name}".strip()
+        return parsed
+
+    # -- helpers
+    def _path(self) -> str:
+        return getattr(self, "path", "").split("?", 1)[0]
+
+    def _bearer(self) -> str | None:
+        scheme, _, token = self.headers.get("Authorization", "").strip().partition(" ")
+        token = token.strip()
+        return token if scheme.lower() == "bearer" and token else None
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length, not chunks")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "bad Content-Length") from None
+        if length < 0:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "bad Content-Length")
+        if length > MAX_BODY_BYTES:
+            raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                             f"the body is limited to {MAX_BODY_BYTES} bytes")
+        return self.rfile.read(length) if length else b""
+
+    def _json(self, status: HTTPStatus, body: dict[str, Any],
+              headers: Mapping[str, str] | None = None) -> None:
+        self._answer(status, json.dumps(body).encode(), "application/json", headers)
+
+    def _answer(self, status: HTTPStatus, data: bytes, content_type: str,
+                headers: Mapping[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")  # an unread body must not reach the next request
+        self.close_connection = True
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    # One line per request, our own: method, path (without the query), status and caller.
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        path = CALLER_UNSAFE.sub("?", self._path())[:200]
+        status = int(code) if str(code).isdigit() else code
+        log.info("%s %s %s %s", self.command or "-", path or "-", status,
+                 self.caller or self.client_address[0])
+
+    def log_error(self, format: str, *args: Any) -> None:
+        log.warning("bad request from %s: %s", self.client_address[0],
+                    CALLER_UNSAFE.sub("?", format % args)[:200])
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silences the base class's stderr lines (they would repeat the request line)."""
+
+
+def make_server(host: str, port: int, targets: list[WebhookTarget], launcher: Launcher,
+                secrets_to_scrub: list[str] | None = None) -> WebhookServer:
+    return WebhookServer((host, port), targets, launcher, secrets_to_scrub)
+
+
+def serve(host: str, port: int, dagster_url: str, workflows: Path | None = None) -> None:
+    """Load the specs, read the tokens, and answer until interrupted.
+
+    Raises WebhookConfigError (or SpecInvalid) when it cannot start.
+    """
+    targets, tokens = webhook_targets(load_workflows(workflows))
+    server = make_server(host, port, targets, graphql_launcher(dagster_url), tokens)
+    jobs = sorted({t.job for t in targets})
+    log.info("webhook listening on http://%s:%s; launches %d job(s) on %s: %s", host,
+             server.server_address[1], len(jobs), dagster_url, ", ".join(jobs))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log.info("webhook stopped")
+    finally:
+        server.server_close()
