@@ -160,6 +160,13 @@ def test_the_code_location_loads_and_validates(demo: Path) -> None:
         "activation/partner_file": ["query/high_value_customers"],
         "activation/crm_csv": ["query/high_value_customers"],
     }
+    repository = defs.get_repository_def()
+    assert sorted(j.name for j in repository.get_all_jobs()) == [
+        "__ASSET_JOB", "acme_retail_audiences_job", "acme_retail_job",
+        "acme_retail_nightly_job", "acme_retail_resend_job"]
+    assert sorted(s.name for s in repository.schedule_defs) == ["acme_retail_nightly_schedule"]
+    assert sorted(s.name for s in repository.sensor_defs) == [
+        "acme_retail_audiences_after_sensor"]
     key = dg.AssetKey(["domain", "customers"])
     node = defs.resolve_assets_def(key)
     assert node.group_names_by_key[key] == "acme_retail"
