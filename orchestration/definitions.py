@@ -24,6 +24,7 @@ from resources.folder import FolderResource
 from resources.staging import StagingResource
 from resources.warehouse import WarehouseResource
 from sensors.groups import build_courier_group, build_orchestration_group
+from sensors.triggers import build_trigger_sensor
 
 
 def workflow_job_name(workflow: str) -> str:
@@ -66,6 +67,12 @@ def build_workflow_definitions(loaded: LoadedWorkflow, warehouse_kind: str = "du
         bundle = build_orchestration_group(workflow, group_name, group, courier_jobs)
         jobs, schedules, sensors = (jobs + bundle.jobs, schedules + bundle.schedules,
                                     sensors + bundle.sensors)
+    groups = {**workflow.courier_groups, **workflow.orchestration_groups}
+    for trigger_name, trigger in workflow.triggers.items():
+        target = groups.get(trigger.job)
+        sensor = build_trigger_sensor(workflow, trigger_name, trigger,
+                                      target.concurrency if target else "queue")
+        sensors += [sensor] if sensor else []
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
                           resources=resources)
 

@@ -288,3 +288,36 @@ def test_orchestration_group_runs_once_after_a_successful_courier_group(stagecoa
         assert isinstance(request, dg.RunRequest)
         assert request.run_key == f"after:{upstream.run_id}"  # one run per upstream run
         assert request.tags["stagecoach/upstream_run"] == upstream.run_id
+
+
+def test_triggers_are_wired_to_their_jobs(stagecoach_env: Path):
+    root = stagecoach_env
+    folder = spec(root, NIGHTLY.replace("MISSING", "notify_and_stop").replace(
+        "CONCURRENCY", "skip") + """
+triggers:
+  new_drop:
+    job: nightly
+    every: 30s
+    when: {kind: file_change, connection: landing, path: "drops/*.csv"}
+  hook:
+    job: campaigns
+    when: {kind: webhook, token: {env: SOME_TOKEN}}
+""")
+    defs, resources = defs_and_resources(folder)
+    sensor = defs.resolve_sensor_def("grp_new_drop_sensor")
+    assert sensor.job_name == "grp_nightly_job" and sensor.minimum_interval_seconds == 30
+    names = {s.name for s in defs.get_repository_def().sensor_defs}
+    assert names == {"grp_new_drop_sensor", "grp_campaigns_after_sensor"}  # webhooks: no sensor
+    with dg.instance_for_test() as instance:
+        instance.add_run(dg.DagsterRun(job_name="grp_nightly_job", run_id="going",
+                                       status=dg.DagsterRunStatus.STARTED))
+        (root / "landing" / "drops").mkdir()
+        cursor = None
+        for tick in range(3):  # the first look records; a new file is taken on its second look
+            result = sensor.evaluate_tick(dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources=resources, definitions=defs))
+            cursor = result.cursor
+            if tick == 0:
+                (root / "landing" / "drops" / "a.csv").write_text("x\n")
+        # the target group's `concurrency: skip` applies to its triggers too
+        assert not result.run_requests and "still queued or running" in result.skip_message
