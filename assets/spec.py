@@ -162,6 +162,9 @@ class Courier(Model):
     query: str | None = Field(None, description="SQL for a `sql` connection, templated.")
     format: FileFormat = FileFormat()
     required: bool = Field(True, description="Fail when no file matches.")
+    missing_files: Literal["notify_and_continue", "notify_and_stop"] | None = Field(
+        None, description="Overrides its courier group's policy for this courier (a courier "
+                          "that may go on without its file is not waited for either).")
     description: str | None = None
     owners: list[Owner] | None = None
 

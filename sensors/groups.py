@@ -131,7 +131,8 @@ def build_courier_group(workflow: spec.Workflow, name: str, group: spec.CourierG
         expected = expected_files(workflow, group.couriers, day.date())
         missing = describe_missing(expected, look(workflow, expected, context.resources))
         tags = {TRIGGER_TAG: f"schedule {schedule_name(wf, name)}"}
-        if missing and group.missing_files == "notify_and_stop":
+        stopping = [m for m in missing if _policy(workflow, group, m) == "notify_and_stop"]
+        if stopping:
             return dg.SkipReason(f"missing files, so nothing runs (notify and stop): "
                                  f"{'; '.join(missing)}")
         if missing:
@@ -140,6 +141,12 @@ def build_courier_group(workflow: spec.Workflow, name: str, group: spec.CourierG
 
     bundle.schedules.append(_schedule)
     return bundle
+
+
+def _policy(workflow: spec.Workflow, group: spec.CourierGroup, missing: str) -> str:
+    """The missing-file policy of the courier a `describe_missing` line names."""
+    courier = workflow.couriers[missing.split(":", 1)[0]]
+    return courier.missing_files or group.missing_files
 
 
 def _missing_tags(missing: list[str]) -> dict[str, str]:
@@ -189,13 +196,16 @@ def _wait_sensor(workflow: spec.Workflow, name: str, group: spec.CourierGroup, j
         current = {f.path: [f.size, f.mtime] for files in found.values() for f in files}
         growing = sorted(p for p, seen in current.items() if state["look"].get(p) != seen)
         missing = describe_missing(expected, found)
+        # Couriers allowed to go on without their file are not waited for.
+        awaited = [m for m in missing if _policy(workflow, group, m) != "notify_and_continue"]
         state["look"] = current
         request = None
         run_key = f"{job}:{window}"
         tags = {TRIGGER_TAG: f"{wf}_{name}_missing_files_sensor"}
-        if not missing and not growing:
+        if not awaited and not growing:
             state["done"] = "launched"
-            request = dg.RunRequest(run_key=run_key, partition_key=partition, tags=tags)
+            request = dg.RunRequest(run_key=run_key, partition_key=partition,
+                                    tags=tags | (_missing_tags(missing) if missing else {}))
         elif now >= deadline and wait.then == "notify_and_continue":
             state["done"] = "deadline passed: went on without " + "; ".join(missing)
             request = dg.RunRequest(run_key=run_key, partition_key=partition,

@@ -229,6 +229,17 @@ def postgres_url() -> Iterator[str]:
 # ---------------------------------------------------------------- Stagecoach
 
 
+@pytest.fixture(autouse=True)
+def no_stale_defs_state_storage() -> None:
+    """Dagster keeps the current instance's defs-state storage in a context variable; a test
+    instance closed in an earlier test can leave it pointing at a dead instance, and resolving
+    Definitions then fails ("undefined DagsterInstance weakref"). Start each test without it."""
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)
+
+
+
 @pytest.fixture
 def stagecoach_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private data folder and the default (DuckDB) warehouse for one test."""

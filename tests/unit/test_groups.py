@@ -20,6 +20,7 @@ from resources.folder import FolderResource
 pytestmark = pytest.mark.timeout(300)
 
 
+
 def spec(root: Path, groups: str) -> Path:
     landing = root / "landing"
     landing.mkdir(exist_ok=True)
@@ -164,6 +165,22 @@ def test_notify_and_continue_runs_without_the_missing_files(stagecoach_env: Path
             raise_on_error=False)
         assert result.success
         assert (root / "outbox" / "everyone.csv").read_text() == "id,name\n1,Ada\n"
+
+
+def test_a_courier_may_override_its_groups_policy(stagecoach_env: Path):
+    root = stagecoach_env
+    folder = nightly(root)  # the group stops on a missing file...
+    text = (folder / "grp.yaml").read_text().replace(
+        'orders: {from: landing, path: "orders_{{ ds_nodash }}.csv"}',
+        'orders: {from: landing, path: "orders_{{ ds_nodash }}.csv", '
+        'missing_files: notify_and_continue}')  # ...but orders may be late
+    (folder / "grp.yaml").write_text(text)
+    defs, resources = defs_and_resources(folder)
+    (root / "landing" / "customers.csv").write_text("id,name\n1,ada\n")
+    with dg.instance_for_test() as instance:
+        request = schedule_tick(defs, "grp_nightly_schedule", resources, TICK, instance)
+    assert isinstance(request, dg.RunRequest)
+    assert request.tags["stagecoach/optional_couriers"] == "orders"
 
 
 class CountingFolder(FolderResource):
