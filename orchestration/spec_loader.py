@@ -440,7 +440,7 @@ class _Validator:
                     self._known(section, item, (*path, key, i), what)
             if group.after is not None:
                 self._known("courier_groups", group.after, (*path, "after"), "courier group")
-        jobs = {"workflow", *s["courier_groups"], *s["orchestration_groups"]}
+        jobs = {"workflow", *self.known["courier_groups"], *self.known["orchestration_groups"]}
         for name, trigger in s["triggers"].items():
             path = ("triggers", name)
             if trigger.job not in jobs:

@@ -231,6 +231,64 @@ def test_activation_cannot_go_to_a_sql_connection(tmp_path: Path) -> None:
         "folder, sftp, ftp, smb, s3 or smtp connection"]
 
 
+GROUPS = """courier_groups:
+  nightly:
+    couriers: [orders]
+    schedule: {cron: "0 2 * * *"}
+orchestration_groups:
+  exports:
+    activations: [export]
+    after: nightly
+triggers:
+  drop:
+    job: nightly
+    when: {kind: file_change, connection: landing, path: "drops/*.csv"}
+"""
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ('cron: "0 2 * * *"', 'cron: "0 25 * * *"',
+     "wf.yaml:38 courier_groups.nightly.schedule.cron: '0 25 * * *' is not a cron expression "
+     "(five fields: minute hour day-of-month month day-of-week, e.g. '0 2 * * *')"),
+    ("couriers: [orders]", "couriers: [order]",
+     "wf.yaml:37 courier_groups.nightly.couriers.0: unknown courier 'order' (known: orders)"),
+    ('schedule: {cron: "0 2 * * *"}', 'schedule: {cron: "0 2 * * *"}\n    missing_files: wait',
+     "wf.yaml:36 courier_groups.nightly: `missing_files: wait` needs `wait: {up_to: 2h}` (how "
+     "long to wait for the files)"),
+    ('schedule: {cron: "0 2 * * *"}',
+     'schedule: {cron: "0 2 * * *"}\n    duration_alert: 90 minutes',
+     "wf.yaml:39 courier_groups.nightly.duration_alert: '90 minutes' does not match the pattern "
+     "^\\d+(s|m|h|d)$"),
+    ("after: nightly", "after: nigthly",
+     "wf.yaml:42 orchestration_groups.exports.after: unknown courier group 'nigthly' (known: "
+     "nightly)"),
+    ("    job: nightly", "    job: nightly_job",
+     "wf.yaml:45 triggers.drop.job: unknown job 'nightly_job' (known: exports, nightly, "
+     "workflow)"),
+    ("connection: landing, path", "connection: vendor_sftp, path",
+     ""),
+    ("{kind: file_change, connection: landing, path: \"drops/*.csv\"}",
+     "{kind: python, callable: \"no_such_module:go\"}",
+     "wf.yaml:46 triggers.drop.when.callable: cannot import 'no_such_module': "
+     "ModuleNotFoundError: No module named 'no_such_module'"),
+    ("{kind: file_change, connection: landing, path: \"drops/*.csv\"}",
+     "{kind: sql_change, connection: landing, query: select 1}",
+     "wf.yaml:46 triggers.drop.when.connection: a sql_change trigger needs a sql connection, "
+     "not folder"),
+    ("{kind: file_change, connection: landing, path: \"drops/*.csv\"}",
+     "{kind: webhook, token: s3cret}",
+     "wf.yaml:46 triggers.drop.when.token: is a secret: write {env: VARIABLE_NAME} and set that "
+     "variable in the environment; a literal value is not accepted"),
+])
+def test_bad_groups_and_triggers(old: str, new: str, expected: str, tmp_path: Path) -> None:
+    text = (VALID + GROUPS).replace(old, new, 1)
+    assert old in VALID + GROUPS
+    if not expected:  # a file trigger on an sftp connection is fine
+        assert load_workflow_text(text, "wf.yaml", tmp_path).triggers["drop"]
+        return
+    assert errors_of(text, tmp_path) == [expected]
+
+
 def test_forwarding_a_glob_needs_source_name(tmp_path: Path) -> None:
     text = (VALID.replace("orders_{{ ds_nodash }}.csv", "orders_*.csv")
             .replace("    query: big_orders\n", "    courier: orders\n")
