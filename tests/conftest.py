@@ -229,14 +229,25 @@ def postgres_url() -> Iterator[str]:
 # ---------------------------------------------------------------- Stagecoach
 
 
-@pytest.fixture(autouse=True)
-def no_stale_defs_state_storage() -> None:
-    """Dagster keeps the current instance's defs-state storage in a context variable; a test
-    instance closed in an earlier test can leave it pointing at a dead instance, and resolving
-    Definitions then fails ("undefined DagsterInstance weakref"). Start each test without it."""
-    from dagster._core.storage.defs_state.base import _current_storage
+@pytest.fixture(autouse=True, scope="session")
+def no_stale_defs_state_storage() -> Iterator[None]:
+    """Dagster keeps the current instance's defs-state storage in a context variable. In a test
+    process that opens and closes hundreds of instances, a closed one can still be current when
+    a later test resolves Definitions, which then fails with "undefined DagsterInstance
+    weakref" (it depends on when the garbage collector runs). A storage whose instance is gone
+    is treated as no storage: what a fresh code-location process sees."""
+    from dagster._core.storage.defs_state.base import DefsStateStorage
 
-    _current_storage.set(None)
+    original = DefsStateStorage.get.__func__
+
+    def current_if_alive(cls: type) -> object:
+        storage = original(cls)
+        weakref = getattr(storage, "_instance_weakref", None)
+        return None if weakref is not None and weakref() is None else storage
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DefsStateStorage, "get", classmethod(current_if_alive))
+        yield
 
 
 
