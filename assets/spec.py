@@ -12,12 +12,22 @@ from datetime import date
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from assets.templating import is_dated
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+def _known_timezone(timezone: str) -> str:
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {timezone!r}; use an IANA name such as "
+                         "Europe/Paris or UTC") from None
+    return timezone
+
+
+TimeZone = Annotated[str, AfterValidator(_known_timezone)]
 # Dagster accepts an e-mail address or `team:<name>` as an owner.
 Owner = Annotated[str, Field(pattern=r"^(team:[A-Za-z0-9_.-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")]
 
@@ -345,7 +355,7 @@ def seconds_of(duration: str) -> int:
 
 class Schedule(Model):
     cron: str = Field(description="Cron expression, e.g. '0 2 * * *' (02:00 every day).")
-    timezone: str | None = Field(None, description="IANA name; default the workflow's.")
+    timezone: TimeZone | None = Field(None, description="IANA name; default the workflow's.")
     enabled: bool = Field(True, description="False: the schedule exists but is stopped.")
 
     @field_validator("cron")
@@ -358,16 +368,6 @@ class Schedule(Model):
                              "day-of-month month day-of-week, e.g. '0 2 * * *')")
         return cron
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, timezone: str | None) -> str | None:
-        if timezone is not None:
-            try:
-                ZoneInfo(timezone)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown time zone {timezone!r}; use an IANA name such as "
-                                 "Europe/Paris or UTC") from None
-        return timezone
 
 
 Concurrency = Literal["queue", "skip", "cancel_running"]
@@ -471,7 +471,7 @@ class WorkflowInfo(Model):
     name: Name
     description: str | None = None
     owners: list[Owner] = Field(default_factory=list)
-    timezone: str = "UTC"
+    timezone: TimeZone = "UTC"
     start_date: date | None = Field(
         None, description="First daily partition of dated couriers (required if any)."
     )
@@ -480,15 +480,6 @@ class WorkflowInfo(Model):
         None, description="Connection (folder or s3) keeping a copy of every delivered file; "
                           "default a folder in Stagecoach's data directory.")
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, timezone: str) -> str:
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {timezone!r}; use an IANA name such as "
-                             "Europe/Paris or UTC") from None
-        return timezone
 
 
 class Workflow(Model):

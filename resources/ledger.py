@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from resources.warehouse import WarehouseError, WarehouseResource
+from resources.warehouse import WarehouseResource
 
 SCHEMA, TABLE = "stagecoach", "file_history"
 TARGET = f'"{SCHEMA}"."{TABLE}"'
@@ -74,28 +74,10 @@ class DeliveryLedger:
 
     def ensure(self) -> None:
         """Create the table (or add columns a newer Stagecoach records) once per process."""
-        if self._ready:
-            return
-        columns = ", ".join(f'"{c}" {_TYPES.get(c, "TEXT")}' + (" PRIMARY KEY" if c == "id"
-                                                                  else "") for c in COLUMNS)
-        try:
-            self.warehouse.execute(
-                "create the delivery ledger",
-                (f'CREATE SCHEMA IF NOT EXISTS "{SCHEMA}"', None),
-                (f"CREATE TABLE IF NOT EXISTS {TARGET} ({columns})", None))
-        except WarehouseError:
-            # Two runs creating it at once: PostgreSQL lets one of them fail. Fine if it exists.
-            if not self.warehouse.has_table(SCHEMA, TABLE):
-                raise
-        present = {row[0] for row in self.warehouse.fetch(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-            f"{self._p('s')} AND table_name = {self._p('t')}", {"s": SCHEMA, "t": TABLE})}
-        missing = [c for c in COLUMNS if c not in present]
-        if missing:
-            self.warehouse.execute("add ledger columns", *(
-                (f'ALTER TABLE {TARGET} ADD COLUMN "{c}" {_TYPES.get(c, "TEXT")}', None)
-                for c in missing))
-        self._ready = True
+        if not self._ready:
+            self.warehouse.ensure_table(SCHEMA, TABLE, {c: _TYPES.get(c, "TEXT")
+                                                        for c in COLUMNS}, primary_key="id")
+            self._ready = True
 
     def record(self, entry: LedgerEntry) -> LedgerEntry:
         self.ensure()

@@ -82,28 +82,10 @@ class RunHistory:
 
     def ensure(self) -> None:
         """Create the table (or add the columns a newer Stagecoach records) once per process."""
-        if self._ready:
-            return
-        columns = ", ".join(f'"{c}" {_TYPES.get(c, "TEXT")}' + (" PRIMARY KEY" if c == "id"
-                                                                  else "") for c in COLUMNS)
-        try:
-            self.warehouse.execute(
-                "create the run history",
-                (f'CREATE SCHEMA IF NOT EXISTS "{SCHEMA}"', None),
-                (f"CREATE TABLE IF NOT EXISTS {TARGET} ({columns})", None))
-        except WarehouseError:
-            # Two processes creating it at once: PostgreSQL fails one of them. Fine if it exists.
-            if not self.warehouse.has_table(SCHEMA, TABLE):
-                raise
-        present = {row[0] for row in self.warehouse.fetch(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-            f"{self._p('s')} AND table_name = {self._p('t')}", {"s": SCHEMA, "t": TABLE})}
-        missing = [c for c in COLUMNS if c not in present]
-        if missing:
-            self.warehouse.execute("add run history columns", *(
-                (f'ALTER TABLE {TARGET} ADD COLUMN "{c}" {_TYPES.get(c, "TEXT")}', None)
-                for c in missing))
-        self._ready = True
+        if not self._ready:
+            self.warehouse.ensure_table(SCHEMA, TABLE, {c: _TYPES.get(c, "TEXT")
+                                                        for c in COLUMNS}, primary_key="id")
+            self._ready = True
 
     def _append(self, record: RunRecord) -> RunRecord:
         self.ensure()

@@ -138,6 +138,33 @@ class WarehouseResource(dg.ConfigurableResource):
                 rows = run(sql, params)
         return rows
 
+    def ensure_table(self, schema: str, table: str, columns: Mapping[str, str],
+                     primary_key: str | None = None) -> None:
+        """Create Stagecoach's own bookkeeping table if needed, and add the columns a newer
+        version records, so an upgrade never needs a manual migration. `columns` maps name →
+        SQL type (TEXT, BIGINT, TIMESTAMP, DOUBLE PRECISION: portable types only)."""
+        target = qualified(schema, table)
+        definition = ", ".join(f"{quote_ident(c)} {kind}" + (" PRIMARY KEY" if c == primary_key
+                                                            else "")
+                               for c, kind in columns.items())
+        try:
+            self.execute(f"create {schema}.{table}",
+                         (f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}", None),
+                         (f"CREATE TABLE IF NOT EXISTS {target} ({definition})", None))
+        except WarehouseError:
+            # Two runs creating it at once: PostgreSQL lets one of them fail. Fine if it exists.
+            if not self.has_table(schema, table):
+                raise
+        p = self.placeholder.format
+        present = {row[0] for row in self.fetch(
+            f"SELECT column_name FROM information_schema.columns WHERE table_schema = {p('s')} "
+            f"AND table_name = {p('t')}", {"s": schema, "t": table})}
+        missing = [c for c in columns if c not in present]
+        if missing:
+            self.execute(f"add columns to {schema}.{table}", *(
+                (f"ALTER TABLE {target} ADD COLUMN {quote_ident(c)} {columns[c]}", None)
+                for c in missing))
+
     def has_table(self, schema: str, table: str) -> bool:
         sql = ("SELECT count(*) FROM information_schema.tables WHERE table_schema = "
                f"{self.placeholder.format('s')} AND table_name = {self.placeholder.format('t')}")
