@@ -1,15 +1,40 @@
-"""An SFTP server as a file connection (paramiko; host keys checked against known_hosts)."""
+"""An SFTP server as a file connection (paramiko; host keys checked against known_hosts).
+
+Transfers are pipelined here rather than with paramiko's `put`/`get`. Measured with
+`benchmarks/sftp_delivery.py` (1 GiB to OpenSSH's sshd on loopback, 2 cores): `put` reached
+0.4-0.56x OpenSSH's own `sftp`, and `get` with prefetch crawled at ~5 MiB/s while holding the
+whole file in memory (its prefetch buffers grow whenever the disk is slower than the network,
+and each read scans them all). What pays, largest first: requests as large as the server
+accepts (eight times fewer replies for Python to parse), AES-GCM before paramiko's default
+AES-CTR + HMAC (one pass over the data instead of two), a steady number of requests in flight
+instead of paramiko's drain-everything every 100 writes, requests that fill whole SSH packets,
+and on download an 8 MiB channel window. Memory stays flat: one request's buffer on upload,
+the channel window on download. Not kept, because they did not measurably help: larger
+windows or packets for uploads (the server's 2 MiB window and 32 KiB packets rule that
+direction), higher rekey limits (two rekeys per GiB at ~50 ms), and parallel SFTP channels
+writing disjoint ranges (on 2 cores the client, Python-bound, and sshd already share them).
+"""
 
 from __future__ import annotations
 
 import os
 import posixpath
 import stat
+import struct
+from collections import deque
 from pathlib import Path
-from typing import ClassVar
+from typing import IO, Any, ClassVar
 
 import dagster as dg
 import paramiko
+from paramiko.sftp import (
+    CMD_DATA,
+    CMD_EXTENDED,
+    CMD_EXTENDED_REPLY,
+    CMD_READ,
+    CMD_STATUS,
+    CMD_WRITE,
+)
 from pydantic import Field
 
 from resources.files import (
@@ -23,7 +48,23 @@ from resources.files import (
     split_pattern,
 )
 
-_ERRORS = (paramiko.SSHException, OSError, EOFError)
+_ERRORS = (paramiko.SSHException, paramiko.SFTPError, OSError, EOFError)
+
+# AES-GCM encrypts and authenticates in one call of `cryptography` (AES-NI): paramiko's default,
+# aes128-ctr with hmac-sha2-256, makes a second pass over every byte for the MAC. Servers
+# without GCM still negotiate from paramiko's usual list, which follows.
+_PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+# The request size every SFTP server accepts (paramiko's and OpenSSH's default).
+_SAFE_REQUEST = 32 * 1024
+# Ceiling whatever a server announces; OpenSSH announces 261120 (256 KiB less 1 KiB).
+_MAX_REQUEST = 256 * 1024
+# Requests in flight per transfer, as OpenSSH's `sftp -R` default. The server's channel window
+# (2 MiB in OpenSSH) is what actually bounds an upload's unanswered bytes.
+_IN_FLIGHT = 64
+# Our receive window and largest packet on the SFTP channel: what the server may send before we
+# read (the most a download holds in memory) and in how large pieces.
+_WINDOW = 8 * 1024 * 1024
+_MAX_PACKET = 256 * 1024
 
 
 class SftpResource(dg.ConfigurableResource):
@@ -64,8 +105,13 @@ class SftpResource(dg.ConfigurableResource):
                            password=self.password, key_filename=self.private_key_path,
                            passphrase=self.private_key_passphrase, timeout=self.timeout_seconds,
                            banner_timeout=self.timeout_seconds, auth_timeout=self.timeout_seconds,
-                           allow_agent=False, look_for_keys=False)
-            return client, client.open_sftp()
+                           allow_agent=False, look_for_keys=False,
+                           transport_factory=_transport_preferring_gcm)
+            sftp = paramiko.SFTPClient.from_transport(
+                client.get_transport(), window_size=_WINDOW, max_packet_size=_MAX_PACKET)
+            if sftp is None:
+                raise paramiko.SSHException("the server refused the SFTP channel")
+            return client, sftp
         except _ERRORS as failed:
             client.close()
             raise TransferError(f"sftp {self.username}@{self.host}:{self.port} {operation}: "
@@ -90,9 +136,15 @@ class SftpResource(dg.ConfigurableResource):
         local.parent.mkdir(parents=True, exist_ok=True)
         client, sftp = self._connect("download")
         try:
-            sftp.get(self._full(remote), str(local), prefetch=True,
-                     max_concurrent_prefetch_requests=64)
+            read_size, _ = _request_sizes(sftp)
+            with sftp.open(self._full(remote), "rb") as source, open(local, "wb") as target:
+                _read_pipelined(sftp, source.handle, target, read_size)
+                expected = source.stat().st_size  # as paramiko's get() checks
+            check_size(self.describe(remote), local.stat().st_size, expected)
             return local.stat().st_size
+        except TransferError:
+            local.unlink(missing_ok=True)
+            raise
         except _ERRORS as failed:
             local.unlink(missing_ok=True)
             raise TransferError(f"{self.describe(remote)} download: {failed}") from failed
@@ -110,7 +162,9 @@ class SftpResource(dg.ConfigurableResource):
             _sftp_makedirs(sftp, posixpath.dirname(final))
             if not overwrite and _sftp_exists(sftp, final):
                 raise TransferError(f"{self.describe(remote)} exists and overwrite is off")
-            sftp.put(str(local), partial, confirm=True)  # paramiko pipelines put()
+            _, write_size = _request_sizes(sftp)
+            with open(local, "rb", buffering=0) as source, sftp.open(partial, "wb") as target:
+                _write_pipelined(sftp, source, target.handle, write_size)
             check_size(self.describe(remote), sftp.stat(partial).st_size, expected)
             if overwrite:
                 sftp.posix_rename(partial, final)
@@ -145,3 +199,183 @@ def _sftp_makedirs(sftp: paramiko.SFTPClient, directory: str) -> None:
         return
     _sftp_makedirs(sftp, posixpath.dirname(directory))
     sftp.mkdir(directory)
+
+
+# ---------------------------------------------------------------- fast transfers
+
+
+def _transport_preferring_gcm(sock: Any, **settings: Any) -> paramiko.Transport:
+    """A paramiko Transport (for `SSHClient.connect(transport_factory=...)`) that offers AES-GCM
+    first: measured, it cuts the client's CPU per byte by about a quarter (no separate HMAC
+    pass) and the server's too. The server picks from the whole list, so nothing is lost."""
+    transport = paramiko.Transport(sock, **settings)
+    options = transport.get_security_options()
+    preferred = tuple(c for c in _PREFERRED_CIPHERS if c in options.ciphers)
+    options.ciphers = preferred + tuple(c for c in options.ciphers if c not in preferred)
+    return transport
+
+
+def _request_sizes(sftp: paramiko.SFTPClient) -> tuple[int, int]:
+    """(read, write) bytes per request this server accepts.
+
+    OpenSSH says so in its limits@openssh.com extension (as its own `sftp` client asks):
+    261120 bytes, eight times paramiko's 32 KiB, so eight times fewer replies for Python to
+    parse - the largest single gain measured. A server without the extension answers
+    "unsupported" and gets 32 KiB, which every server accepts.
+    """
+    try:
+        kind, reply = sftp._request(CMD_EXTENDED, "limits@openssh.com")
+    except (OSError, paramiko.SFTPError):
+        return _SAFE_REQUEST, _SAFE_REQUEST
+    if kind != CMD_EXTENDED_REPLY or reply is None:
+        return _SAFE_REQUEST, _SAFE_REQUEST
+    reply.get_int64()  # max packet length: the read and write lengths already fit it
+    read, write = reply.get_int64(), reply.get_int64()
+    return (min(read, _MAX_REQUEST) if read > 0 else _SAFE_REQUEST,
+            min(write, _MAX_REQUEST) if write > 0 else _SAFE_REQUEST)
+
+
+class _Pipeline:
+    """Requests on one SFTP session sent without waiting for each other's replies.
+
+    paramiko's SFTPClient reads the replies: each one whose request id is registered with an
+    object goes to that object's `_async_response` (the hook paramiko's own prefetch uses), in
+    whatever order the server answers. Ids are registered with this object rather than
+    dropped, so a stat or close on the same session after a failure skips stale replies safely.
+    This leans on SFTPClient internals (`_lock`, `_expecting`, `request_number`,
+    `_read_response`, `_convert_status`), unchanged since paramiko 1.x.
+    """
+
+    def __init__(self, sftp: paramiko.SFTPClient, handle: bytes):
+        self.sftp, self.handle = sftp, handle
+        self.waiting: dict[int, tuple[int, int]] = {}  # request id -> (offset, length)
+        self.arrived: deque[tuple[int, int, paramiko.Message]] = deque()
+
+    def __len__(self) -> int:
+        return len(self.waiting)
+
+    def request_id(self, offset: int, length: int) -> int:
+        with self.sftp._lock:
+            number = self.sftp.request_number
+            self.sftp.request_number += 1
+            self.sftp._expecting[number] = self
+        self.waiting[number] = (offset, length)
+        return number
+
+    def send(self, packet: memoryview) -> None:
+        """Send a whole SFTP packet (length prefix included), one SSH packet's worth at a time.
+
+        paramiko copies what it is given into its own messages before returning, so the caller
+        may reuse the buffer. Pieces go as bytes: paramiko's `asbytes` turns a memoryview away
+        with two exceptions per SSH packet, dearer than the copy.
+        """
+        channel = self.sftp.sock
+        piece = channel.out_max_packet_size - 64  # paramiko's payload per SSH packet
+        for start in range(0, len(packet), piece):
+            channel.sendall(packet[start:start + piece].tobytes())
+
+    def read(self, offset: int, length: int) -> None:
+        number = self.request_id(offset, length)
+        header = struct.pack(">IBII", 1 + 4 + 4 + len(self.handle) + 12, CMD_READ, number,
+                             len(self.handle))
+        self.send(memoryview(header + self.handle + struct.pack(">QI", offset, length)))
+
+    def _async_response(self, kind: int, message: paramiko.Message, number: int) -> None:
+        self.arrived.append((number, kind, message))
+
+    def next_reply(self) -> tuple[int, int, int, paramiko.Message]:
+        """(offset, length, reply type, reply) of the next reply to arrive."""
+        while not self.arrived:
+            self.sftp._read_response()
+        number, kind, message = self.arrived.popleft()
+        offset, length = self.waiting.pop(number)
+        return offset, length, kind, message
+
+    def check_status(self, kind: int, message: paramiko.Message) -> None:
+        """Raise the server's error (OSError, EOFError at end of file) unless it says OK."""
+        if kind != CMD_STATUS:
+            raise paramiko.SFTPError(f"expected a status reply, got type {kind}")
+        self.sftp._convert_status(message)
+
+
+def _fill(source: IO[bytes], buffer: memoryview) -> int:
+    """Read into `buffer` until it is full or the file ends (pipes return short reads)."""
+    filled = 0
+    while filled < len(buffer):
+        count = source.readinto(buffer[filled:])
+        if not count:
+            break
+        filled += count
+    return filled
+
+
+def _write_size(limit: int, channel: paramiko.Channel, handle: bytes) -> int:
+    """Data bytes per write request: at most the server's limit, and such that the request fills
+    whole SSH packets. paramiko cuts channel data into pieces of the server's max packet less
+    64 bytes (32704 for OpenSSH): a 32 KiB write and its header would take a full packet and
+    one of 93 bytes, twice the packets for the same data."""
+    overhead = 4 + 1 + 4 + 4 + len(handle) + 8 + 4  # length, type, id, handle, offset, size
+    piece = channel.out_max_packet_size - 64
+    return min(limit, max(1, (limit + overhead) // piece) * piece - overhead)
+
+
+def _write_pipelined(sftp: paramiko.SFTPClient, source: IO[bytes], handle: bytes,
+                     limit: int) -> int:
+    """Stream `source` to the open remote `handle` until it ends; return the bytes sent.
+
+    The file is read straight into one reused request buffer behind a prebuilt header (no
+    copy on our side, memory flat); up to `_IN_FLIGHT` writes await their replies, and every
+    reply is checked before this returns.
+    """
+    pipeline = _Pipeline(sftp, handle)
+    size = _write_size(limit, sftp.sock, handle)
+    head = 4 + 1 + 4 + 4 + len(handle) + 8 + 4
+    buffer = bytearray(head + size)
+    view = memoryview(buffer)
+    struct.pack_into(f">I{len(handle)}s", buffer, 9, len(handle), handle)
+    offset = 0
+    while count := _fill(source, view[head:]):
+        number = pipeline.request_id(offset, count)
+        struct.pack_into(">IBI", buffer, 0, head - 4 + count, CMD_WRITE, number)
+        struct.pack_into(">QI", buffer, head - 12, offset, count)
+        pipeline.send(view[:head + count])
+        offset += count
+        while len(pipeline) >= _IN_FLIGHT:
+            pipeline.check_status(*pipeline.next_reply()[2:])
+    while len(pipeline):
+        pipeline.check_status(*pipeline.next_reply()[2:])
+    return offset
+
+
+def _read_pipelined(sftp: paramiko.SFTPClient, handle: bytes, target: IO[bytes],
+                    limit: int) -> None:
+    """Copy the open remote `handle` into `target` until the server reports its end.
+
+    Up to `_IN_FLIGHT` reads of `limit` bytes are outstanding; each reply is written at its
+    offset as it arrives, so nothing waits in memory beyond the channel window. A short reply
+    before the end asks again for the rest, as OpenSSH's client does.
+    """
+    pipeline = _Pipeline(sftp, handle)
+    offset, ended = 0, False
+    while True:
+        while not ended and len(pipeline) < _IN_FLIGHT:
+            pipeline.read(offset, limit)
+            offset += limit
+        if not len(pipeline):
+            return
+        start, length, kind, reply = pipeline.next_reply()
+        if kind != CMD_DATA:
+            try:
+                pipeline.check_status(kind, reply)
+            except EOFError:  # SSH_FX_EOF: nothing at or past `start`
+                ended = True
+                continue
+            raise paramiko.SFTPError(f"expected data or end of file, got type {kind}")
+        data = reply.get_binary()
+        if not data:
+            ended = True
+            continue
+        target.seek(start)
+        target.write(data)
+        if len(data) < length:
+            pipeline.read(start + len(data), length - len(data))

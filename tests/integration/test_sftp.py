@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import resources.sftp as sftp_module
 from resources.files import PARTIAL_SUFFIX, RemoteFile, TransferError
 from resources.sftp import SftpResource
 
@@ -263,6 +264,70 @@ def test_interrupted_upload_leaves_no_final_file(sshd, remote_folder: Path, tmp_
         traceback.format_exception(failed))
     assert "upload" in str(failed) and "out/big.bin" in str(failed)
 
+
+
+def test_fast_transfer_settings_against_openssh(sshd, remote_folder: Path):
+    """What the pipelined transfers rely on, as OpenSSH's sshd negotiates it: AES-GCM, and
+    requests of the size limits@openssh.com announces, filling whole SSH packets."""
+    conn = sftp_resource(sshd, remote_folder)
+    client, sftp = conn._connect("probe")
+    try:
+        assert client.get_transport().local_cipher == "aes128-gcm@openssh.com"
+        assert sftp_module._request_sizes(sftp) == (261120, 261120)
+        handle = b"\0\0\0\1"
+        piece = sftp.sock.out_max_packet_size - 64  # what paramiko puts in one SSH packet
+        for limit in (261120, 32768):
+            size = sftp_module._write_size(limit, sftp.sock, handle)
+            assert size <= limit and (size + 25 + len(handle)) % piece == 0
+    finally:
+        client.close()
+
+
+def test_request_sizes_fall_back_without_the_limits_extension():
+    class NoExtensions:
+        def _request(self, kind, *args):
+            raise OSError("Operation unsupported")
+
+    assert sftp_module._request_sizes(NoExtensions()) == (32768, 32768)
+
+
+@pytest.mark.parametrize("sizes", [(32768, 32768), (1000, 777)])
+def test_pipelined_transfers_with_other_request_sizes(sshd, remote_folder: Path, tmp_path: Path,
+                                                       monkeypatch, sizes: tuple[int, int]):
+    """Servers without limits@openssh.com get 32 KiB requests; odd small sizes put far more
+    requests in flight than the pipeline's depth. Every byte arrives in order either way."""
+    monkeypatch.setattr(sftp_module, "_request_sizes", lambda sftp: sizes)
+    payload = os.urandom(1_500_000) + b"tail"
+    local = tmp_path / "payload.bin"
+    local.write_bytes(payload)
+    conn = sftp_resource(sshd, remote_folder)
+
+    assert conn.upload(local, "out/payload.bin") == len(payload)
+    assert md5((remote_folder / "out" / "payload.bin").read_bytes()) == md5(payload)
+    back = tmp_path / "back.bin"
+    assert conn.download("out/payload.bin", back) == len(payload)
+    assert md5(back.read_bytes()) == md5(payload)
+    (remote_folder / "empty.bin").write_bytes(b"")
+    assert conn.download("empty.bin", tmp_path / "empty.bin") == 0
+    assert all_files(remote_folder) == ["empty.bin", "out/payload.bin"]
+
+
+def test_short_download_is_refused_and_removed(sshd, remote_folder: Path, tmp_path: Path,
+                                               monkeypatch):
+    """A download that ends short of the remote file's size (here: a transfer that stops
+    half-way) raises a TransferError and leaves no local file, as paramiko's get() did."""
+    (remote_folder / "whole.bin").write_bytes(os.urandom(600_000))
+    real = sftp_module._read_pipelined
+
+    def half(sftp, handle, target, limit):
+        real(sftp, handle, target, limit)
+        target.truncate(300_000)
+
+    monkeypatch.setattr(sftp_module, "_read_pipelined", half)
+    local = tmp_path / "got" / "whole.bin"
+    with pytest.raises(TransferError, match=r"300000 of 600000 bytes arrived"):
+        sftp_resource(sshd, remote_folder).download("whole.bin", local)
+    assert not local.exists()
 
 CUSTOMERS_20261120 = (
     "id,email,phone,first_name\n"
