@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: setup demo test servers dev lint bench clean
+.PHONY: setup demo test servers dev lint bench bench-delivery clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ dev: setup  ## the Dagster UI on http://127.0.0.1:3000
 
 bench: setup  ## ingest benchmark (2 GB CSV): Stagecoach vs DuckDB's own read_csv
 	$(BIN)/python benchmarks/ingest.py
+
+bench-delivery: setup servers  ## 1 GiB over SFTP vs OpenSSH's sftp; sealing vs gpg+zip+md5sum
+	$(BIN)/python benchmarks/sftp_delivery.py
+	$(BIN)/python benchmarks/sealing.py
 
 clean:
 	rm -rf data .pytest_cache
