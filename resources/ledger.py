@@ -81,11 +81,7 @@ class DeliveryLedger:
 
     def record(self, entry: LedgerEntry) -> LedgerEntry:
         self.ensure()
-        names = ", ".join(f'"{c}"' for c in COLUMNS)
-        values = ", ".join(self._p(c) for c in COLUMNS)
-        self.warehouse.execute(f"record delivery {entry.id}",
-                               (f"INSERT INTO {TARGET} ({names}) VALUES ({values})",
-                                asdict(entry)))
+        self.warehouse.insert_row(SCHEMA, TABLE, asdict(entry))
         return entry
 
     def mark(self, entry: LedgerEntry, status: str, error: str | None = None) -> LedgerEntry:

@@ -92,10 +92,7 @@ class RunHistory:
         values = asdict(record)
         values["details"] = json.dumps(record.details, default=str, ensure_ascii=False,
                                        sort_keys=True)
-        names = ", ".join(f'"{c}"' for c in COLUMNS)
-        marks = ", ".join(self._p(c) for c in COLUMNS)
-        self.warehouse.execute(f"record {record.kind} {record.id} in the run history",
-                               (f"INSERT INTO {TARGET} ({names}) VALUES ({marks})", values))
+        self.warehouse.insert_row(SCHEMA, TABLE, values)
         return record
 
     def record_alert(self, message: AlertMessage) -> RunRecord:

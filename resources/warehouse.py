@@ -165,6 +165,14 @@ class WarehouseResource(dg.ConfigurableResource):
                 (f"ALTER TABLE {target} ADD COLUMN {quote_ident(c)} {columns[c]}", None)
                 for c in missing))
 
+    def insert_row(self, schema: str, table: str, row: Mapping[str, Any]) -> None:
+        """Append one row to a bookkeeping table; every value is a bound parameter."""
+        names = ", ".join(quote_ident(c) for c in row)
+        marks = ", ".join(self.placeholder.format(c) for c in row)
+        self.execute(f"append to {schema}.{table}",
+                     (f"INSERT INTO {qualified(schema, table)} ({names}) VALUES ({marks})",
+                      row))
+
     def has_table(self, schema: str, table: str) -> bool:
         sql = ("SELECT count(*) FROM information_schema.tables WHERE table_schema = "
                f"{self.placeholder.format('s')} AND table_name = {self.placeholder.format('t')}")
