@@ -114,11 +114,11 @@ def build_activation_asset(workflow: spec.Workflow, name: str, activation: spec.
         partition = asset_partition(context)
         results = []
         try:
-            for plain, file_name, rows in _files(context, staging, workflow, activation, values,
-                                                 outbox, partition):
+            for plain, file_name, rows, md5 in _files(context, staging, workflow, activation,
+                                                      values, outbox, partition):
                 results.append(_send_one(context, ledger, archive, destinations, activation,
                                          name, wf, values, partition, plain, file_name, rows,
-                                         outbox, redeliver))
+                                         md5 or md5_of(plain), outbox, redeliver))
         finally:
             shutil.rmtree(outbox, ignore_errors=True)  # the archive keeps what was sent
         return _materialization(name, results)
@@ -128,8 +128,9 @@ def build_activation_asset(workflow: spec.Workflow, name: str, activation: spec.
 
 def _files(context: dg.AssetExecutionContext, staging: StagingResource,
            workflow: spec.Workflow, activation: spec.Activation, values: dict[str, Any],
-           outbox: Path, partition: str | None) -> list[tuple[Path, str, int | None]]:
-    """(local file, name to send it as, rows) for each file this run delivers."""
+           outbox: Path, partition: str | None
+           ) -> list[tuple[Path, str, int | None, str | None]]:
+    """(local file, name to send it as, rows, md5 if already known) for each file to deliver."""
     if activation.query:
         file_name = render_text(activation.file.name or "", values)
         if problem := local_name_check(file_name):
@@ -141,7 +142,7 @@ def _files(context: dg.AssetExecutionContext, staging: StagingResource,
                 outbox / file_name, activation.file)
         except OutputEncodingError as bad:
             raise dg.Failure(f"{file_name}: {bad}", allow_retries=False) from bad
-        return [(written.path, file_name, written.rows)]
+        return [(written.path, file_name, written.rows, written.md5)]
     manifest = staging.read_json(manifest_path(staging, workflow.workflow.name,
                                                activation.courier or "", partition))
     files = []
@@ -154,8 +155,8 @@ def _files(context: dg.AssetExecutionContext, staging: StagingResource,
             raise dg.Failure(f"`file.name`: {problem}", allow_retries=False)
         # A forwarded file's rows are not counted; an empty (0-byte) file counts as no rows.
         rows = item.get("rows", 0 if source.stat().st_size == 0 else None)
-        files.append((source, file_name, rows))
-    names = [name for _, name, _ in files]
+        files.append((source, file_name, rows, None))
+    names = [name for _, name, _, _ in files]
     if len(set(names)) != len(names):
         raise dg.Failure(f"courier `{activation.courier}` brought {len(names)} files but they "
                          f"would all be sent as {sorted(set(names))}: put {{{{ source_name }}}} "
@@ -169,11 +170,11 @@ def _files(context: dg.AssetExecutionContext, staging: StagingResource,
 def _send_one(context: dg.AssetExecutionContext, ledger: DeliveryLedger, archive: Any,
               destinations: list[Destination], activation: spec.Activation, name: str,
               wf: str, values: dict[str, Any], partition: str | None, plain: Path,
-              file_name: str, rows: int | None, outbox: Path, redeliver: bool
-              ) -> tuple[SealedFile, Delivery, list[LedgerEntry]]:
+              file_name: str, rows: int | None, content_md5: str, outbox: Path,
+              redeliver: bool) -> tuple[SealedFile, Delivery, list[LedgerEntry]]:
     delivery = Delivery(workflow=wf, activation=name, run_id=context.run_id,
                         partition=partition, day=values["ds"], rows=rows,
-                        content_md5=md5_of(plain), file_id=new_id())
+                        content_md5=content_md5, file_id=new_id())
     if rows == 0 and activation.empty != "send":
         if activation.empty == "fail":
             raise dg.Failure(f"{file_name}: the result has no rows and `empty: fail` is set",
@@ -188,7 +189,7 @@ def _send_one(context: dg.AssetExecutionContext, ledger: DeliveryLedger, archive
                                ) if activation.seal.zip_name else None
         if zip_name and (problem := local_name_check(zip_name)):
             raise dg.Failure(f"`seal.zip_name`: {problem}", allow_retries=False)
-        sealed = seal(plain, file_name, activation.seal, zip_name, outbox)
+        sealed = seal(plain, file_name, activation.seal, zip_name, outbox, content_md5)
     except SealError as failed:
         raise dg.Failure(f"{file_name}: {failed}", allow_retries=False) from failed
 

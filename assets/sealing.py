@@ -56,10 +56,11 @@ def public_key_problem(key_file: Path) -> str | None:
     return None
 
 
-def seal(plain: Path, name: str, seal_spec: spec.Seal, zip_name: str | None, folder: Path
-         ) -> SealedFile:
+def seal(plain: Path, name: str, seal_spec: spec.Seal, zip_name: str | None, folder: Path,
+         plain_md5: str | None = None) -> SealedFile:
     """Apply the seal's steps to `plain`, to be sent as `name`; sealed files go to `folder`
-    (never beside the source, which may be a courier's landing folder)."""
+    (never beside the source, which may be a courier's landing folder). An unsealed file's
+    md5, when the caller has it, is not computed again."""
     current, current_name, steps = plain, name, []
     if seal_spec.gpg is not None:
         current_name += ".asc" if seal_spec.gpg.armor else ".gpg"
@@ -72,8 +73,8 @@ def seal(plain: Path, name: str, seal_spec: spec.Seal, zip_name: str | None, fol
         packed = folder / packed_name
         zip_one(current, packed, current_name)
         current, current_name, steps = packed, packed_name, [*steps, "zip"]
-    return SealedFile(current, current_name, current.stat().st_size, md5_of(current),
-                      tuple(steps))
+    md5 = plain_md5 if not steps and plain_md5 else md5_of(current)
+    return SealedFile(current, current_name, current.stat().st_size, md5, tuple(steps))
 
 
 def gpg_encrypt(source: Path, target: Path, key_files: list[Path], armor: bool = False,
