@@ -7,6 +7,7 @@ missing=()
 command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 [ -x /usr/sbin/smbd ] || missing+=(samba)
 command -v gpg >/dev/null || missing+=(gnupg)
+command -v unzip >/dev/null || missing+=(unzip)  # tests check zips with the unzip program
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
