@@ -255,7 +255,8 @@ def test_wait_deadline_applies_the_follow_up_policy(stagecoach_env: Path, then: 
     defs, resources = defs_and_resources(wait_spec(root, up_to="1s", then=then))
     (root / "landing" / "customers.csv").write_text("id,name\n1,ada\n")
     earlier = json.dumps({"window": "an earlier window", "done": "launched"})
-    time.sleep(1.1 - (time.time() % 60 if time.time() % 60 < 1.1 else 1.1))
+    if (into_minute := time.time() % 60) < 1.1:  # the 1 s deadline of this minute's tick
+        time.sleep(1.1 - into_minute)
     with dg.instance_for_test() as instance:
         requests, skip, cursor = wait_tick(defs, resources, earlier, instance)
     if then == "notify_and_stop":
