@@ -19,6 +19,7 @@ from assets.resend import build_resend_job
 from assets.sql_tables import build_database_assets, build_query_asset
 from orchestration import settings
 from orchestration.connections import resource_for
+from orchestration.executors import executor_from_settings
 from orchestration.spec_loader import LoadedWorkflow, load_workflows
 from resources.folder import FolderResource
 from resources.staging import StagingResource
@@ -94,8 +95,8 @@ def build_definitions(target: Path | None = None) -> dg.Definitions:
     workflows = [build_workflow_definitions(w, kind) for w in load_workflows(target)]
     return dg.Definitions.merge(
         *workflows,
-        # In-process steps cost ~70 ms instead of ~3 s each, and DuckDB allows one writer.
-        dg.Definitions(resources=shared_resources(), executor=dg.in_process_executor),
+        # STAGECOACH_EXECUTOR: in process by default (~70 ms a step, DuckDB's one writer).
+        dg.Definitions(resources=shared_resources(), executor=executor_from_settings()),
     )
 
 
