@@ -158,10 +158,24 @@ class FileFormat(Model):
     compression: Literal["auto", "none", "gzip"] = "auto"
     sheet: str | None = Field(None, description="xlsx only: sheet name, default the first.")
     skip_rows: int = Field(0, ge=0)
+    max_line_bytes: int = Field(
+        2_000_000, ge=1_000, le=1_000_000_000,
+        description="A longer line (one huge field) is a bad row; raise it for files that "
+                    "legitimately carry large values.")
 
     @property
     def effective_delimiter(self) -> str:
         return delimiter_for(self.type, self.delimiter)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {encoding!r}; use a Python codec name such as "
+                             "utf-8, latin-1 or cp1252") from None
+        return encoding
 
 
 class Courier(Model):
@@ -211,6 +225,11 @@ class DomainTable(Model):
     from_: Annotated[str, Field(alias="from")]
     columns: dict[str, ColumnMapping] = Field(min_length=1)
     primary_key: list[str] | None = None
+    bad_rows: Literal["fail", "reject", "skip"] = Field(
+        "fail", description="Rows that cannot be loaded (wrong field count, bad encoding, a "
+                            "line over max_line_bytes, a null in a not-null column, a repeated "
+                            "primary key): fail the load naming file and line; reject them to "
+                            "stagecoach.rejects and load the rest; or skip them (counted).")
     description: str | None = None
     owners: list[Owner] | None = None
 
@@ -464,6 +483,105 @@ class Trigger(Model):
     description: str | None = None
 
 
+# ---------------------------------------------------------------- alerts
+
+AlertEvent = Literal["start", "success", "failure", "runtime_exceeded", "missing_files",
+                     "alarm", "sensor_error"]
+ALERT_EVENTS: tuple[str, ...] = AlertEvent.__args__  # type: ignore[attr-defined]
+PROBLEM_EVENTS = ("failure", "runtime_exceeded", "missing_files", "alarm", "sensor_error")
+
+
+class AlertTemplate(Model):
+    """Overrides of one event's message (Jinja; the variables are listed in the README)."""
+
+    title: str | None = None
+    text: str | None = None
+
+
+class AlertReporter(Model):
+    """What every reporter shares: which events, for which jobs, with which templates."""
+
+    send_on: list[AlertEvent] | Literal["always", "problems"] = Field(
+        "problems", description="Events to report: a list, `always` (all), or `problems` "
+                                "(failure, runtime_exceeded, missing_files, alarm, "
+                                "sensor_error).")
+    jobs: list[Name] | None = Field(
+        None, description="Courier or orchestration groups (or `workflow`, the whole "
+                          "workflow's job) whose runs this reporter follows; default: all.")
+    templates: dict[AlertEvent, AlertTemplate] = Field(default_factory=dict)
+    description: str | None = None
+
+    @property
+    def events(self) -> tuple[str, ...]:
+        if self.send_on == "always":
+            return ALERT_EVENTS
+        return PROBLEM_EVENTS if self.send_on == "problems" else tuple(self.send_on)
+
+
+class HttpReporter(AlertReporter):
+    """Reporters over HTTP: retried on connection errors, 429 and 5xx with backoff."""
+
+    retries: int = Field(3, ge=0, le=10, description="Further attempts after the first.")
+    backoff_seconds: float = Field(1.0, ge=0, le=60, description="Wait before the first retry, "
+                                                                 "doubled each time.")
+    timeout_seconds: float = Field(10.0, gt=0, le=300, description="Per attempt.")
+
+
+class SlackAlert(HttpReporter):
+    kind: Literal["slack"]
+    channel: str = Field(description="#channel, channel name or ID.")
+    token: Secret = Field(description="A bot token with chat:write.")
+    base_url: str = "https://slack.com/api/"
+
+
+class MailAlert(AlertReporter):
+    kind: Literal["mail"]
+    connection: Name = Field(description="An `smtp` connection.")
+    to: list[str] = Field(default_factory=list)
+    sms_to: list[str] = Field(default_factory=list, description="Email-to-SMS gateway "
+                                                                 "addresses: short plain text.")
+    html: bool = True
+
+
+class TwilioAlert(HttpReporter):
+    kind: Literal["twilio"]
+    account_sid: Setting
+    auth_token: Secret
+    from_: Annotated[str, Field(alias="from")]
+    to: list[str] = Field(min_length=1)
+    base_url: str = "https://api.twilio.com"
+
+
+class TeamsAlert(HttpReporter):
+    kind: Literal["teams"]
+    webhook_url: Secret = Field(description="The incoming webhook's URL (it holds a token).")
+
+
+class WebhookAlert(HttpReporter):
+    kind: Literal["webhook"]
+    url: Secret = Field(description="Where to POST the alert as JSON (URLs often hold tokens).")
+    secret: Secret | None = Field(None, description="HMAC-SHA256 key for a signature header.")
+    header: str = "X-Stagecoach-Signature"
+
+
+class ShellAlert(AlertReporter):
+    kind: Literal["shell"]
+    command: list[str] = Field(min_length=1, description="Program, then arguments (no shell).")
+    timeout_seconds: float = Field(30, gt=0)
+    env: dict[str, Setting] = Field(default_factory=dict)
+
+
+class DatasetAlert(AlertReporter):
+    """Send to dataset: a row per alert and per finished run in stagecoach.run_history."""
+
+    kind: Literal["dataset"]
+    send_on: list[AlertEvent] | Literal["always", "problems"] = "always"
+
+
+Alert = Annotated[SlackAlert | MailAlert | TwilioAlert | TeamsAlert | WebhookAlert | ShellAlert
+                  | DatasetAlert, Field(discriminator="kind")]
+
+
 # ---------------------------------------------------------------- workflow
 
 
@@ -495,6 +613,6 @@ class Workflow(Model):
     courier_groups: dict[Name, CourierGroup] = Field(default_factory=dict)
     orchestration_groups: dict[Name, OrchestrationGroup] = Field(default_factory=dict)
     triggers: dict[Name, Trigger] = Field(default_factory=dict)
-    # Filled by later issues; accepted as empty so specs can grow into them.
+    alerts: dict[Name, Alert] = Field(default_factory=dict)
+    # Filled by a later issue; accepted as empty so specs can grow into it.
     automations: dict[Name, dict] = Field(default_factory=dict)
-    alerts: dict[Name, dict] = Field(default_factory=dict)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets import spec
 from assets.activations import build_activation_asset
 from assets.common import ARCHIVE_KEY, STAGING_KEY, WAREHOUSE_KEY, connection_key
 from assets.couriers import build_courier_asset
@@ -18,12 +19,16 @@ from assets.feeds import build_domain_asset
 from assets.resend import build_resend_job
 from assets.sql_tables import build_database_assets, build_query_asset
 from orchestration import settings
+from orchestration.alert_channels import channel_factory
+from orchestration.alert_channels import describe as describe_reporter
 from orchestration.connections import resource_for
 from orchestration.executors import executor_from_settings
 from orchestration.spec_loader import LoadedWorkflow, load_workflows
 from resources.folder import FolderResource
 from resources.staging import StagingResource
 from resources.warehouse import WarehouseResource
+from sensors.alerts import Reporter, build_alert_sensors
+from sensors.common import job_name
 from sensors.groups import build_courier_group, build_orchestration_group
 from sensors.triggers import build_trigger_sensor
 
@@ -74,8 +79,32 @@ def build_workflow_definitions(loaded: LoadedWorkflow, warehouse_kind: str = "du
         sensor = build_trigger_sensor(workflow, trigger_name, trigger,
                                       target.concurrency if target else "queue")
         sensors += [sensor] if sensor else []
+    sensors += build_alert_sensors(workflow, reporters_of(workflow), jobs,
+                                   instigator_jobs(schedules, sensors), settings.run_url).sensors
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
                           resources=resources)
+
+
+def reporters_of(workflow: spec.Workflow) -> list[Reporter]:
+    """The workflow's `alerts:` entries, each with the job names it follows."""
+    name = workflow.workflow.name
+    return [Reporter(
+        name=reporter, events=frozenset(alert.events),
+        jobs=frozenset(job_name(name, j) for j in alert.jobs) if alert.jobs else None,
+        templates={e: t.model_dump(exclude_none=True) for e, t in alert.templates.items()},
+        channel=channel_factory(workflow, reporter, alert, settings.warehouse_url),
+        description=describe_reporter(reporter, alert),
+        records_runs=isinstance(alert, spec.DatasetAlert),
+    ) for reporter, alert in workflow.alerts.items()]
+
+
+def instigator_jobs(schedules: list, sensors: list) -> dict[str, str | None]:
+    """Schedule and sensor names → the job each launches (None: none or several)."""
+    found: dict[str, str | None] = {s.name: s.job_name for s in schedules}
+    for sensor in sensors:
+        targets = {t.job_name for t in sensor.targets}
+        found[sensor.name] = targets.pop() if len(targets) == 1 else None
+    return found
 
 
 def shared_resources() -> dict[str, dg.ConfigurableResource]:

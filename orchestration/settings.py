@@ -10,6 +10,7 @@ DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"  # what `dagster dev` serves by de
 DATA_DIR_ENV = "STAGECOACH_DATA_DIR"
 WAREHOUSE_URL_ENV = "STAGECOACH_WAREHOUSE_URL"
 WORKFLOWS_DIR_ENV = "STAGECOACH_WORKFLOWS_DIR"
+UI_URL_ENV = "STAGECOACH_UI_URL"
 
 
 def workflows_dir() -> Path:
@@ -19,6 +20,20 @@ def workflows_dir() -> Path:
 def dagster_url() -> str:
     """The Dagster webserver whose GraphQL API the webhook launches runs through."""
     return os.environ.get(DAGSTER_URL_ENV, DEFAULT_DAGSTER_URL)
+
+
+def ui_url() -> str:
+    """The Dagster UI as people reach it (behind a proxy, say), for the run links in alerts."""
+    return os.environ.get(UI_URL_ENV) or dagster_url()
+
+
+def run_url(run_id: str) -> str:
+    return f"{ui_url().rstrip('/')}/runs/{run_id}"
+
+
+def warehouse_url() -> str:
+    """The warehouse's URL, read now (for what runs outside a Dagster resource)."""
+    return os.environ.get(WAREHOUSE_URL_ENV) or default_warehouse_url()
 
 
 def warehouse_url_from_env() -> bool:

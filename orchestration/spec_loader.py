@@ -20,14 +20,16 @@ from assets.sealing import MAIL_SAMPLE, public_key_problem
 from assets.sql_refs import SqlCatalog
 from assets.templating import check_template
 from orchestration import settings
+from resources.alert_templates import check_overrides
 
 # Labels pydantic puts in an error's location for the member of a union that was tried.
 CONNECTION_KINDS = ("folder", "sftp", "ftp", "smb", "s3", "smtp", "sql")
 TRIGGER_KINDS = ("file_change", "table_change", "sql_change", "python", "webhook")
-UNION_MEMBERS = {*CONNECTION_KINDS, *TRIGGER_KINDS, "str", "EnvRef"}
+ALERT_KINDS = ("slack", "mail", "twilio", "teams", "webhook", "shell", "dataset")
+UNION_MEMBERS = {*CONNECTION_KINDS, *TRIGGER_KINDS, *ALERT_KINDS, "str", "EnvRef"}
 FILE_KINDS = ("folder", "sftp", "ftp", "smb", "s3")
 SECRET_FIELDS = {"password", "private_key_passphrase", "access_key_id", "secret_access_key", "url",
-                 "token"}
+                 "token", "auth_token", "webhook_url", "secret"}
 SECTIONS: dict[str, Any] = {
     "connections": spec.Connection,
     "couriers": spec.Courier,
@@ -39,7 +41,7 @@ SECTIONS: dict[str, Any] = {
     "orchestration_groups": spec.OrchestrationGroup,
     "triggers": spec.Trigger,
     "automations": dict,
-    "alerts": dict,
+    "alerts": spec.Alert,
 }
 Path_ = tuple[str | int, ...]
 
@@ -218,7 +220,8 @@ class _Validator:
             message = (f"unknown kind {problem['ctx'].get('tag')!r} "
                        f"(known: {problem['ctx'].get('expected_tags')})")
         elif kind == "union_tag_not_found":
-            kinds = TRIGGER_KINDS if "when" in full else CONNECTION_KINDS
+            kinds = (TRIGGER_KINDS if "when" in full else ALERT_KINDS if full[0] == "alerts"
+                     else CONNECTION_KINDS)
             message = f"missing `kind:` (one of: {', '.join(kinds)})"
         elif kind == "missing":
             message = "is required"
@@ -464,6 +467,42 @@ class _Validator:
             if isinstance(when, spec.PythonTrigger) and (problem := callable_problem(
                     when.callable)):
                 self.error((*where, "callable"), problem)
+        for name, alert in s["alerts"].items():
+            self._check_alert(("alerts", name), alert, connections, jobs)
+
+    def _check_alert(self, path: Path_, alert: Any, connections: Mapping[str, Any],
+                     jobs: set[str]) -> None:
+        for i, job in enumerate(alert.jobs or []):
+            if job not in jobs:
+                self.error((*path, "jobs", i), f"unknown job {job!r} (known: "
+                                               f"{', '.join(sorted(jobs))})")
+        for event, template in alert.templates.items():
+            if event not in alert.events:
+                self.error((*path, "templates", event), f"this reporter does not send "
+                                                        f"{event!r} (send_on: {alert.send_on})")
+            try:
+                check_overrides(event, template.model_dump(exclude_none=True))
+            except ValueError as bad:
+                self.error((*path, "templates", event), str(bad))
+        if isinstance(alert, spec.MailAlert):
+            if self._known("connections", alert.connection, (*path, "connection"),
+                           "connection"):
+                kind = getattr(connections.get(alert.connection), "kind", None)
+                if kind != "smtp":
+                    self.error((*path, "connection"), f"a mail reporter needs an smtp "
+                                                      f"connection, not {kind}")
+            if not alert.to and not alert.sms_to:
+                self.error(path, "a mail reporter needs `to:` or `sms_to:` (whom to tell)")
+            for key in ("to", "sms_to"):
+                for i, address in enumerate(getattr(alert, key)):
+                    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", address):
+                        self.error((*path, key, i), f"{address!r} is not a mail address")
+        if isinstance(alert, spec.TwilioAlert):
+            for key, numbers in (("from", [alert.from_]), ("to", alert.to)):
+                for number in numbers:
+                    if not re.fullmatch(r"\+[1-9]\d{6,14}", number):
+                        self.error((*path, key), f"{number!r} is not an E.164 number "
+                                                 "(+ and the country code, e.g. +15555550100)")
 
     def _check_forwarding(self, path: Path_, activation: spec.Activation) -> None:
         """Forwarded files go as they arrived: only their name (and sealing) can change."""

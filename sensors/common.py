@@ -3,6 +3,8 @@ one-run-at-a-time policy applied before a run is requested."""
 
 from __future__ import annotations
 
+import re
+
 import dagster as dg
 
 from assets.common import MISSING_FILES_TAG, OPTIONAL_COURIERS_TAG  # noqa: F401 (re-exported)
@@ -61,3 +63,20 @@ def concurrency_gate(context: dg.SensorEvaluationContext | dg.ScheduleEvaluation
 def serial_tags(job: str, policy: str) -> dict[str, str]:
     """Tags that make the run queue hold a `queue` job's runs one at a time."""
     return {SERIAL_TAG: job} if policy == "queue" else {}
+
+
+_STOPPED = re.compile(r"missing files( at the deadline)?, so nothing runs \(notify and stop\): "
+                      r"(?P<files>.+)", re.DOTALL)
+
+
+def stopped_for_missing(missing: list[str], at_deadline: bool = False) -> str:
+    """The skip reason of a tick that runs nothing for missing files; the alert sensor reads the
+    files back from it with `missing_in_skip_reason`."""
+    when = " at the deadline" if at_deadline else ""
+    return f"missing files{when}, so nothing runs (notify and stop): {'; '.join(missing)}"
+
+
+def missing_in_skip_reason(reason: str | None) -> list[str]:
+    """The `courier: connection/pattern` items of a `stopped_for_missing` reason, else []."""
+    found = _STOPPED.fullmatch(reason or "")
+    return found["files"].split("; ") if found else []

@@ -32,6 +32,7 @@ from sensors.common import (
     job_name,
     schedule_name,
     serial_tags,
+    stopped_for_missing,
 )
 from sensors.missing_files import describe_missing, expected_files, look
 
@@ -133,8 +134,7 @@ def build_courier_group(workflow: spec.Workflow, name: str, group: spec.CourierG
         tags = {TRIGGER_TAG: f"schedule {schedule_name(wf, name)}"}
         stopping = [m for m in missing if _policy(workflow, group, m) == "notify_and_stop"]
         if stopping:
-            return dg.SkipReason(f"missing files, so nothing runs (notify and stop): "
-                                 f"{'; '.join(missing)}")
+            return dg.SkipReason(stopped_for_missing(missing))
         if missing:
             tags |= _missing_tags(missing)
         return dg.RunRequest(partition_key=partition, tags=tags)
@@ -211,7 +211,7 @@ def _wait_sensor(workflow: spec.Workflow, name: str, group: spec.CourierGroup, j
             request = dg.RunRequest(run_key=run_key, partition_key=partition,
                                     tags=tags | _missing_tags(missing))
         elif now >= deadline:
-            state["done"] = "deadline passed: stopped, missing " + "; ".join(missing)
+            state["done"] = "deadline passed: stopped"
         if request is not None and (skip := concurrency_gate(context, job, group.concurrency)):
             state.pop("done")  # not launched: the next tick tries again
             context.update_cursor(json.dumps(state))
@@ -220,7 +220,7 @@ def _wait_sensor(workflow: spec.Workflow, name: str, group: spec.CourierGroup, j
         if request is not None:
             return request
         if state.get("done"):
-            return dg.SkipReason(f"{state['done']} (notify and stop)")
+            return dg.SkipReason(stopped_for_missing(missing, at_deadline=True))
         waiting = [*missing, *(f"{p} (new or still being written: looking again)"
                                for p in growing)]
         return dg.SkipReason(f"waiting until {deadline:%Y-%m-%d %H:%M %Z} for: "

@@ -261,7 +261,8 @@ def test_wait_deadline_applies_the_follow_up_policy(stagecoach_env: Path, then: 
         requests, skip, cursor = wait_tick(defs, resources, earlier, instance)
     if then == "notify_and_stop":
         assert not requests
-        assert f"deadline passed: stopped, missing orders: landing/orders_{today()}.csv" in skip
+        assert skip == ("missing files at the deadline, so nothing runs (notify and stop): "
+                        f"orders: landing/orders_{today()}.csv")
     else:
         [request] = requests
         assert request.tags["stagecoach/optional_couriers"] == "orders"
