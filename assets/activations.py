@@ -32,7 +32,6 @@ from assets.delivery import (
     archive_file,
     archive_path,
     deliver,
-    local_name_check,
     outcome_metadata,
     record_empty,
 )
@@ -40,7 +39,12 @@ from assets.file_writers import OutputEncodingError, write_file
 from assets.sealing import SealedFile, SealError, seal
 from assets.sql_tables import table_key
 from assets.templating import render_text
-from resources.files import TransferError, md5_of, safe_relative
+from resources.files import (
+    UnsafePath,
+    checked_file_name,
+    checked_template_path,
+    md5_of,
+)
 from resources.ledger import DELIVERED, DeliveryLedger, LedgerEntry, new_id
 from resources.staging import StagingResource
 from resources.warehouse import WarehouseResource
@@ -51,13 +55,14 @@ def activation_key(name: str) -> dg.AssetKey:
 
 
 def destinations_for(context: Any, workflow: spec.Workflow, activation: spec.Activation,
-                     values: dict[str, Any]) -> list[Destination]:
+                     values: dict[str, Any], name: str) -> list[Destination]:
     """The activation's destinations as they are configured now (re-sends use this too)."""
     wf = workflow.workflow.name
     try:
-        folder = safe_relative(render_text(activation.path, values) or ".")
-    except TransferError as bad:
-        raise dg.Failure(f"`path`: {bad}", allow_retries=False) from bad
+        folder = checked_template_path(f"activation `{name}`", "path",
+                                       render_text(activation.path, values) or ".")
+    except UnsafePath as bad:
+        raise dg.Failure(str(bad), allow_retries=False) from bad
     return [Destination(name, workflow.connections[name].kind,
                         getattr(context.resources, connection_key(wf, name)), folder)
             for name in activation.destinations]
@@ -108,14 +113,14 @@ def build_activation_asset(workflow: spec.Workflow, name: str, activation: spec.
         archive = getattr(context.resources, archive_key(workflow))
         ledger = DeliveryLedger(warehouse)
         values = template_context(context, workflow)
-        destinations = destinations_for(context, workflow, activation, values)
+        destinations = destinations_for(context, workflow, activation, values, name)
         outbox = staging.folder(wf, "outbox", name, context.run_id)
         redeliver = context.run.tags.get(REDELIVER_TAG, "").lower() == "true"
         partition = asset_partition(context)
         results = []
         try:
-            for plain, file_name, rows, md5 in _files(context, staging, workflow, activation,
-                                                      values, outbox, partition):
+            for plain, file_name, rows, md5 in _files(context, staging, workflow, name,
+                                                      activation, values, outbox, partition):
                 results.append(_send_one(context, ledger, archive, destinations, activation,
                                          name, wf, values, partition, plain, file_name, rows,
                                          md5 or md5_of(plain), outbox, redeliver))
@@ -127,14 +132,14 @@ def build_activation_asset(workflow: spec.Workflow, name: str, activation: spec.
 
 
 def _files(context: dg.AssetExecutionContext, staging: StagingResource,
-           workflow: spec.Workflow, activation: spec.Activation, values: dict[str, Any],
+           workflow: spec.Workflow, name: str, activation: spec.Activation,
+           values: dict[str, Any],
            outbox: Path, partition: str | None
            ) -> list[tuple[Path, str, int | None, str | None]]:
     """(local file, name to send it as, rows, md5 if already known) for each file to deliver."""
     if activation.query:
-        file_name = render_text(activation.file.name or "", values)
-        if problem := local_name_check(file_name):
-            raise dg.Failure(f"`file.name`: {problem}", allow_retries=False)
+        file_name = _checked_name(name, "file.name",
+                                  render_text(activation.file.name or "", values))
         warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
         try:
             written = write_file(
@@ -149,10 +154,9 @@ def _files(context: dg.AssetExecutionContext, staging: StagingResource,
     for item in manifest["files"]:
         source = Path(item.get("original", item["path"]))
         arrived = item.get("name", source.name)
-        file_name = render_text(activation.file.name, {**values, "source_name": arrived}
-                                ) if activation.file.name else arrived
-        if problem := local_name_check(file_name):
-            raise dg.Failure(f"`file.name`: {problem}", allow_retries=False)
+        file_name = _checked_name(name, "file.name", render_text(
+            activation.file.name, {**values, "source_name": arrived}
+        ) if activation.file.name else arrived)
         # A forwarded file's rows are not counted; an empty (0-byte) file counts as no rows.
         rows = item.get("rows", 0 if source.stat().st_size == 0 else None)
         files.append((source, file_name, rows, None))
@@ -165,6 +169,14 @@ def _files(context: dg.AssetExecutionContext, staging: StagingResource,
     if not files:
         context.log.warning(f"courier `{activation.courier}` brought no file: nothing to send")
     return files
+
+
+def _checked_name(activation: str, key: str, value: str) -> str:
+    """A rendered file name, or a failure naming the activation, the key and the value."""
+    try:
+        return checked_file_name(f"activation `{activation}`", key, value)
+    except UnsafePath as bad:
+        raise dg.Failure(str(bad), allow_retries=False) from bad
 
 
 def _send_one(context: dg.AssetExecutionContext, ledger: DeliveryLedger, archive: Any,
@@ -187,8 +199,8 @@ def _send_one(context: dg.AssetExecutionContext, ledger: DeliveryLedger, archive
     try:
         zip_name = render_text(activation.seal.zip_name, {**values, "source_name": file_name}
                                ) if activation.seal.zip_name else None
-        if zip_name and (problem := local_name_check(zip_name)):
-            raise dg.Failure(f"`seal.zip_name`: {problem}", allow_retries=False)
+        if zip_name:
+            zip_name = _checked_name(name, "seal.zip_name", zip_name)
         sealed = seal(plain, file_name, activation.seal, zip_name, outbox, content_md5)
     except SealError as failed:
         raise dg.Failure(f"{file_name}: {failed}", allow_retries=False) from failed

@@ -29,7 +29,14 @@ from assets.common import (
     template_context,
 )
 from assets.templating import render_sql, render_text
-from resources.files import FileConnection, TransferError
+from resources.files import (
+    FileConnection,
+    TransferError,
+    UnsafeArchive,
+    UnsafePath,
+    check_archive,
+    checked_template_path,
+)
 from resources.staging import StagingResource
 
 DUCKDB_ENCODINGS = {"utf-8", "utf8", "utf-8-sig"}
@@ -103,6 +110,10 @@ def _pull_files(context: dg.AssetExecutionContext, conn: FileConnection, courier
                 values: dict[str, Any], folder: Path) -> tuple[list[dict], dict]:
     pattern = render_text(courier.path or "", values)
     try:
+        checked_template_path(f"courier `{context.assets_def.key.path[-1]}`", "path", pattern)
+    except UnsafePath as bad:
+        raise dg.Failure(str(bad), allow_retries=False) from bad
+    try:
         found = conn.list_files(pattern)
     except TransferError as failed:
         raise dg.Failure(f"courier could not list {pattern!r}: {failed}") from failed
@@ -172,6 +183,10 @@ class _Encoded:
 def _xlsx_to_csv(local: Path, fmt: spec.FileFormat, target: Path) -> Path:
     from openpyxl import load_workbook  # heavy: imported only when an xlsx arrives
 
+    try:
+        check_archive(local, f"{local} (xlsx)")  # an xlsx is a zip: no bomb, no odd members
+    except UnsafeArchive as bad:
+        raise dg.Failure(str(bad), allow_retries=False) from bad
     try:
         book = load_workbook(local, read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, OSError) as bad:

@@ -216,11 +216,3 @@ def outcome_metadata(delivery: Delivery, entries: list[LedgerEntry], steps: tupl
         "not archived",
     }
 
-
-def local_name_check(name: str) -> str | None:
-    """Why a rendered file name cannot be used as one, or None."""
-    if not name or "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
-        return (f"file name {name!r} must be a plain name; put folders in the activation's "
-                "`path`")
-    return None
-

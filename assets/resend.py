@@ -96,7 +96,8 @@ def _resend(context: dg.OpExecutionContext, workflow: spec.Workflow, ledger: Del
     kept = (original.archive_path, original.archive_uri)
     entries = deliver(
         context.log, ledger, delivery, sealed, lambda: kept,
-        destinations_for(context, workflow, activation, values), overwrite=overwrite,
+        destinations_for(context, workflow, activation, values, original.activation),
+        overwrite=overwrite,
         mail=activation.mail, redeliver=True,
         values={**values, "file_name": original.file_name, "rows": original.row_count,
                 "size": sealed.size, "md5": sealed.md5, "activation": original.activation})

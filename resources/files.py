@@ -11,7 +11,9 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import posixpath
+import re
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -58,13 +60,106 @@ def is_partial(name: str) -> bool:
     return name.endswith(PARTIAL_SUFFIX)
 
 
+class UnsafePath(TransferError):
+    """A path or file name that could leave its connection's base folder or bucket prefix."""
+
+
+# Drive letters ("C:...") mean the root of a disk to SMB and Windows servers.
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_RULE = ("must stay inside the connection's base folder or bucket prefix: a relative path "
+         "without '..', a leading '/', a drive letter, backslashes, NUL or control characters")
+
+
+def path_problem(path: str) -> str | None:
+    """Why `path` (relative to a connection's base) could leave that base, or None.
+
+    The one rule every connection and every templated path or file name goes through: folder,
+    SFTP, FTP, SMB and S3 each join the result to their base, so a path that passes cannot
+    point outside it on any of them.
+    """
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        return "holds NUL or another control character"
+    if "\\" in path:
+        return "holds a backslash (a folder separator on SMB and Windows servers)"
+    if path.startswith("/") or _DRIVE.match(path):
+        return "is absolute"
+    if ".." in path.split("/"):
+        return "goes up with '..'"
+    return None
+
+
 def safe_relative(path: str) -> str:
-    """Refuse templated paths that would leave the connection's base folder or bucket prefix."""
-    clean = path.replace("\\", "/")
-    if "\x00" in path or "\\" in path or clean.startswith("/") or ".." in clean.split("/"):
-        raise TransferError(f"path {path!r} must stay inside the connection's base folder "
-                            "(no '..', absolute paths, backslashes or NUL)")
-    return posixpath.normpath(clean) if clean else "."
+    """The normalised relative path; UnsafePath for one that could leave the base."""
+    if problem := path_problem(path):
+        raise UnsafePath(f"path {path!r} {_RULE} (it {problem})")
+    return posixpath.normpath(path) if path else "."
+
+
+def checked_template_path(owner: str, key: str, value: str) -> str:
+    """A rendered template used as a folder under a connection's base, normalised.
+
+    `owner` names the spec entry (e.g. "activation `partner_file`"), `key` its setting, so the
+    error says where to look and which value was refused.
+    """
+    if problem := path_problem(value):
+        raise UnsafePath(f"{owner} `{key}` rendered to {value!r}, which {problem}; it "
+                         f"{_RULE}. Fix the template or the params it uses")
+    return posixpath.normpath(value) if value else "."
+
+
+def checked_file_name(owner: str, key: str, value: str) -> str:
+    """A rendered file name: one plain name (folders belong in the path), safe as above."""
+    problem = path_problem(value)
+    if problem is None and (not value or "/" in value or value in (".", "..")):
+        problem = "is not one plain file name (put folders in the activation's `path`)"
+    if problem:
+        raise UnsafePath(f"{owner} `{key}` rendered to {value!r}, which {problem}. Fix the "
+                         "template or the params it uses")
+    return value
+
+
+class UnsafeArchive(TransferError):
+    """An archive (a zip, or an xlsx workbook, which is one) that is not safe to unpack."""
+
+
+# Limits for unpacking a zip: an xlsx of a million rows unpacks to a few hundred MiB at ratios
+# of 10-100; zip bombs declare gigabytes, a deflated member at ratios up to ~1000.
+MAX_ARCHIVE_MEMBERS = 10_000
+MAX_UNPACKED_BYTES = 2 * 1024**3
+MAX_COMPRESSION_RATIO = 250
+
+
+def check_archive(path: Path, what: str, max_unpacked_bytes: int = MAX_UNPACKED_BYTES) -> None:
+    """Refuse a zip before anything reads its members: a member whose name could land outside
+    the folder it is unpacked into (zip-slip: '..', absolute, backslashes, NUL), too many
+    members, or more unpacked bytes (or a higher compression ratio) than any real file has.
+
+    The sizes checked are the ones the archive declares; Python's zipfile never inflates a
+    member beyond its declared size, so a lying header cannot get past this. `what` names the
+    file for the message (e.g. "courier `orders` file in/x.xlsx").
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as bad:
+        raise UnsafeArchive(f"{what} is not a readable zip archive: {bad}") from bad
+    if len(members) > MAX_ARCHIVE_MEMBERS:
+        raise UnsafeArchive(f"{what} holds {len(members):,} members (at most "
+                            f"{MAX_ARCHIVE_MEMBERS:,} are unpacked)")
+    total = 0
+    for member in members:
+        if problem := path_problem(member.filename.rstrip("/")) or (
+                None if member.filename.strip("/") else "is empty"):
+            raise UnsafeArchive(f"{what}: member {member.filename!r} {problem}; it could be "
+                                "unpacked outside its folder, so the archive is refused")
+        total += member.file_size
+        if member.file_size > MAX_COMPRESSION_RATIO * max(member.compress_size, 1024):
+            raise UnsafeArchive(
+                f"{what}: member {member.filename!r} unpacks {member.compress_size:,} bytes to "
+                f"{member.file_size:,} (more than {MAX_COMPRESSION_RATIO}x: a zip bomb?)")
+    if total > max_unpacked_bytes:
+        raise UnsafeArchive(f"{what} unpacks to {total:,} bytes, above the limit of "
+                            f"{max_unpacked_bytes:,}")
 
 
 def split_pattern(pattern: str) -> tuple[str, str]:

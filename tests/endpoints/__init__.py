@@ -31,3 +31,6 @@ class Endpoint:
     reads_pipes: bool = True
     # True while an upload to out/ is under way at the server (default: a partial name shows).
     in_flight: Callable[[], bool] | None = None
+    # Everything the server holds outside the base (path -> size), seen by the independent
+    # client: a path that escaped the base would show here.
+    outside: Callable[[], dict[str, int]] | None = None

@@ -24,7 +24,7 @@ import pytest
 
 from resources.ftp import FtpResource
 from tests.endpoints import Endpoint
-from tests.endpoints.kinds import local_endpoint_parts
+from tests.endpoints.kinds import local_endpoint_parts, outside_of
 
 FULL_PERMS = "elradfmwMT"
 
@@ -187,7 +187,8 @@ def _endpoint(kind: str, server: FtpServer) -> Endpoint:
     wrong = "not-the-password-" + uuid.uuid4().hex[:6]
     bad = FtpResource(**{**settings, "password": wrong})
     return Endpoint(kind, FtpResource(**settings), *local_endpoint_parts(base), bad_login=bad,
-                    rebuild=("resources.ftp:FtpResource", settings), secret=wrong)
+                    rebuild=("resources.ftp:FtpResource", settings), secret=wrong,
+                    outside=outside_of(base, server.root))
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
@@ -34,13 +35,32 @@ def local_endpoint_parts(base: Path):
     return read, listing, put
 
 
+def outside_of(base: Path, root: Path) -> Callable[[], dict[str, int]]:
+    """Every file and folder under `root` (the server's whole tree) that is not under `base`."""
+
+    def outside() -> dict[str, int]:
+        found = {}
+        for folder, dirs, files in os.walk(root):
+            here = Path(folder)
+            if here == base:
+                dirs.clear()
+                continue
+            for name in files + [d for d in dirs if here / d != base]:
+                path = here / name
+                found[str(path.relative_to(root))] = path.lstat().st_size if name in files else -1
+        return found
+
+    return outside
+
+
 @pytest.fixture
 def folder_files(tmp_path: Path) -> Endpoint:
     base = tmp_path / "destination"
     base.mkdir()
     settings = {"path": str(base)}
     return Endpoint("folder", FolderResource(**settings), *local_endpoint_parts(base),
-                    bad_login=None, rebuild=("resources.folder:FolderResource", settings))
+                    bad_login=None, rebuild=("resources.folder:FolderResource", settings),
+                    outside=outside_of(base, tmp_path))
 
 
 @pytest.fixture
@@ -56,7 +76,7 @@ def sftp_files(sshd) -> Endpoint:
     bad = SftpResource(**{**settings, "private_key_path": None, "password": wrong})
     return Endpoint("sftp", SftpResource(**settings), *local_endpoint_parts(base),
                     bad_login=bad, rebuild=("resources.sftp:SftpResource", settings),
-                    secret=wrong)
+                    secret=wrong, outside=outside_of(base, sshd.root))
 
 
 @pytest.fixture
@@ -84,6 +104,14 @@ def s3_files(s3_endpoint: str) -> Iterator[Endpoint]:
     def in_flight() -> bool:
         return bool(client.list_multipart_uploads(Bucket=bucket).get("Uploads"))
 
+    def outside() -> dict[str, int]:
+        """Keys of the bucket outside the prefix, and any other bucket (by name)."""
+        keys = {o["Key"]: o["Size"] for page in client.get_paginator("list_objects_v2")
+                .paginate(Bucket=bucket) for o in page.get("Contents", [])
+                if not o["Key"].startswith(f"{prefix}/")}
+        return keys | {f"bucket:{b['Name']}": -1 for b in client.list_buckets()["Buckets"]
+                       if b["Name"] != bucket}
+
     yield Endpoint("s3", S3BucketResource(**settings), read, listing, put, bad_login=None,
                    rebuild=("resources.s3:S3BucketResource", settings), reads_pipes=False,
-                   in_flight=in_flight)
+                   in_flight=in_flight, outside=outside)
