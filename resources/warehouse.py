@@ -84,12 +84,26 @@ class WarehouseResource(dg.ConfigurableResource):
         Without a partition the table is replaced; with one, only that partition's rows are.
         Rows with nulls in `not_null` columns fail the load and nothing changes.
         """
+        with self.file_load(schema, table, partition) as load:
+            rows = load.replace(select_sql, params)
+            _check_not_null(load.run, load.target, partition, not_null,
+                            load.placeholder.format("partition"))
+            return rows
+
+    @contextmanager
+    def file_load(self, schema: str, table: str, partition: str | None
+                  ) -> Iterator[FileLoad]:
+        """One transaction for a load from files: DuckDB reads them (`load.reader`, where
+        staging tables may be made), `load.replace` writes the table or partition and
+        `load.replace_rows` bookkeeping rows; an error anywhere changes nothing."""
         if self.is_duckdb:
-            return self._load_files_duckdb(schema, table, select_sql, params, partition,
-                                           not_null)
-        with duckdb.connect() as reader:
-            batches = reader.sql(select_sql, params=dict(params)).to_arrow_reader(BATCH_ROWS)
-            return self._load_batches(schema, table, batches, partition, not_null)
+            with self._transaction(f"load {schema}.{table}", ordered=False) as run:
+                yield FileLoad(self, run.duckdb_con, run, schema, table, partition)
+            return
+        with duckdb.connect() as reader, self._transaction(f"load {schema}.{table}") as run:
+            reader.execute(f"SET memory_limit = '{self.duckdb_memory_limit}'")
+            reader.execute("SET preserve_insertion_order = false")
+            yield FileLoad(self, reader, run, schema, table, partition)
 
     def batches(self, sql: str, params: Mapping[str, Any] | None = None,
                 rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
@@ -207,24 +221,6 @@ class WarehouseResource(dg.ConfigurableResource):
         finally:
             con.close()
 
-    def _load_files_duckdb(self, schema: str, table: str, select_sql: str,
-                           params: Mapping[str, Any], partition: str | None,
-                           not_null: list[str]) -> int:
-        target = qualified(schema, table)
-        with self._transaction(f"load {schema}.{table}", ordered=False) as run:
-            run(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
-            exists = run("SELECT count(*) FROM information_schema.tables WHERE table_schema = "
-                         "$s AND table_name = $t", {"s": schema, "t": table})[0][0]
-            if partition is None or not exists:
-                run(f"CREATE OR REPLACE TABLE {target} AS {select_sql}", params)
-            else:
-                run(f"DELETE FROM {target} WHERE {PARTITION_COLUMN} = $partition",
-                    {"partition": partition})
-                run(f"INSERT INTO {target} BY NAME {select_sql}", params)
-            _check_not_null(run, target, partition, not_null, "$partition")
-            where, args = _partition_filter(partition, "$partition")
-            return run(f"SELECT count(*) FROM {target}{where}", args)[0][0]
-
     # ---------------------------------------------------------------- SQLAlchemy
     def engine(self) -> sa.Engine:
         if self._engine is None:
@@ -245,35 +241,6 @@ class WarehouseResource(dg.ConfigurableResource):
             return "(unparseable URL)"
         hidden = {k: "***" for k in url.query if re.search(r"pass|secret|token|key", k, re.I)}
         return url.update_query_dict(hidden).render_as_string(hide_password=True)
-
-    def _load_batches(self, schema: str, table: str, batches: pa.RecordBatchReader,
-                      partition: str | None, not_null: list[str]) -> int:
-        target = qualified(schema, table)
-        is_postgres = self.engine().dialect.name == "postgresql"
-        with self._transaction(f"load {schema}.{table}") as run:
-            run(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
-            if partition is None or not self._exists_in(run, schema, table):
-                run(f"DROP TABLE IF EXISTS {target}")
-                columns = ", ".join(f"{quote_ident(f.name)} {_sql_type(f.type)}"
-                                    for f in batches.schema)
-                run(f"CREATE TABLE {target} ({columns})")
-            else:
-                run(f"DELETE FROM {target} WHERE {PARTITION_COLUMN} = :partition",
-                    {"partition": partition})
-            if is_postgres:
-                run.copy(target, batches)
-            else:
-                for batch in batches:
-                    batch.to_pandas().to_sql(table, run.connection, schema=schema,
-                                             if_exists="append", index=False,
-                                             chunksize=10_000, method="multi")
-            _check_not_null(run, target, partition, not_null, ":partition")
-            where, args = _partition_filter(partition, ":partition")
-            return run(f"SELECT count(*) FROM {target}{where}", args)[0][0]
-
-    def _exists_in(self, run: _Runner, schema: str, table: str) -> bool:
-        return run("SELECT count(*) FROM information_schema.tables WHERE table_schema = :s "
-                   "AND table_name = :t", {"s": schema, "t": table})[0][0] > 0
 
     # ---------------------------------------------------------------- transactions
     @contextmanager
@@ -296,6 +263,86 @@ class WarehouseResource(dg.ConfigurableResource):
             detail = str(getattr(failed, "orig", None) or failed).strip().splitlines()[0]
             raise WarehouseError(f"{what} failed, the previous table is unchanged: "
                                  f"{detail}") from failed
+
+
+
+class FileLoad:
+    """An open load of one table: `reader` is the DuckDB connection that reads the files (the
+    warehouse's own for DuckDB, an in-memory one otherwise); `run` runs SQL on the warehouse
+    inside the load's transaction."""
+
+    def __init__(self, warehouse: WarehouseResource, reader: duckdb.DuckDBPyConnection,
+                 run: _Runner, schema: str, table: str, partition: str | None):
+        self.warehouse, self.reader, self.run = warehouse, reader, run
+        self.schema, self.table, self.partition = schema, table, partition
+        self.target = qualified(schema, table)
+        self.placeholder = warehouse.placeholder
+
+    def replace(self, select_sql: str, params: Mapping[str, Any]) -> int:
+        """Write the rows of a DuckDB SELECT (run by `reader`) as the whole table, or as the
+        load's partition of it; returns the rows written."""
+        run, target, partition = self.run, self.target, self.partition
+        run(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
+        exists = self._exists()
+        mark = self.placeholder.format("partition")
+        if self.warehouse.is_duckdb:
+            if partition is None or not exists:
+                run(f"CREATE OR REPLACE TABLE {target} AS {select_sql}", params)
+            else:
+                run(f"DELETE FROM {target} WHERE {PARTITION_COLUMN} = {mark}",
+                    {"partition": partition})
+                run(f"INSERT INTO {target} BY NAME {select_sql}", params)
+        else:
+            batches = self.reader.sql(select_sql, params=dict(params)).to_arrow_reader(
+                BATCH_ROWS)
+            if partition is None or not exists:
+                run(f"DROP TABLE IF EXISTS {target}")
+                columns = ", ".join(f"{quote_ident(f.name)} {_sql_type(f.type)}"
+                                    for f in batches.schema)
+                run(f"CREATE TABLE {target} ({columns})")
+            else:
+                run(f"DELETE FROM {target} WHERE {PARTITION_COLUMN} = {mark}",
+                    {"partition": partition})
+            self._insert(target, self.table, batches)
+        where, args = _partition_filter(partition, mark)
+        return run(f"SELECT count(*) FROM {target}{where}", args)[0][0]
+
+    def replace_rows(self, schema: str, table: str, rows: pa.Table,
+                     match: Mapping[str, Any]) -> None:
+        """In a bookkeeping table (made by `ensure_table`), replace the rows matching `match`
+        (column → value; None matches NULL) with `rows`, inside the load's transaction."""
+        target = qualified(schema, table)
+        conditions = [f"{quote_ident(c)} IS NULL" if v is None
+                      else f"{quote_ident(c)} = {self.placeholder.format(c)}"
+                      for c, v in match.items()]
+        self.run(f"DELETE FROM {target} WHERE {' AND '.join(conditions) or 'true'}",
+                 {c: v for c, v in match.items() if v is not None})
+        if rows.num_rows == 0:
+            return
+        if self.warehouse.is_duckdb:
+            self.reader.register("stagecoach_new_rows", rows)
+            try:
+                self.run(f"INSERT INTO {target} BY NAME SELECT * FROM stagecoach_new_rows")
+            finally:
+                self.reader.unregister("stagecoach_new_rows")
+        else:
+            self._insert(target, table, rows.to_reader(), schema)
+
+    def _insert(self, target: str, table: str, batches: pa.RecordBatchReader,
+                schema: str | None = None) -> None:
+        if self.warehouse.engine().dialect.name == "postgresql":
+            self.run.copy(target, batches)
+            return
+        for batch in batches:
+            batch.to_pandas().to_sql(table, self.run.connection, schema=schema or self.schema,
+                                     if_exists="append", index=False, chunksize=10_000,
+                                     method="multi")
+
+    def _exists(self) -> bool:
+        p = self.placeholder.format
+        return self.run(f"SELECT count(*) FROM information_schema.tables WHERE table_schema = "
+                        f"{p('s')} AND table_name = {p('t')}",
+                        {"s": self.schema, "t": self.table})[0][0] > 0
 
 
 class _Runner:
