@@ -7,11 +7,9 @@ DAGSTER_HOME; it is started in its own session and stopped by ending its process
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -23,19 +21,23 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import psutil
 import pytest
-from dagster_graphql import DagsterGraphQLClient
 
-from tests.conftest import free_port, need_server, wait_for_port
+from tests.conftest import free_port, wait_for_port
+from tests.e2e.dagster_dev import (
+    LOCATION,
+    REPO,
+    REPOSITORY,
+    DagsterDev,
+    run_details,
+    running_dagster_dev,
+    wait_for_run,
+)
 
 pytestmark = pytest.mark.timeout(600)
-REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = "e2e"
-LOCATION, REPOSITORY = "stagecoach", "__repository__"
 TOKEN_ENV = "TEST_WEBHOOK_TOKEN"
-START_TIMEOUT, RUN_TIMEOUT, TICK_TIMEOUT = 120.0, 180.0, 150.0
-TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+TICK_TIMEOUT = 150.0
 
 PEOPLE = "id,name,city\n1,ada lovelace,London\n2,grace hopper,Arlington\n"
 
@@ -74,95 +76,6 @@ triggers:
 """
 
 
-@dataclass(frozen=True)
-class DagsterDev:
-    port: int
-    root: Path
-    workflows: Path
-    outbox: Path
-    token: str
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def client(self) -> DagsterGraphQLClient:
-        return DagsterGraphQLClient("127.0.0.1", port_number=self.port)
-
-    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{self.url}/graphql", data=json.dumps({"query": query,
-                                                    "variables": variables or {}}).encode(),
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            body = json.loads(answer.read())
-        assert not body.get("errors"), body["errors"]
-        return body["data"]
-
-    def log_tail(self, lines: int = 60) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as answer:
-            return answer.status == 200
-    except (OSError, urllib.error.URLError):
-        return False
-
-
-LOCATION_QUERY = """
-{ workspaceOrError { __typename ... on Workspace { locationEntries {
-    name loadStatus
-    locationOrLoadError { __typename ... on PythonError { message } } } } } }
-"""
-
-
-def _location_state(dev: DagsterDev) -> tuple[str, str]:
-    """(state, error message) of the `stagecoach` location: LOADING, LOADED or ERROR."""
-    entries = dev.graphql(LOCATION_QUERY)["workspaceOrError"].get("locationEntries", [])
-    for entry in entries:
-        if entry["name"] == LOCATION:
-            loaded = entry["locationOrLoadError"] or {}
-            if loaded.get("__typename") == "PythonError":
-                return "ERROR", loaded["message"]
-            return ("LOADED" if entry["loadStatus"] == "LOADED" and loaded else "LOADING"), ""
-    return "LOADING", ""
-
-
-def _group(process: subprocess.Popen) -> list[psutil.Process]:
-    try:
-        parent = psutil.Process(process.pid)
-        return [parent, *parent.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _stop_group(process: subprocess.Popen) -> list[str]:
-    """SIGTERM the process group, SIGKILL it after 20 s; the processes that outlived both."""
-    members = _group(process)
-    for sig, wait in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        _, alive = psutil.wait_procs(members, timeout=wait)
-        if not alive:
-            break
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
-    return [f"{p.pid} {p.cmdline()}" for p in members if _alive(p)]
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 @pytest.fixture(scope="module")
 def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
     root = tmp_path_factory.mktemp("e2e")
@@ -177,66 +90,9 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
            "STAGECOACH_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "dagster_home"),
            TOKEN_ENV: token}
     env.pop("STAGECOACH_WAREHOUSE_URL", None)
-    dagster = REPO / ".venv" / "bin" / "dagster"
-    if not os.access(dagster, os.X_OK):
-        need_server("dagster dev", f"{dagster} is missing (pip install -e '.[dev]')")
-    port, log = free_port(), root / "dagster_dev.log"
-    dev = DagsterDev(port, root, root / "workflows", root / "outbox", token, log)
-    started = time.monotonic()
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [str(dagster), "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1",
-             "-p", str(port)], cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        state, error = "LOADING", ""
-        deadline = started + START_TIMEOUT
-        while time.monotonic() < deadline and process.poll() is None:
-            if _http_ok(f"{dev.url}/server_info"):
-                state, error = _location_state(dev)
-                if state != "LOADING":
-                    break
-            time.sleep(1)
-        if state == "ERROR":
-            pytest.fail(f"the code location did not load under dagster dev:\n{error}",
-                        pytrace=False)
-        if state != "LOADED":
-            why = ("exited with " + str(process.returncode) if process.poll() is not None
-                   else f"not ready after {START_TIMEOUT:.0f} s")
-            print(f"dagster dev {why}; its log:\n{dev.log_tail()}", file=sys.stderr)
-            need_server("dagster dev", f"dagster dev could not start ({why})")
-        print(f"dagster dev ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    env.pop("STAGECOACH_EXECUTOR", None)
+    with running_dagster_dev(root, root / "workflows", env, token) as dev:
         yield dev
-    finally:
-        survivors = _stop_group(process)
-    assert not survivors, f"processes outlived dagster dev's group: {survivors}"
-
-
-def wait_for_run(dev: DagsterDev, run_id: str, timeout: float = RUN_TIMEOUT) -> str:
-    """The run's final status (or its last one at the deadline)."""
-    client, deadline, status = dev.client(), time.monotonic() + timeout, ""
-    while time.monotonic() < deadline:
-        status = client.get_run_status(run_id).value
-        if status in TERMINAL:
-            break
-        time.sleep(1)
-    return status
-
-
-RUN_QUERY = """
-query ($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run {
-    status tags { key value }
-    eventConnection { events { __typename
-        ... on ExecutionStepFailureEvent { stepKey error { message } }
-        ... on RunFailureEvent { message } } } } } }
-"""
-
-
-def run_details(dev: DagsterDev, run_id: str) -> dict[str, Any]:
-    run = dev.graphql(RUN_QUERY, {"runId": run_id})["runOrError"]
-    failures = [e for e in run["eventConnection"]["events"] if len(e) > 1]
-    return {"status": run["status"], "tags": {t["key"]: t["value"] for t in run["tags"]},
-            "failures": [json.dumps(e)[:2000] for e in failures]}
 
 
 def test_graphql_launch_delivers_the_file(dagster_dev: DagsterDev):
