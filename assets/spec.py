@@ -74,6 +74,9 @@ class SftpConnection(Model):
     known_hosts: Setting | None = Field(
         None, description="known_hosts file; default ~/.ssh/known_hosts. Host keys are checked."
     )
+    host_key: Setting | None = Field(
+        None, description="The server's host key pinned ('ssh-ed25519 AAAA…', a known_hosts "
+        "line without the host): only this key is accepted, known_hosts is not read.")
     base_path: str = "."
     timeout_seconds: float = Field(30, gt=0)
     description: str | None = None
@@ -99,6 +102,8 @@ class FtpConnection(Model):
     tls: bool = Field(False, description="Explicit FTPS (AUTH TLS, encrypted data channel).")
     ca_file: Setting | None = Field(None, description="CA bundle to check the server's "
                                                       "certificate; default the system's.")
+    verify_tls: bool = Field(True, description="false: encrypt without checking the server's "
+                                               "certificate (explicit opt-out).")
     base_path: str = "."
     passive: bool = True
     timeout_seconds: float = Field(30, gt=0)
@@ -128,6 +133,8 @@ class SmtpConnection(Model):
     password: Secret | None = None
     security: Literal["starttls", "ssl", "none"] = "starttls"
     ca_file: Setting | None = None
+    verify_tls: bool = Field(True, description="false: encrypt without checking the server's "
+                                               "certificate (explicit opt-out).")
     from_address: Setting
     timeout_seconds: float = Field(30, gt=0)
     description: str | None = None

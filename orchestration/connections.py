@@ -38,7 +38,7 @@ def resource_for(connection: spec.Connection) -> dg.ConfigurableResource:
     if isinstance(connection, spec.SftpConnection):
         fields = {k: _value(getattr(connection, k)) for k in (
             "host", "username", "password", "private_key_path", "private_key_passphrase",
-            "known_hosts")}
+            "known_hosts", "host_key")}
         return SftpResource(port=connection.port, base_path=connection.base_path,
                             timeout_seconds=connection.timeout_seconds,
                             **{k: v for k, v in fields.items() if v is not None})
@@ -51,13 +51,14 @@ def resource_for(connection: spec.Connection) -> dg.ConfigurableResource:
                                 **{k: v for k, v in fields.items() if v is not None})
     if isinstance(connection, spec.FtpConnection):
         return FtpResource(**_settings(connection, "host", "port", "username", "password", "tls",
-                                       "ca_file", "base_path", "passive", "timeout_seconds"))
+                                       "ca_file", "verify_tls", "base_path", "passive",
+                                       "timeout_seconds"))
     if isinstance(connection, spec.SmbConnection):
         return SmbResource(**_settings(connection, "host", "port", "share", "username",
                                        "password", "base_path", "encrypt", "timeout_seconds"))
     if isinstance(connection, spec.SmtpConnection):
         return SmtpResource(**_settings(connection, "host", "port", "username", "password",
-                                        "security", "ca_file", "from_address",
+                                        "security", "ca_file", "verify_tls", "from_address",
                                         "timeout_seconds"))
     if isinstance(connection, spec.SqlConnection):
         return WarehouseResource(url=dg.EnvVar(connection.url.env))

@@ -107,6 +107,14 @@ class FtpResource(dg.ConfigurableResource):
             ftp.set_pasv(self.passive)
             ftp.voidcmd("TYPE I")  # pyftpdlib (rightly) refuses SIZE in ASCII mode
             return ftp
+        except ssl.SSLCertVerificationError as failed:
+            if ftp is not None:
+                ftp.close()
+            trust = f"ca_file {self.ca_file}" if self.ca_file else "the system store"
+            raise self._error(f"{who} {stage}: the server's certificate is not trusted (checked "
+                              f"against {trust}); set `ca_file` to the CA that signed it, or "
+                              "`verify_tls: false` to encrypt without checking", failed
+                              ) from failed
         except _ERRORS as failed:
             if ftp is not None:
                 ftp.close()

@@ -17,6 +17,7 @@ import email.utils
 import json
 import logging
 import random
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -49,6 +50,18 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 _OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def tls_context(ca_file: str | None, verify_tls: bool) -> ssl.SSLContext | None:
+    """The TLS settings of an HTTPS channel: None is Python's default (the system store, host
+    name checked); `ca_file` trusts that CA instead; `verify_tls=False` is the explicit opt-out
+    (still encrypted, any certificate accepted)."""
+    if not verify_tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=ca_file) if ca_file else None
 
 
 def json_bytes(payload: Any) -> bytes:
@@ -124,7 +137,8 @@ def _excerpt(body: bytes) -> str:
 
 def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float, retries: int,
          backoff_seconds: float, describe: str, *, secrets: Iterable[str | None] = (),
-         max_retry_after_seconds: float = RETRY_AFTER_CAP_SECONDS) -> tuple[int, bytes]:
+         max_retry_after_seconds: float = RETRY_AFTER_CAP_SECONDS,
+         tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     """POST `body` and return (status, answer body) of the first 2xx answer.
 
     Up to `retries` more attempts after the first on connection errors, timeouts, 429 and 5xx;
@@ -140,13 +154,15 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float, retr
     if urlsplit(url).scheme not in ("http", "https") or host_of(url) == "?":
         raise fail("the URL must be http:// or https:// with a host")
     headers = {"User-Agent": USER_AGENT, **headers}
+    opener = _OPENER if tls is None else urllib.request.build_opener(
+        _NoRedirect, urllib.request.HTTPSHandler(context=tls))
     attempts = max(0, retries) + 1
     last = "no attempt made"
     for attempt in range(attempts):
         wait: float | None = None
         try:
             request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-            with _OPENER.open(request, timeout=timeout) as response:
+            with opener.open(request, timeout=timeout) as response:
                 return response.status, response.read()
         except ValueError:  # http.client quotes the offending URL or header value: not shown
             raise fail("the URL or a header holds characters HTTP does not allow (a stray "
@@ -174,6 +190,10 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float, retr
             last = f"timed out after {timeout} s"
         except urllib.error.URLError as failed:
             reason = failed.reason
+            if isinstance(reason, ssl.SSLCertVerificationError):  # a retry gets the same answer
+                raise fail(f"the server's certificate is not trusted ({reason.verify_message}); "
+                           "set `ca_file` to the CA that signed it, or `verify_tls: false` to "
+                           "encrypt without checking") from None
             last = (f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException)
                     else str(reason))
         except OSError as failed:  # connection reset or closed while reading the answer
@@ -189,12 +209,12 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float, retr
 
 
 def post_json(url: str, payload: Any, headers: Mapping[str, str], timeout: float, retries: int,
-              backoff_seconds: float, describe: str, *, secrets: Iterable[str | None] = ()
-              ) -> tuple[int, bytes]:
+              backoff_seconds: float, describe: str, *, secrets: Iterable[str | None] = (),
+              tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     """`post` of `json_bytes(payload)` as application/json; headers may add to or override it."""
     return post(url, json_bytes(payload),
                 {"Content-Type": "application/json; charset=utf-8", **headers},
-                timeout, retries, backoff_seconds, describe, secrets=secrets)
+                timeout, retries, backoff_seconds, describe, secrets=secrets, tls=tls)
 
 
 class HttpAlertChannel(dg.ConfigurableResource):
@@ -206,6 +226,13 @@ class HttpAlertChannel(dg.ConfigurableResource):
                                    "for each next one (a 429's Retry-After wins if longer).")
     timeout_seconds: float = Field(10.0, gt=0, description="Per attempt, connecting and "
                                    "reading the answer.")
+    ca_file: str | None = Field(None, description="PEM CA bundle that signed the server's "
+                                "certificate; default the system store.")
+    verify_tls: bool = Field(True, description="false: encrypt without checking the server's "
+                             "certificate (explicit opt-out).")
+
+    def tls(self) -> ssl.SSLContext | None:
+        return tls_context(self.ca_file, self.verify_tls)
 
 
 def duration_text(seconds: float | None) -> str | None:

@@ -1,9 +1,9 @@
 """Mail as a destination and as an alert channel: one SMTP sending core under file delivery,
 alerts and SMS through email-to-SMS gateways.
 
-TLS is always verified (against `ca_file` or the system store); a message goes to all of its
-recipients or to none (a refused recipient stops it before DATA, so a Dagster retry sends no
-duplicates); errors name the server and the operation, never the password.
+TLS is verified (against `ca_file` or the system store) unless `verify_tls: false`; a message
+goes to all of its recipients or to none (a refused recipient stops it before DATA, so a Dagster
+retry sends no duplicates); errors name the server and the operation, never the password.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def _local_hostname() -> str:
 
 class SmtpResource(dg.ConfigurableResource):
     """An SMTP submission server; TLS certificates are checked against ca_file or the system
-    store, never skipped."""
+    store unless `verify_tls` is explicitly false."""
 
     host: str
     port: int = 587
@@ -129,6 +129,8 @@ class SmtpResource(dg.ConfigurableResource):
         "(a local relay; no login allowed in clear).")
     ca_file: str | None = Field(None, description="PEM CA bundle to check the server's "
                                 "certificate against; default the system store.")
+    verify_tls: bool = Field(True, description="Check the server's certificate and host name; "
+                             "false still encrypts but trusts any server (explicit opt-out).")
     from_address: str = Field(description="user@domain or 'Display Name <user@domain>'.")
     timeout_seconds: float = 30
     max_message_bytes: int = 10 * 1024 * 1024
@@ -220,6 +222,11 @@ class SmtpResource(dg.ConfigurableResource):
         return text.replace(self.password, "***") if self.password else text
 
     def _tls_context(self) -> ssl.SSLContext:
+        if not self.verify_tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
         try:
             return ssl.create_default_context(cafile=self.ca_file)
         except (OSError, ssl.SSLError) as failed:
@@ -280,7 +287,9 @@ class SmtpResource(dg.ConfigurableResource):
         except ssl.SSLCertVerificationError as failed:
             trust = f"ca_file {self.ca_file}" if self.ca_file else "the system store"
             raise MailError(f"{self._where()} {step}: the server's certificate is not trusted "
-                            f"(checked against {trust}): {failed.verify_message}") from failed
+                            f"(checked against {trust}): {failed.verify_message}; set `ca_file` "
+                            "to the CA that signed it, or `verify_tls: false` to encrypt "
+                            "without checking") from failed
         except smtplib.SMTPAuthenticationError as failed:
             raise MailError(self._scrub(f"{self._where()} {step}: refused "
                                         f"{_reply(failed.smtp_code, failed.smtp_error)}")

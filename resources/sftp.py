@@ -17,6 +17,8 @@ writing disjoint ranges (on 2 cores the client, Python-bound, and sshd already s
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import posixpath
 import stat
@@ -77,6 +79,10 @@ class SftpResource(dg.ConfigurableResource):
     private_key_path: str | None = None
     private_key_passphrase: str | None = None
     known_hosts: str | None = Field(None, description="Default ~/.ssh/known_hosts.")
+    host_key: str | None = Field(
+        None, description="The server's public host key pinned, as in known_hosts without the "
+        "host ('ssh-ed25519 AAAA…'); when set, only this key is accepted and known_hosts is "
+        "not read.")
     base_path: str = "."
     timeout_seconds: float = 30
 
@@ -91,15 +97,35 @@ class SftpResource(dg.ConfigurableResource):
     def local_path(self, remote: str) -> Path | None:
         return None  # remote: couriers download it
 
-    def _connect(self, operation: str) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
-        client = paramiko.SSHClient()
+    def _where(self) -> str:
+        return f"sftp {self.username}@{self.host}:{self.port}"
+
+    def _trusted_keys(self, client: paramiko.SSHClient, operation: str) -> str:
+        """Load the keys this connection trusts (the pinned one, or known_hosts); returns
+        where they came from, for the messages."""
+        if self.host_key:
+            entry = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+            try:
+                key_type, data = self.host_key.split()[:2]
+                key = paramiko.PKey.from_type_string(key_type, base64.b64decode(data))
+            except (ValueError, binascii.Error, paramiko.SSHException) as bad:
+                raise TransferError(f"{self._where()} {operation}: `host_key` is not a public "
+                                    "key line such as 'ssh-ed25519 AAAA…' (copy it from "
+                                    f"ssh-keyscan or the server's *.pub file): {bad}") from None
+            client.get_host_keys().add(entry, key.get_name(), key)
+            return "the pinned `host_key`"
         known = os.path.expanduser(self.known_hosts or "~/.ssh/known_hosts")
         try:
             client.load_host_keys(known)
         except OSError as missing:
             raise TransferError(f"sftp {self.host}:{self.port} {operation}: cannot read "
                                 f"known_hosts {known}: {missing.strerror}") from missing
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        return f"known_hosts {known}"
+
+    def _connect(self, operation: str) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
+        client = paramiko.SSHClient()
+        trusted = self._trusted_keys(client, operation)
+        client.set_missing_host_key_policy(_RefuseUnknownHostKey(trusted))
         try:
             client.connect(self.host, port=self.port, username=self.username,
                            password=self.password, key_filename=self.private_key_path,
@@ -112,6 +138,14 @@ class SftpResource(dg.ConfigurableResource):
             if sftp is None:
                 raise paramiko.SSHException("the server refused the SFTP channel")
             return client, sftp
+        except paramiko.BadHostKeyException as changed:
+            client.close()
+            raise TransferError(
+                f"{self._where()} {operation}: the server's host key CHANGED: it offered "
+                f"{_fingerprint(changed.key)}, but {trusted} holds "
+                f"{_fingerprint(changed.expected_key)}. Refused: someone may be between "
+                "Stagecoach and the server, or the server was re-installed; ask its owner for "
+                "the new key's fingerprint before updating the trusted key") from None
         except _ERRORS as failed:
             client.close()
             raise TransferError(f"sftp {self.username}@{self.host}:{self.port} {operation}: "
@@ -202,6 +236,26 @@ def _sftp_makedirs(sftp: paramiko.SFTPClient, directory: str) -> None:
 
 
 # ---------------------------------------------------------------- fast transfers
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.fingerprint}"
+
+
+class _RefuseUnknownHostKey(paramiko.MissingHostKeyPolicy):
+    """Refuse a server whose key is not trusted, saying what to do (paramiko's RejectPolicy
+    only says the host is not in known_hosts)."""
+
+    def __init__(self, trusted: str):
+        self.trusted = trusted
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                         key: paramiko.PKey) -> None:
+        raise paramiko.SSHException(
+            f"the server's host key {_fingerprint(key)} is unknown: {hostname} is not in "
+            f"{self.trusted}. Refused; if this is the right server, check that fingerprint with "
+            "its owner, then add the key to known_hosts (ssh-keyscan) or pin it with "
+            "`host_key`")
 
 
 def _transport_preferring_gcm(sock: Any, **settings: Any) -> paramiko.Transport:

@@ -34,6 +34,7 @@ from resources.http_post import (
     host_of,
     retry_after_seconds,
     scrub,
+    tls_context,
 )
 
 _HEADER_CHARS = 150  # Slack's limit for a header block
@@ -122,6 +123,10 @@ class SlackChannel(SlackResource):
     backoff_seconds: float = Field(1.0, ge=0, description="Wait before the first retry, doubled "
                                    "for each next one (a 429's Retry-After wins if longer).")
     timeout_seconds: float = Field(10.0, gt=0, description="Per attempt.")
+    ca_file: str | None = Field(None, description="PEM CA bundle that signed the server's "
+                                "certificate; default the system store.")
+    verify_tls: bool = Field(True, description="false: encrypt without checking the server's "
+                             "certificate (explicit opt-out).")
 
     @classmethod
     def _is_dagster_maintained(cls) -> bool:
@@ -132,6 +137,7 @@ class SlackChannel(SlackResource):
         base = self.base_url if self.base_url.endswith("/") else self.base_url + "/"
         return WebClient(
             token=self.token.strip(), base_url=base, timeout=self.timeout_seconds,  # type: ignore
+            ssl=tls_context(self.ca_file, self.verify_tls),
             retry_handlers=[
                 ConnectionErrorRetryHandler(max_retry_count=self.retries,
                                             interval_calculator=_Backoff(self.backoff_seconds)),

@@ -71,7 +71,7 @@ class TeamsChannel(HttpAlertChannel):
     def send_alert(self, message: AlertMessage) -> None:
         status, answer = post_json(self.webhook_url, teams_card(message), {},
                                    self.timeout_seconds, self.retries, self.backoff_seconds,
-                                   self.describe())
+                                   self.describe(), tls=self.tls())
         if _CONNECTOR_FAILURE in answer[:200].lower():
             raise AlertDeliveryError(f"{self.describe()}: HTTP {status} but the webhook reports "
                                      "that delivery failed")

@@ -83,7 +83,7 @@ class TwilioChannel(HttpAlertChannel):
             describe = f"twilio {number} (host {host})"
             try:
                 post(url, form.encode("utf-8"), headers, self.timeout_seconds, self.retries,
-                     self.backoff_seconds, describe, secrets=[self.auth_token])
+                     self.backoff_seconds, describe, secrets=[self.auth_token], tls=self.tls())
             except AlertDeliveryError as failed:
                 failures[number] = str(failed).removeprefix(f"{describe}: ")
         if failures:

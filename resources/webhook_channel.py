@@ -70,4 +70,4 @@ class WebhookChannel(HttpAlertChannel):
         body = json_bytes(message.as_dict())
         headers = {"Content-Type": "application/json; charset=utf-8", **self.signed_headers(body)}
         post(self.url, body, headers, self.timeout_seconds, self.retries, self.backoff_seconds,
-             self.describe(), secrets=[self.secret])
+             self.describe(), secrets=[self.secret], tls=self.tls())
