@@ -45,8 +45,11 @@ class SqlCatalog:
         if not schemas:
             return set(), []
         names = "|".join(map(re.escape, schemas))
-        found = {f"{s.lower()}.{t.lower()}" for s, t in re.findall(
-            rf'(?<![\w."])"?({names})"?\s*\.\s*"?([A-Za-z_]\w*)"?', code, flags=re.I)}
+        # A quoted table name is read whole ("people; drop" is not `people`).
+        found = {s.lower() + "." + (quoted.replace('""', '"') or plain).lower()
+                 for s, quoted, plain in re.findall(
+                     rf'(?<![\w."])"?({names})"?\s*\.\s*(?:"((?:[^"]|"")+)"|([A-Za-z_]\w*))',
+                     code, flags=re.I)}
         return found & self.tables, sorted(found - self.tables)
 
     def describe(self, ref: str) -> str:
