@@ -35,7 +35,8 @@ DEFAULT_TEMPLATES: dict[str, dict[str, str]] = {
     },
     "success": {
         "title": f"{_NAME} succeeded",
-        "text": f"{_JOB} succeeded{{% if duration %}} in {{{{ duration }}}}{{% endif %}}.",
+        "text": f"{_JOB} succeeded{{% if duration %}} in {{{{ duration }}}}{{% endif %}}"
+                "{% if details.get('note') %} ({{ details.note }}){% endif %}.",
     },
     "failure": {
         "title": f"{_NAME} failed",

@@ -1,0 +1,310 @@
+"""Alert sensors on a real instance: real runs fail, succeed, are retried or run long, and each
+reporter's real server (HTTP, SMTP, a command, the warehouse) receives exactly one alert.
+
+The run-status sensors are evaluated as the daemon does: a first tick sets their cursor, later
+ticks carry the cursor the previous one stored, so a second look must send nothing new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import dagster as dg
+import duckdb
+import pytest
+
+from orchestration import settings
+from orchestration.definitions import build_definitions
+from resources.run_history import SCHEMA, TABLE
+from resources.webhook_channel import TIMESTAMP_HEADER
+from tests import servers_http, servers_mail
+from tests.servers_http import HttpRecorder, Reply, closed_port_url
+from tests.servers_mail import SmtpServer
+
+pytestmark = pytest.mark.timeout(180)
+
+http_recorder = servers_http.http_recorder
+smtp_plain = servers_mail.smtp_plain
+
+WF = "al"
+JOB = f"{WF}_load_job"
+SLACK_OK = Reply(200, {"ok": True, "channel": "C0123ABCD", "ts": "1700000000.000100"})
+
+
+@dataclass
+class Setup:
+    root: Path
+    defs: dg.Definitions
+    paths: dict[str, str]  # reporter → its path on the recorder
+    secrets: dict[str, str]  # variable → value, none of which may show anywhere
+    shell_out: Path
+    smtp: SmtpServer
+
+    def sensor(self, name: str) -> dg.SensorDefinition:
+        return self.defs.resolve_sensor_def(name)
+
+
+def write_spec(root: Path, recorder: HttpRecorder, smtp: SmtpServer, alerts: str,
+               extra: str = "") -> None:
+    (root / "landing").mkdir(exist_ok=True)
+    (root / "workflows").mkdir(exist_ok=True)
+    (root / "workflows" / f"{WF}.yaml").write_text(f"""
+workflow: {{name: {WF}}}
+connections:
+  landing: {{kind: folder, path: {root / 'landing'}}}
+  mailer: {{kind: smtp, host: 127.0.0.1, port: {smtp.port}, security: none,
+            from_address: alerts@acme.test}}
+{extra}
+  slow_db: {{kind: sql, url: {{env: SLOW_DB_URL}}}}
+couriers:
+  orders: {{from: landing, path: orders.csv}}
+  slow: {{from: slow_db, query: "select 1 as id from pg_sleep(4)"}}
+courier_groups:
+  load: {{couriers: [orders], run: load}}
+  slow: {{couriers: [slow], run: load, duration_alert: 1s}}
+alerts:
+{alerts}
+""", encoding="utf-8")
+
+
+@pytest.fixture
+def setup(stagecoach_env: Path, http_recorder: HttpRecorder, smtp_plain: SmtpServer,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
+    root = stagecoach_env
+    paths = {name: http_recorder.unique_path(name) for name in ("hook", "slack", "teams")}
+    twilio = http_recorder.unique_path("twilio")
+    paths["twilio"] = f"{twilio}/2010-04-01/Accounts/AC123/Messages.json"
+    http_recorder.script(f"{paths['slack']}/chat.postMessage", then=SLACK_OK)
+    http_recorder.script(paths["twilio"], then=Reply(201, {"sid": "SM1", "status": "queued"}))
+    values = {"HOOK_URL": f"{http_recorder.url}{paths['hook']}?token=hook-{secrets.token_hex(8)}",
+              "HOOK_SECRET": f"sign-{secrets.token_hex(8)}",
+              "SLACK_TOKEN": f"xoxb-{secrets.token_hex(12)}",
+              "TEAMS_URL": f"{http_recorder.url}{paths['teams']}?sig=teams{secrets.token_hex(8)}",
+              "TWILIO_TOKEN": f"tw-{secrets.token_hex(12)}",
+              "DOWN_URL": closed_port_url() + "/down"}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(settings.UI_URL_ENV, "http://dagster.acme.test/")
+    shell_out = root / "shell_alerts.jsonl"
+    write = ("import os, sys; open(os.environ['OUT'], 'a').write("
+             "sys.stdin.read().replace(chr(10), ' ') + chr(10))")
+    alerts = f"""
+  down:   # first, so the ones after it show that one bad channel blocks nothing
+    kind: webhook
+    url: {{env: DOWN_URL}}
+    send_on: [failure]
+    retries: 0
+  unset:
+    kind: slack
+    channel: "#nowhere"
+    token: {{env: NEVER_SET_TOKEN}}
+    send_on: [failure]
+  hook:
+    kind: webhook
+    url: {{env: HOOK_URL}}
+    secret: {{env: HOOK_SECRET}}
+    send_on: always
+    backoff_seconds: 0.05
+  slack:
+    kind: slack
+    channel: "#data-alerts"
+    token: {{env: SLACK_TOKEN}}
+    base_url: {http_recorder.url}{paths['slack']}/
+    send_on: [failure]
+    jobs: [load]
+    templates:
+      failure: {{title: "PAGE {{{{ job }}}}"}}
+  teams:
+    kind: teams
+    webhook_url: {{env: TEAMS_URL}}
+    send_on: [failure]
+    jobs: [workflow]   # not the load group: must stay silent
+  sms:
+    kind: twilio
+    account_sid: AC123
+    auth_token: {{env: TWILIO_TOKEN}}
+    from: "+15555550100"
+    to: ["+15555550199"]
+    base_url: {http_recorder.url}{twilio}
+    send_on: [failure]
+  mail:
+    kind: mail
+    connection: mailer
+    to: [oncall@acme.test]
+    send_on: [failure, success]
+  script:
+    kind: shell
+    command: [{sys.executable}, -c, "{write}"]
+    env: {{OUT: {shell_out}}}
+    send_on: [failure, runtime_exceeded]
+  history:
+    kind: dataset
+"""
+    write_spec(root, http_recorder, smtp_plain, alerts)
+    monkeypatch.delenv("NEVER_SET_TOKEN", raising=False)
+    yield Setup(root, build_definitions(root / "workflows"), paths, values, shell_out,
+                smtp_plain)
+
+
+def tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, defs: dg.Definitions,
+         cursor: str | None) -> str | None:
+    context = dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor)
+    return sensor.evaluate_tick(context).cursor
+
+
+def run_job(defs: dg.Definitions, instance: dg.DagsterInstance, job: str = JOB,
+            **tags: str) -> dg.DagsterRun:
+    result = defs.resolve_job_def(job).execute_in_process(instance=instance, tags=tags,
+                                                          raise_on_error=False)
+    return instance.get_run_by_id(result.run_id)
+
+
+def mails_to(smtp: SmtpServer, run_id: str) -> list:
+    return [m for m in smtp.all_received() if run_id in m.content.decode("utf-8", "replace")]
+
+
+def history_rows(root: Path, run_id: str) -> list[tuple]:
+    with duckdb.connect(str(root / "data" / "warehouse.duckdb"), read_only=True) as db:
+        return db.execute(f'select kind, event, status, failed_step from "{SCHEMA}"."{TABLE}" '
+                          "where run_id = ? order by kind", [run_id]).fetchall()
+
+
+def test_a_failed_run_reaches_every_reporter_once(setup: Setup, http_recorder: HttpRecorder,
+                                                  capfd: pytest.CaptureFixture):
+    sensor = setup.sensor(f"{WF}_run_failure_alerts")
+    with dg.instance_for_test() as instance:
+        cursor = tick(sensor, instance, setup.defs, None)  # the daemon's first look
+        run = run_job(setup.defs, instance)  # orders.csv is not there: the courier fails
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        cursor = tick(sensor, instance, setup.defs, cursor)
+        tick(sensor, instance, setup.defs, cursor)  # a second look sends nothing new
+
+    [hook] = http_recorder.requests(setup.paths["hook"])
+    body = hook.json()
+    assert (body["event"], body["job"], body["run_id"], body["status"]) == (
+        "failure", JOB, run.run_id, "FAILURE")
+    assert body["failed_step"] == "courier__orders"
+    assert "orders.csv" in body["error"] and "Traceback" not in body["error"]
+    assert body["run_url"] == f"http://dagster.acme.test/runs/{run.run_id}"
+    stamp = hook.headers[TIMESTAMP_HEADER]
+    expected = hmac.new(setup.secrets["HOOK_SECRET"].encode(), stamp.encode() + b"." + hook.body,
+                        hashlib.sha256).hexdigest()
+    assert hook.headers["X-Stagecoach-Signature"] == f"sha256={expected}"
+
+    [slack] = http_recorder.requests(f"{setup.paths['slack']}/chat.postMessage")
+    assert slack.headers["Authorization"] == f"Bearer {setup.secrets['SLACK_TOKEN']}"
+    posted = slack.json() if slack.body.startswith(b"{") else {
+        k: v[0] for k, v in parse_qs(slack.body.decode()).items()}
+    assert posted["channel"] == "#data-alerts"
+    assert posted["text"].startswith(f"PAGE {JOB}\n")  # the spec's title template
+
+    assert http_recorder.requests(setup.paths["teams"]) == []  # follows another job only
+    [sms] = http_recorder.requests(setup.paths["twilio"])
+    form = parse_qs(sms.body.decode())
+    assert (form["To"], form["From"]) == (["+15555550199"], ["+15555550100"])
+    assert form["Body"][0].startswith(f"{JOB} failed")
+
+    [mail] = mails_to(setup.smtp, run.run_id)
+    assert mail.rcpt_tos == ("oncall@acme.test",)
+    assert mail.message()["Subject"] == f"{JOB} failed"
+
+    [line] = setup.shell_out.read_text().splitlines()
+    assert json.loads(line)["run_id"] == run.run_id
+
+    assert history_rows(setup.root, run.run_id) == [
+        ("alert", "failure", "FAILURE", "courier__orders"),
+        ("run", "failure", "FAILURE", "courier__orders")]
+
+    logged = "\n".join(capfd.readouterr())  # the sensor's log lines, as the daemon prints
+    assert "failure alert not sent by reporter down" in logged
+    assert "NEVER_SET_TOKEN is not set" in logged
+    for name in ("hook", "slack", "sms", "mail", "script", "history"):
+        assert f"failure alert sent by reporter {name} " in logged
+    for value in setup.secrets.values():
+        assert value.split("?")[-1] not in logged
+
+
+def test_a_retried_run_alerts_after_its_last_attempt_and_a_good_retry_says_so(
+        setup: Setup, http_recorder: HttpRecorder):
+    failure = setup.sensor(f"{WF}_run_failure_alerts")
+    success = setup.sensor(f"{WF}_run_success_alerts")
+    retries = {"run_retries": {"enabled": True, "max_retries": 1}}
+    with dg.instance_for_test(overrides=retries) as instance:
+        failed_at, succeeded_at = (tick(s, instance, setup.defs, None) for s in (failure,
+                                                                                 success))
+        first = run_job(setup.defs, instance)
+        assert first.tags["dagster/will_retry"] == "true"
+        failed_at = tick(failure, instance, setup.defs, failed_at)
+        assert http_recorder.requests(setup.paths["hook"]) == []  # a retry is coming
+
+        # The last attempt: Dagster tags its failure will_retry=false. (The retry daemon's
+        # count of the run group decides that in production; here its max_retries tag does.)
+        lineage = {"dagster/parent_run_id": first.run_id, "dagster/root_run_id": first.run_id,
+                   "dagster/retry_number": "1"}
+        last = run_job(setup.defs, instance, **lineage, **{"dagster/max_retries": "0"})
+        assert last.tags["dagster/will_retry"] == "false"
+        tick(failure, instance, setup.defs, failed_at)
+        [alert] = http_recorder.requests(setup.paths["hook"])
+        assert (alert.json()["event"], alert.json()["run_id"]) == ("failure", last.run_id)
+
+        (setup.root / "landing" / "orders.csv").write_text("id\n1\n")
+        good = run_job(setup.defs, instance, **lineage)
+        assert good.status == dg.DagsterRunStatus.SUCCESS
+        tick(success, instance, setup.defs, succeeded_at)
+
+    [_, note] = http_recorder.requests(setup.paths["hook"])
+    assert note.json()["event"] == "success"
+    assert "(on attempt 2, after 1 failed attempt)" in note.json()["text"]
+    [mail] = mails_to(setup.smtp, good.run_id)
+    assert mail.message()["Subject"] == f"{JOB} succeeded"
+    assert history_rows(setup.root, good.run_id) == [("alert", "success", "SUCCESS", None),
+                                                     ("run", "success", "SUCCESS", None)]
+    # The attempt that was retried is a finished run, not an alert.
+    assert history_rows(setup.root, first.run_id) == [("run", "failure", "FAILURE",
+                                                       "courier__orders")]
+
+
+def test_a_long_run_is_reported_once_and_goes_on(setup: Setup, http_recorder: HttpRecorder,
+                                                 postgres_url: str,
+                                                 monkeypatch: pytest.MonkeyPatch):
+    """A courier whose query sleeps 4 s in PostgreSQL, past its group's 1 s duration_alert."""
+    monkeypatch.setenv("SLOW_DB_URL", postgres_url)
+    job = f"{WF}_slow_job"
+    runtime = setup.sensor(f"{WF}_runtime_alerts")
+    with dg.instance_for_test() as instance:
+        outcome: dict[str, dg.DagsterRun] = {}
+        worker = threading.Thread(
+            target=lambda: outcome.update(run=run_job(setup.defs, instance, job)))
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not instance.get_runs(filters=dg.RunsFilter(
+                job_name=job, statuses=[dg.DagsterRunStatus.STARTED])):
+            assert time.monotonic() < deadline and worker.is_alive(), "the run did not start"
+            time.sleep(0.1)
+        time.sleep(1.5)  # past the 1 s threshold, well before the 4 s query ends
+        cursor = tick(runtime, instance, setup.defs, None)
+        cursor = tick(runtime, instance, setup.defs, cursor)  # the same run: not again
+        [reported] = json.loads(cursor or "[]")
+        worker.join(60)
+        run = outcome["run"]
+        assert run.status == dg.DagsterRunStatus.SUCCESS  # alerted, not killed
+        assert reported == run.run_id
+        assert json.loads(tick(runtime, instance, setup.defs, cursor) or "[]") == []
+
+    [alert] = http_recorder.requests(setup.paths["hook"])
+    body = alert.json()
+    assert (body["event"], body["job"], body["run_id"], body["status"]) == (
+        "runtime_exceeded", job, run.run_id, "STARTED")
+    assert "past its limit of 1s" in body["text"]
+    [line] = setup.shell_out.read_text().splitlines()
+    assert json.loads(line)["event"] == "runtime_exceeded"
