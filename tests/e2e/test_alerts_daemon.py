@@ -1,0 +1,186 @@
+"""Alerts from a real Dagster daemon: under `dagster dev`, a schedule that finds its file missing,
+a sensor whose source raises, and a run that fails each reach a webhook on loopback once, sent
+by the workflow's alert sensors as the daemon ticks them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import servers_http
+from tests.e2e.dagster_dev import (
+    LOCATION,
+    REPOSITORY,
+    DagsterDev,
+    running_dagster_dev,
+    wait_for_run,
+)
+from tests.servers_http import HttpRecorder
+
+pytestmark = pytest.mark.timeout(600)
+http_recorder = servers_http.http_recorder
+
+WF = "dmn"
+ALERT_TIMEOUT = 200.0  # a minute for the schedule's tick, then the alert sensors' interval
+
+PROBE = '''
+def source_is_down(context):
+    raise ConnectionError("inventory API at 127.0.0.1:9 refused the connection")
+'''
+
+SENSOR_QUERY = """
+query ($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+    __typename ... on Sensor { sensorState { status ticks(limit: 1) { status } } } } }
+"""
+START_SENSOR = """
+mutation ($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {
+    __typename ... on PythonError { message } } }
+"""
+SCHEDULE_QUERY = """
+query ($selector: ScheduleSelector!) { scheduleOrError(scheduleSelector: $selector) {
+    __typename ... on Schedule { scheduleState { status } } } }
+"""
+START_SCHEDULE = """
+mutation ($selector: ScheduleSelector!) { startSchedule(scheduleSelector: $selector) {
+    __typename ... on PythonError { message } } }
+"""
+
+
+def spec(root: Path) -> str:
+    return f"""
+workflow: {{name: {WF}}}
+connections:
+  landing: {{kind: folder, path: {root / 'landing'}}}
+couriers:
+  stock: {{from: landing, path: stock.csv}}
+courier_groups:
+  morning:
+    couriers: [stock]
+    run: load
+    schedule: {{cron: "* * * * *"}}
+    missing_files: notify_and_stop
+triggers:
+  inventory:
+    job: morning
+    every: 30s
+    when: {{kind: python, callable: "alert_probe:source_is_down"}}
+alerts:
+  ops:
+    kind: webhook
+    url: {{env: OPS_HOOK_URL}}
+    retries: 1
+    backoff_seconds: 0.1
+"""
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, http_recorder: HttpRecorder
+           ) -> Iterator[tuple[DagsterDev, str]]:
+    root = tmp_path_factory.mktemp("alerts_daemon")
+    for folder in ("landing", "workflows", "data", "dagster_home", "probe"):
+        (root / folder).mkdir()
+    (root / "probe" / "alert_probe.py").write_text(PROBE)
+    (root / "workflows" / f"{WF}.yaml").write_text(spec(root))
+    (root / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    path = http_recorder.unique_path("ops")
+    env = {**os.environ, "STAGECOACH_WORKFLOWS_DIR": str(root / "workflows"),
+           "STAGECOACH_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "dagster_home"),
+           "OPS_HOOK_URL": f"{http_recorder.url}{path}?token={secrets.token_hex(12)}",
+           "PYTHONPATH": os.pathsep.join([str(root / "probe"), os.environ.get("PYTHONPATH", "")]),
+           "STAGECOACH_UI_URL": "http://dagster.acme.test"}
+    for name in ("STAGECOACH_WAREHOUSE_URL", "STAGECOACH_EXECUTOR"):
+        env.pop(name, None)
+    with running_dagster_dev(root, root / "workflows", env) as dev:
+        _start(dev, "schedule", f"{WF}_morning_schedule")
+        _start(dev, "sensor", f"{WF}_inventory_sensor")
+        yield dev, path
+
+
+def _start(dev: DagsterDev, kind: str, name: str) -> None:
+    key = "scheduleName" if kind == "schedule" else "sensorName"
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, key: name}
+    query, start = (SCHEDULE_QUERY, START_SCHEDULE) if kind == "schedule" else (SENSOR_QUERY,
+                                                                                 START_SENSOR)
+    field = f"{kind}OrError"
+    state = dev.graphql(query, {"selector": selector})[field]
+    assert state["__typename"] in ("Schedule", "Sensor"), state
+    if state[f"{kind}State"]["status"] != "RUNNING":
+        started = dev.graphql(start, {"selector": selector})
+        assert "PythonError" not in str(started), started
+
+
+TICKS = """
+query ($selector: %(type)s!) { %(kind)sOrError(%(kind)sSelector: $selector) {
+    ... on %(name)s { %(kind)sState { ticks(limit: 100) { status } } } } }
+"""
+
+
+def _tick_statuses(dev: DagsterDev, kind: str, name: str) -> list[str]:
+    key = "scheduleName" if kind == "schedule" else "sensorName"
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, key: name}
+    query = TICKS % {"type": f"{kind.title()}Selector", "kind": kind, "name": kind.title()}
+    state = dev.graphql(query, {"selector": selector})[f"{kind}OrError"][f"{kind}State"]
+    return [t["status"] for t in state["ticks"]]
+
+
+def _alerts(recorder: HttpRecorder, path: str, event: str) -> list[dict]:
+    return [r.json() for r in recorder.requests(path) if r.json()["event"] == event]
+
+
+def _wait_for(recorder: HttpRecorder, path: str, event: str, dev: DagsterDev) -> list[dict]:
+    deadline = time.monotonic() + ALERT_TIMEOUT
+    while time.monotonic() < deadline:
+        if found := _alerts(recorder, path, event):
+            return found
+        time.sleep(2)
+    pytest.fail(f"no {event} alert within {ALERT_TIMEOUT:.0f} s; dagster dev's log:\n"
+                f"{dev.log_tail()}")
+
+
+def test_a_missing_file_and_a_failing_sensor_alert_once_each(
+        daemon: tuple[DagsterDev, str], http_recorder: HttpRecorder):
+    dev, path = daemon
+    [missing] = _wait_for(http_recorder, path, "missing_files", dev)[:1]
+    assert missing["job"] == f"{WF}_morning_job"
+    assert missing["details"]["files"] == ["stock: landing/stock.csv"]
+    assert "stock: landing/stock.csv" in missing["text"]
+    [broken] = _wait_for(http_recorder, path, "sensor_error", dev)[:1]
+    assert broken["details"]["sensor"] == f"{WF}_inventory_sensor"
+    assert "inventory API at 127.0.0.1:9 refused the connection" in broken["error"]
+    # Each tick is reported once: never more alerts than ticks that could cause them.
+    time.sleep(20)
+    skipped = _tick_statuses(dev, "schedule", f"{WF}_morning_schedule").count("SKIPPED")
+    failed = _tick_statuses(dev, "sensor", f"{WF}_inventory_sensor").count("FAILURE")
+    assert 1 <= len(_alerts(http_recorder, path, "missing_files")) <= skipped
+    assert 1 <= len(_alerts(http_recorder, path, "sensor_error")) <= failed
+
+
+def test_a_failed_run_alerts_once_through_the_daemon(daemon: tuple[DagsterDev, str],
+                                                     http_recorder: HttpRecorder):
+    dev, path = daemon
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY,
+                "sensorName": f"{WF}_run_failure_alerts"}
+    deadline = time.monotonic() + 60  # the sensor's first tick sets its cursor: wait for it
+    while not dev.graphql(SENSOR_QUERY, {"selector": selector})["sensorOrError"][
+            "sensorState"]["ticks"]:
+        assert time.monotonic() < deadline, "the failure alert sensor never ticked"
+        time.sleep(2)
+    run_id = dev.client().submit_job_execution(f"{WF}_morning_job")
+    assert wait_for_run(dev, run_id) == "FAILURE"  # stock.csv is still missing
+    found = []
+    deadline = time.monotonic() + ALERT_TIMEOUT
+    while time.monotonic() < deadline and not found:
+        found = [a for a in _alerts(http_recorder, path, "failure") if a["run_id"] == run_id]
+        time.sleep(2)
+    time.sleep(20)  # more daemon ticks: still one
+    found = [a for a in _alerts(http_recorder, path, "failure") if a["run_id"] == run_id]
+    assert len(found) == 1, (found, dev.log_tail())
+    [alert] = found
+    assert alert["failed_step"] == "courier__stock"
+    assert alert["run_url"] == f"http://dagster.acme.test/runs/{run_id}"
