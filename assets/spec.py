@@ -473,6 +473,10 @@ class PythonTrigger(Model):
 class WebhookTrigger(Model):
     kind: Literal["webhook"]
     token: Secret = Field(description="The caller's bearer token, from an environment variable.")
+    require_request_id: bool = Field(
+        False, description="Every call must carry an X-Request-Id; an id seen in the last 10 "
+                           "minutes is refused (409), so a repeated request never launches "
+                           "twice. Without it, ids are still honoured when sent.")
 
 
 TriggerWhen = Annotated[FileChange | TableChange | SqlChange | PythonTrigger | WebhookTrigger,
