@@ -522,6 +522,17 @@ class AlertReporter(Model):
     templates: dict[AlertEvent, AlertTemplate] = Field(default_factory=dict)
     description: str | None = None
 
+    @field_validator("send_on", mode="before")
+    @classmethod
+    def _known_events(cls, value: object) -> object:
+        known = f"the events are {', '.join(ALERT_EVENTS)}; or write `always` or `problems`"
+        if isinstance(value, str) and value not in ("always", "problems"):
+            raise ValueError(f"unknown value {value!r}: give a list of events ({known})")
+        for event in value if isinstance(value, list) else []:
+            if event not in ALERT_EVENTS:
+                raise ValueError(f"unknown event {event!r} ({known})")
+        return value
+
     @property
     def events(self) -> tuple[str, ...]:
         if self.send_on == "always":

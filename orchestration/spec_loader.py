@@ -263,6 +263,10 @@ class _Validator:
                     self.error((section, name), f"`{section}` is not available yet in this "
                                                 "version of Stagecoach; remove the entry")
                     continue
+                if isinstance(value, dict) and True in value and section == "alerts":
+                    self.error((section, name, "on"), "YAML reads the key `on` as true; write "
+                                                      "`send_on:` for the events to report")
+                    value = {k: v for k, v in value.items() if k is not True}
                 item = self._validate(model, value, (section, name))
                 if item is not None:
                     parsed[name] = self._resolve(section, name, item)

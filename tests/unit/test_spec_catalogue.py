@@ -370,3 +370,77 @@ def test_an_empty_folder_is_an_error(tmp_path: Path) -> None:
 
     with pytest.raises(SpecInvalid, match="no workflow spec"):
         load_workflows(tmp_path)
+
+
+ALERTS = """\
+alerts:
+  ops:
+    kind: slack
+    channel: "#data-alerts"
+    token: {env: SLACK_BOT_TOKEN}
+    send_on: [failure, missing_files]
+    templates:
+      failure: {title: "{{ job }} failed"}
+  history: {kind: dataset}
+"""
+WITH_ALERTS = VALID + ALERTS
+
+ALERT_CATALOGUE = [
+    ("unknown reporter kind", ("kind: slack", "kind: pager"), [
+      "wf.yaml:36 alerts.ops: unknown kind 'pager' (known: 'slack', 'mail', 'twilio', "
+      "'teams', 'webhook', 'shell', 'dataset')"]),
+    ("reporter without kind", ("    kind: slack\n", ""), [
+      "wf.yaml:36 alerts.ops: missing `kind:` (one of: slack, mail, twilio, teams, webhook,"
+      " shell, dataset)"]),
+    ("token as a literal", ("token: {env: SLACK_BOT_TOKEN}", "token: xoxb-123"), [
+      "wf.yaml:39 alerts.ops.token: is a secret: write {env: VARIABLE_NAME} and set that "
+      "variable in the environment; a literal value is not accepted"]),
+    ("unknown event", ("send_on: [failure, missing_files]", "send_on: [failure, crash]"), [
+      "wf.yaml:40 alerts.ops.send_on: unknown event 'crash' (the events are start, success,"
+      " failure, runtime_exceeded, missing_files, alarm, sensor_error; or write `always` or"
+      " `problems`)"]),
+    ("`on` instead of send_on", ("send_on: [failure, missing_files]", "on: [failure]"), [
+      "wf.yaml:40 alerts.ops.on: YAML reads the key `on` as true; write `send_on:` for the "
+      "events to report"]),
+    ("unknown job", ("  history: {kind: dataset}", "  history: {kind: dataset, jobs: [nightly]}"),
+     [
+      "wf.yaml:43 alerts.history.jobs.0: unknown job 'nightly' (known: workflow)"]),
+    ("template of an event not sent", ("      failure: {title:", "      success: {title:"), [
+      "wf.yaml:42 alerts.ops.templates.success: this reporter does not send 'success' "
+      "(send_on: ['failure', 'missing_files'])"]),
+    ("template that does not render", ('{title: "{{ job }} failed"}',
+                                       '{title: "{{ jobb }} failed"}'), [
+      "wf.yaml:42 alerts.ops.templates.failure: alert template 'title' for event 'failure':"
+      " 'jobb' is undefined; the variables are event, workflow, job, run_id, status, "
+      "duration, failed_step, error, run_url, details"]),
+    ("mail through a non-smtp connection", ("  history: {kind: dataset}",
+                                            "  history: {kind: mail, connection: landing, "
+                                            "to: [ops@acme.test]}"), [
+      "wf.yaml:43 alerts.history.connection: a mail reporter needs an smtp connection, not "
+      "folder"]),
+    ("mail to nobody", ("  history: {kind: dataset}",
+                        "  history: {kind: mail, connection: landing}"), [
+      'wf.yaml:43 alerts.history: a mail reporter needs `to:` or `sms_to:` (whom to tell)',
+      "wf.yaml:43 alerts.history.connection: a mail reporter needs an smtp connection, not "
+      "folder"]),
+    ("twilio number not E.164", ("  history: {kind: dataset}",
+                                 "  history: {kind: twilio, account_sid: AC1, auth_token: "
+                                 "{env: TW}, from: '5550100', to: ['+15555550199']}"), [
+      "wf.yaml:43 alerts.history.from: '5550100' is not an E.164 number (+ and the country "
+      "code, e.g. +15555550100)"]),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"),
+                         [pytest.param(old, new, expected, id=name)
+                          for name, (old, new), expected in ALERT_CATALOGUE])
+def test_bad_alert(old: str, new: str, expected: list[str], tmp_path: Path) -> None:
+    assert old in WITH_ALERTS, "the mutation must apply to the valid base"
+    text = WITH_ALERTS.replace(old, new, 1)
+    assert errors_of(text, tmp_path) == expected
+
+
+def test_alerts_load(tmp_path: Path) -> None:
+    workflow = load_workflow_text(WITH_ALERTS, "wf.yaml", tmp_path)
+    assert workflow.alerts["ops"].events == ("failure", "missing_files")
+    assert workflow.alerts["history"].events[0] == "start"  # a dataset records everything
