@@ -157,7 +157,8 @@ def build_alert_sensors(workflow: spec.Workflow, reporters: Sequence[Reporter],
 
         bundle.sensors.append(_started)
 
-    if "success" in wanted or records:
+    checks = "alarm" in wanted  # a failed asset check (a query's row-count bounds) is an alarm
+    if "success" in wanted or records or checks:
         @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS,
                               name=f"{wf}_run_success_alerts",
                               description=f"Reports each successful run of {wf}'s jobs.",
@@ -171,10 +172,12 @@ def build_alert_sensors(workflow: spec.Workflow, reporters: Sequence[Reporter],
                 values["details"] = {"note": f"on attempt {retry + 1}, after {retry} failed "
                                              f"attempt{'s' if retry > 1 else ''}"}
             alerts.send(context.log, "success", values)
+            if checks:
+                _report_alarms(context, alerts, values)
 
         bundle.sensors.append(_succeeded)
 
-    if "failure" in wanted or records:
+    if "failure" in wanted or records or checks:
         @dg.run_failure_sensor(name=f"{wf}_run_failure_alerts",
                                description=f"Reports each failed run of {wf}'s jobs (a run "
                                            "Dagster will retry: its last attempt).", **common)
@@ -189,6 +192,8 @@ def build_alert_sensors(workflow: spec.Workflow, reporters: Sequence[Reporter],
             else:
                 values["error"] = context.failure_event.message
             alerts.record_run(context.log, values, started, ended, run.tags)
+            if checks:
+                _report_alarms(context, alerts, values)
             if run.tags.get(WILL_RETRY_TAG) == "true":
                 context.log.info(f"run {run.run_id} will be retried: its last attempt alerts")
                 return
@@ -214,6 +219,22 @@ def build_alert_sensors(workflow: spec.Workflow, reporters: Sequence[Reporter],
     if wanted & {"missing_files", "sensor_error"} and instigators:
         bundle.sensors.append(_tick_sensor(alerts, instigators))
     return bundle
+
+
+def _report_alarms(context: dg.RunStatusSensorContext, alerts: AlertContext,
+                   values: dict[str, Any]) -> None:
+    """An alarm per asset check that failed in the run (each run is seen once)."""
+    records = context.instance.get_records_for_run(
+        run_id=values["run_id"], of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        if evaluation.passed:
+            continue
+        observed = {k: getattr(v, "value", v) for k, v in (evaluation.metadata or {}).items()}
+        alerts.send(context.log, "alarm", {**values, "details": {
+            "alarm": f"{evaluation.asset_key.to_user_string()} {evaluation.check_name}",
+            "value": observed.get("rows"), "reason": evaluation.description,
+            "observed": observed}})
 
 
 def _runtime_sensor(alerts: AlertContext, jobs: list[str]) -> dg.SensorDefinition:

@@ -308,3 +308,42 @@ def test_a_long_run_is_reported_once_and_goes_on(setup: Setup, http_recorder: Ht
     assert "past its limit of 1s" in body["text"]
     [line] = setup.shell_out.read_text().splitlines()
     assert json.loads(line)["event"] == "runtime_exceeded"
+
+
+def test_a_failed_check_is_an_alarm(stagecoach_env: Path, http_recorder: HttpRecorder,
+                                    monkeypatch: pytest.MonkeyPatch):
+    root, path = stagecoach_env, http_recorder.unique_path("alarm")
+    monkeypatch.setenv("ALARM_URL", f"{http_recorder.url}{path}")
+    (root / "landing").mkdir()
+    (root / "landing" / "orders.csv").write_text("id,amount\n1,10\n")
+    (root / "workflows").mkdir()
+    (root / "workflows" / "chk.yaml").write_text(f"""
+workflow: {{name: chk}}
+connections:
+  landing: {{kind: folder, path: {root / 'landing'}}}
+couriers:
+  orders: {{from: landing, path: orders.csv}}
+domain_tables:
+  orders: {{from: orders, columns: {{id: {{tag: id}}, amount: {{tag: decimal}}}}}}
+queries:
+  big_orders:
+    sql: "select * from domain.orders"
+    checks: {{min_rows: 5}}
+alerts:
+  ops: {{kind: webhook, url: {{env: ALARM_URL}}, send_on: [alarm]}}
+""")
+    defs = build_definitions(root / "workflows")
+    sensors = [defs.resolve_sensor_def(f"chk_run_{s}_alerts") for s in ("success", "failure")]
+    with dg.instance_for_test() as instance:
+        cursors = [tick(s, instance, defs, None) for s in sensors]
+        result = defs.resolve_job_def("chk_job").execute_in_process(instance=instance,
+                                                                    raise_on_error=False)
+        for sensor, cursor in zip(sensors, cursors, strict=True):
+            cursor = tick(sensor, instance, defs, cursor)
+            tick(sensor, instance, defs, cursor)
+    [alarm] = http_recorder.requests(path)
+    body = alarm.json()
+    assert (body["event"], body["run_id"]) == ("alarm", result.run_id)
+    assert "row_count_in_bounds" in body["details"]["alarm"]
+    assert body["details"]["value"] == 1
+    assert "1 rows, expected between 5 and any" in body["text"]
