@@ -84,7 +84,9 @@ def channel_factory(workflow: spec.Workflow, name: str, alert: Any,
             return ShellChannel(command=alert.command, timeout_seconds=alert.timeout_seconds,
                                 env={k: _env(v, what) for k, v in alert.env.items()})
         if isinstance(alert, spec.DatasetAlert):
-            return DatasetChannel(warehouse=WarehouseResource(url=warehouse_url()))
+            # A sensor evaluation has about a minute: wait less than that for DuckDB's lock.
+            return DatasetChannel(warehouse=WarehouseResource(url=warehouse_url(),
+                                                              lock_timeout_seconds=20))
         raise TypeError(f"no channel for alert kind {alert.kind!r}")
 
     return build

@@ -65,6 +65,10 @@ class AlertContext:
     reporters: Sequence[Reporter]
     run_url: Callable[[str], str]
 
+    def metadata(self) -> dict[str, Any]:
+        """What the UI shows on each alert sensor: the reporters, variables by name only."""
+        return {"reporters": [r.description for r in self.reporters]}
+
     def send(self, log: Any, event: str, values: dict[str, Any]) -> int:
         """Send one event to every reporter following it; returns how many failed."""
         failed = 0
@@ -145,7 +149,7 @@ def build_alert_sensors(workflow: spec.Workflow, reporters: Sequence[Reporter],
     records = any(r.records_runs for r in reporters)
     common = {"monitored_jobs": list(jobs), "default_status": dg.DefaultSensorStatus.RUNNING,
               "minimum_interval_seconds": INTERVAL_SECONDS,
-              "metadata": {"reporters": [r.description for r in reporters]}}
+              "metadata": alerts.metadata()}
 
     if "start" in wanted:
         @dg.run_status_sensor(run_status=dg.DagsterRunStatus.STARTED,
@@ -241,7 +245,7 @@ def _runtime_sensor(alerts: AlertContext, jobs: list[str]) -> dg.SensorDefinitio
     wf = alerts.workflow
 
     @dg.sensor(name=f"{wf}_runtime_alerts", minimum_interval_seconds=INTERVAL_SECONDS,
-               default_status=dg.DefaultSensorStatus.RUNNING,
+               default_status=dg.DefaultSensorStatus.RUNNING, metadata=alerts.metadata(),
                description=f"Reports once each run of {', '.join(jobs)} going longer than its "
                            "group's duration_alert; the run goes on.")
     def _runtime(context: dg.SensorEvaluationContext) -> dg.SkipReason:
@@ -274,7 +278,7 @@ def _tick_sensor(alerts: AlertContext, instigators: Mapping[str, str | None]
     wf = alerts.workflow
 
     @dg.sensor(name=f"{wf}_tick_alerts", minimum_interval_seconds=INTERVAL_SECONDS,
-               default_status=dg.DefaultSensorStatus.RUNNING,
+               default_status=dg.DefaultSensorStatus.RUNNING, metadata=alerts.metadata(),
                description=f"Reports failed ticks and missing files of {wf}'s schedules and "
                            "sensors, once each.")
     def _ticks(context: dg.SensorEvaluationContext) -> dg.SkipReason:
