@@ -157,6 +157,8 @@ def build_alert_sensors(workflow: spec.Workflow, reporters: Sequence[Reporter],
                               description=f"Reports each started run of {wf}'s jobs.", **common)
         def _started(context: dg.RunStatusSensorContext) -> None:
             values, _, _ = alerts.run_values(context.instance, context.dagster_run)
+            # The event, not the run's status now (a short run may have finished already).
+            values["status"] = dg.DagsterRunStatus.STARTED.value
             alerts.send(context.log, "start", values)
 
         bundle.sensors.append(_started)

@@ -347,3 +347,27 @@ alerts:
     assert "row_count_in_bounds" in body["details"]["alarm"]
     assert body["details"]["value"] == 1
     assert "1 rows, expected between 5 and any" in body["text"]
+
+
+def test_start_and_success_go_only_to_the_reporters_that_ask(setup: Setup,
+                                                              http_recorder: HttpRecorder):
+    (setup.root / "landing" / "orders.csv").write_text("id\n1\n")
+    names = [f"{WF}_run_started_alerts", f"{WF}_run_success_alerts"]
+    sensors = [setup.sensor(name) for name in names]
+    with dg.instance_for_test() as instance:
+        cursors = [tick(s, instance, setup.defs, None) for s in sensors]
+        run = run_job(setup.defs, instance)
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        for sensor, cursor in zip(sensors, cursors, strict=True):
+            tick(sensor, instance, setup.defs, tick(sensor, instance, setup.defs, cursor))
+    events = [r.json()["event"] for r in http_recorder.requests(setup.paths["hook"])]
+    assert sorted(events) == ["start", "success"]  # `always`: once each
+    # Slack, Teams and Twilio report failures only; mail asked for success too.
+    for reporter in ("teams", "twilio"):
+        assert http_recorder.requests(setup.paths[reporter]) == []
+    assert http_recorder.requests(f"{setup.paths['slack']}/chat.postMessage") == []
+    [mail] = mails_to(setup.smtp, run.run_id)
+    assert mail.message()["Subject"] == f"{JOB} succeeded"
+    assert history_rows(setup.root, run.run_id) == [("alert", "start", "STARTED", None),
+                                                    ("alert", "success", "SUCCESS", None),
+                                                    ("run", "success", "SUCCESS", None)]
