@@ -18,7 +18,7 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 
-from assets import spec
+from assets import bad_rows, spec
 from assets.common import (
     OPTIONAL_COURIERS_TAG,
     STAGING_KEY,
@@ -139,50 +139,72 @@ def _pull_files(context: dg.AssetExecutionContext, conn: FileConnection, courier
             except TransferError as failed:
                 raise dg.Failure(f"courier download failed: {failed}") from failed
         original = local
-        local = _normalise(local, courier.format, folder)
+        local = _normalise(local, courier.format, folder, conn.describe(item.path))
         # `original` is the file as it arrived: activations that forward files send it as is.
         files.append({"path": str(local), "original": str(original), "name": Path(item.path).name,
                       "source": conn.describe(item.path), "size": item.size})
     if courier.format.type == "xlsx":  # converted to plain CSV by _normalise
+        # Lines of the CSV are reported as the sheet's rows (`sheet_skip_rows` above them).
         fmt.update(type="csv", delimiter=",", encoding="utf-8", quote='"', escape=None,
-                   skip_rows=0, compression="none", header=courier.format.header)
+                   skip_rows=0, compression="none", header=courier.format.header,
+                   converted_from="xlsx", sheet_skip_rows=courier.format.skip_rows)
     elif courier.format.encoding.lower() not in DUCKDB_ENCODINGS:  # transcoded, decompressed
-        fmt.update(encoding="utf-8", compression="none")
+        fmt.update(encoding="utf-8", compression="none", source_encoding=courier.format.encoding)
     return files, fmt
 
 
-def _normalise(local: Path, fmt: spec.FileFormat, folder: Path) -> Path:
-    """Turn xlsx and non-UTF-8 text into UTF-8 CSV, streaming; other files are left as they are."""
+def _normalise(local: Path, fmt: spec.FileFormat, folder: Path, source: str) -> Path:
+    """Turn xlsx and non-UTF-8 text into UTF-8 CSV, streaming; other files are left as they are.
+
+    Bytes the encoding cannot decode are written through unchanged, so they stay invalid
+    UTF-8 on their own line: the feed then treats that row as a bad row, with its line number,
+    under the domain table's `bad_rows` policy, instead of failing the whole file here.
+    """
     if fmt.type == "xlsx":
-        return _xlsx_to_csv(local, fmt, folder / f"{local.stem}.csv")
+        return _xlsx_to_csv(local, fmt, folder / f"{local.stem}.csv", source)
     if fmt.encoding.lower() in DUCKDB_ENCODINGS:
         return local
     target = folder / f"{local.name}.utf8"
-    opener = gzip.open if local.suffix == ".gz" or fmt.compression == "gzip" else open
+    compressed = fmt.compression == "gzip" or (fmt.compression == "auto" and local.suffix == ".gz")
+    opener = gzip.open if compressed else open
     try:
         with opener(local, "rb") as raw, open(target, "wb") as out:
-            decoder = codecs.getreader(fmt.encoding)(raw, errors="strict")
+            decoder = codecs.getreader(fmt.encoding)(raw, errors="surrogateescape")
             shutil.copyfileobj(_Encoded(decoder), out, 1 << 20)
-    except (UnicodeDecodeError, LookupError) as bad:
-        raise dg.Failure(f"{local}: cannot decode as {fmt.encoding}: {bad}; set "
+    except bad_rows.GZIP_ERRORS as bad:
+        target.unlink(missing_ok=True)
+        raise dg.Failure(bad_rows.gzip_problem(source, str(local), fmt.model_dump()),
+                         allow_retries=False) from bad
+    except UnicodeError as bad:  # a codec that cannot pass bytes through (e.g. utf-16)
+        target.unlink(missing_ok=True)
+        raise dg.Failure(f"{source}: cannot decode as {fmt.encoding}: {bad}; set "
                          "`format.encoding` to the file's real encoding",
                          allow_retries=False) from bad
     return target
 
 
 class _Encoded:
-    """Wrap a text reader so copyfileobj writes UTF-8 bytes."""
+    """Wrap a text reader so copyfileobj writes UTF-8 bytes (undecodable bytes as they were)."""
 
     def __init__(self, reader: Any):
         self.reader = reader
 
     def read(self, size: int = -1) -> bytes:
-        return self.reader.read(size).encode("utf-8")
+        return self.reader.read(size).encode("utf-8", "surrogateescape")
 
 
-def _xlsx_to_csv(local: Path, fmt: spec.FileFormat, target: Path) -> Path:
+def _xlsx_to_csv(local: Path, fmt: spec.FileFormat, target: Path, source: str) -> Path:
     from openpyxl import load_workbook  # heavy: imported only when an xlsx arrives
 
+    if not zipfile.is_zipfile(local):
+        with open(local, "rb") as head:
+            start = head.read(8)
+        looks = ("an old binary .xls workbook" if start.startswith(b"\xd0\xcf\x11\xe0")
+                 else "empty" if not start else "text, perhaps CSV" if start.isascii()
+                 else "not a zip archive")
+        raise dg.Failure(f"{source} is not an xlsx workbook (it is {looks}); ask the sender "
+                         "for an .xlsx export, or set `format.type` on the courier to the "
+                         "file's real type", allow_retries=False)
     try:
         check_archive(local, f"{local} (xlsx)")  # an xlsx is a zip: no bomb, no odd members
     except UnsafeArchive as bad:
@@ -190,18 +212,21 @@ def _xlsx_to_csv(local: Path, fmt: spec.FileFormat, target: Path) -> Path:
     try:
         book = load_workbook(local, read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, OSError) as bad:
-        raise dg.Failure(f"{local} is not a readable xlsx workbook: {bad}",
-                         allow_retries=False) from bad
+        raise dg.Failure(f"{source} is a zip archive but not a readable xlsx workbook ({bad}); "
+                         "ask the sender for the file again", allow_retries=False) from bad
     try:
         if fmt.sheet and fmt.sheet not in book.sheetnames:
-            raise dg.Failure(f"{local}: no sheet {fmt.sheet!r} (sheets: "
+            raise dg.Failure(f"{source}: no sheet {fmt.sheet!r} (sheets: "
                              f"{', '.join(book.sheetnames)})", allow_retries=False)
         sheet = book[fmt.sheet] if fmt.sheet else book.worksheets[0]
         with open(target, "w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)
+            width = 0  # read-only sheets may drop a row's empty trailing cells: pad them back
             for index, row in enumerate(sheet.iter_rows(values_only=True)):
                 if index >= fmt.skip_rows:
-                    writer.writerow(["" if v is None else v for v in row])
+                    values = ["" if v is None else v for v in row]
+                    width = width or len(values)
+                    writer.writerow(values + [""] * (width - len(values)))
     finally:
         book.close()
     return target

@@ -11,18 +11,26 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 
-from assets import spec
+from assets import bad_rows, spec
 from assets.common import (
     STAGING_KEY,
     WAREHOUSE_KEY,
     asset_partition,
+    markdown_table,
     owners_of,
     partitions_for,
 )
 from assets.couriers import courier_key, manifest_path
 from resources.staging import StagingResource
-from resources.warehouse import PARTITION_COLUMN, WarehouseError, WarehouseResource, quote_ident
+from resources.warehouse import (
+    PARTITION_COLUMN,
+    FileLoad,
+    WarehouseError,
+    WarehouseResource,
+    quote_ident,
+)
 
 DEFAULT_DATE_FORMATS = ["%Y-%m-%d", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d", "%Y%m%d", "%d-%b-%Y"]
 DEFAULT_DATETIME_FORMATS = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%m/%d/%Y %H:%M",
@@ -128,46 +136,83 @@ def _phone(v: str, country_code: str | None) -> str:
     return _bind(f"regexp_replace({v}, '[^0-9]', '', 'g')", "d", _bind(digits, "e", valid))
 
 
-def reader_sql(fmt: dict[str, Any], filename: bool = True) -> str:
-    """DuckDB's own reader for the manifest's files (bound as `$files`)."""
-    kind = fmt["type"]
-    names = f"filename = {str(filename).lower()}, union_by_name = true"
+READER_REJECTS, READER_SCANS = "stagecoach_reject_errors", "stagecoach_reject_scans"
+INCOMING, BAD_KEYS = "stagecoach_incoming", "stagecoach_bad_keys"
+
+
+def reader_sql(fmt: dict[str, Any], index: int) -> str:
+    """DuckDB's own reader for file `index` of a load, bound as `$file_<index>`.
+
+    Delimited files are read with the columns their header names (`$columns_<index>`), so
+    DuckDB never guesses the dialect from a sample that a bad row can spoil, and every row it
+    cannot read becomes a reject with its byte offset instead of failing the whole read.
+    """
+    kind, file = fmt["type"], f"$file_{index}"
     if kind == "parquet":
-        return f"read_parquet($files, {names})"
+        return f"read_parquet({file})"
     if kind == "jsonl":
-        return f"read_json($files, format = 'newline_delimited', {names})"
-    options = [f"delim = {_literal(spec.delimiter_for(kind, fmt.get('delimiter')))}",
+        return f"read_json({file}, format = 'newline_delimited')"
+    quote = fmt.get("quote") or ""
+    options = ["auto_detect = false", f"columns = $columns_{index}",
+               f"delim = {_literal(spec.delimiter_for(kind, fmt.get('delimiter')))}",
                f"header = {str(fmt.get('header', True)).lower()}",
-               f"quote = {_literal(fmt.get('quote') or '')}",
-               "all_varchar = true", names,
-               f"skip = {int(fmt.get('skip_rows') or 0)}", "strict_mode = true"]
-    if fmt.get("escape"):
-        options.append(f"escape = {_literal(fmt['escape'])}")
+               f"quote = {_literal(quote)}", f"escape = {_literal(fmt.get('escape') or quote)}",
+               f"skip = {int(fmt.get('skip_rows') or 0)}", "strict_mode = true",
+               f"max_line_size = {int(fmt.get('max_line_bytes') or 2_000_000)}",
+               "store_rejects = true", f"rejects_table = '{READER_REJECTS}'",
+               f"rejects_scan = '{READER_SCANS}'"]
     if fmt.get("compression") in ("gzip", "none"):
         options.append(f"compression = {_literal(fmt['compression'])}")
-    return f"read_csv($files, {', '.join(options)})"
+    return f"read_csv({file}, {', '.join(options)})"
 
 
-def file_columns(path: str, fmt: dict[str, Any]) -> list[str]:
-    """The columns one file offers (reads its header or schema only)."""
-    with duckdb.connect() as con:
-        rows = con.execute(f"DESCRIBE SELECT * FROM {reader_sql(fmt)}", {"files": [path]}
-                           ).fetchall()
-    return [r[0] for r in rows if r[0] != "filename"]
+def feed_params(files: list[bad_rows.SourceFile], fmt: dict[str, Any],
+                partition: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for f in files:
+        params[f"source_{f.index}"] = f.source
+        if f.columns:
+            params[f"file_{f.index}"] = f.path
+            if fmt["type"] in bad_rows.DELIMITED:
+                params[f"columns_{f.index}"] = dict.fromkeys(f.columns, "VARCHAR")
+    if partition is not None:
+        params["partition"] = partition
+    return params
 
 
-def feed_select(table: spec.DomainTable, fmt: dict[str, Any], available: set[str],
-                partitioned: bool, single_file: bool = False) -> str:
+def feed_select(table: spec.DomainTable, fmt: dict[str, Any], files: list[bad_rows.SourceFile],
+                partitioned: bool, numbered: bool = False) -> str:
     """SELECT standardised domain columns from the files; absent optional columns are NULL.
 
-    One file's name is a bound constant (`$source_file`), not a string per row.
+    Each file is read on its own (`_source_file` is a bound constant); `numbered` adds the
+    file's index (`_file`) and the row's position among the rows read from it (`_row`), which
+    is how a bad row is traced back to its line.
     """
-    cleaned = ["$source_file AS _source_file" if single_file else "filename AS _source_file"]
+    available = {c for f in files for c in f.columns}
+    branches = []
+    for f in files:
+        cleaned = []
+        for name, mapping in table.columns.items():
+            source = mapping.source or name
+            if source in available:  # clean each source value once, then standardise it
+                value = clean(source) if source in f.columns else "CAST(NULL AS VARCHAR)"
+                cleaned.append(f"{value} AS {quote_ident(name)}")
+        cleaned += [f"CAST($source_{f.index} AS VARCHAR) AS _source_file", f"{f.index} AS _file"]
+        if not f.columns:  # an empty file that may be empty: no rows, same columns
+            cleaned = [c if c.endswith(("_source_file", "_file")) else
+                       f"CAST(NULL AS VARCHAR) AS {c.rsplit(' AS ', 1)[1]}" for c in cleaned]
+            branches.append(f"SELECT {', '.join(cleaned)}, CAST(0 AS BIGINT) AS _row "
+                            "WHERE false")
+            continue
+        reader = reader_sql(fmt, f.index)
+        if numbered:
+            branches.append(f"SELECT {', '.join(cleaned)}, ordinality AS _row FROM {reader} "
+                            "WITH ORDINALITY")
+        else:
+            branches.append(f"SELECT {', '.join(cleaned)} FROM {reader}")
     projections = []
     for name, mapping in table.columns.items():
-        source = mapping.source or name
-        if source in available:  # clean each source value once, then standardise it
-            cleaned.append(f"{clean(source)} AS {quote_ident(name)}")
+        if (mapping.source or name) in available:
             expr = standardise_value(quote_ident(name), mapping)
         else:
             expr = f"CAST(NULL AS {TAG_TYPES.get(mapping.tag, 'VARCHAR')})"
@@ -175,8 +220,9 @@ def feed_select(table: spec.DomainTable, fmt: dict[str, Any], available: set[str
     projections.append("_source_file")
     if partitioned:
         projections.append(f"CAST($partition AS VARCHAR) AS {PARTITION_COLUMN}")
-    return (f"SELECT {', '.join(projections)} FROM (SELECT {', '.join(cleaned)} "
-            f"FROM {reader_sql(fmt, filename=not single_file)}) AS source")
+    if numbered:
+        projections += ["_file", "_row"]
+    return f"SELECT {', '.join(projections)} FROM ({' UNION ALL '.join(branches)}) AS source"
 
 
 def build_domain_asset(workflow: spec.Workflow, name: str, table: spec.DomainTable,
@@ -207,7 +253,8 @@ def build_domain_asset(workflow: spec.Workflow, name: str, table: spec.DomainTab
         partitions_def=partitions,
         deps=[courier_key(table.from_)],
         required_resource_keys={WAREHOUSE_KEY, STAGING_KEY},
-        metadata={"dagster/column_schema": schema, "dagster/table_name": f"domain.{name}"},
+        metadata={"dagster/column_schema": schema, "dagster/table_name": f"domain.{name}",
+                  "bad_rows": table.bad_rows},
     )
     def _domain(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
@@ -218,8 +265,7 @@ def build_domain_asset(workflow: spec.Workflow, name: str, table: spec.DomainTab
             raise dg.Failure(f"courier `{table.from_}` has not run for "
                              f"{partition or 'this table'}; materialize it first")
         manifest = staging.read_json(manifest_file)
-        files = [f["path"] for f in manifest["files"]]
-        if not files:  # an optional courier found nothing: keep what the table holds
+        if not manifest["files"]:  # an optional courier found nothing: keep what the table holds
             context.log.warning(f"courier `{table.from_}` brought no file: `domain.{name}` "
                                 f"is left as it was")
             exists = warehouse.has_table("domain", name)
@@ -229,55 +275,214 @@ def build_domain_asset(workflow: spec.Workflow, name: str, table: spec.DomainTab
                                if exists else dg.AssetCheckResult(
                                    check_name="primary_key_unique", passed=True,
                                    description="no table yet")] if table.primary_key else [])
-        available = _check_required(table, files, manifest["format"])
-        single = len(files) == 1
-        select = feed_select(table, manifest["format"], available, partition is not None,
-                             single)
-        params: dict[str, Any] = {"files": files, **({"source_file": files[0]} if single else {})}
-        if partition is not None:
-            params["partition"] = partition
-        not_null = [c for c, m in table.columns.items() if m.not_null]
+        fmt = manifest["format"]
+        unchanged = f"nothing was loaded; domain.{name} is unchanged"
         try:
-            rows = warehouse.load_files("domain", name, select, params, partition, not_null)
+            files = [bad_rows.inspect(i, entry, fmt) for i, entry in enumerate(manifest["files"])]
+        except bad_rows.BadFile as bad:
+            raise dg.Failure(f"domain table `{name}`: {bad}. {unchanged.capitalize()}.",
+                             allow_retries=False) from bad
+        _check_required(name, table, files, fmt, unchanged)
+        for f in files:
+            if not f.columns:
+                context.log.warning(f"{f.source} is empty: it adds no rows")
+        warehouse.ensure_table(bad_rows.REJECTS_SCHEMA, bad_rows.REJECTS_TABLE,
+                               bad_rows.REJECTS_COLUMNS)
+        try:
+            rows, bad = _load(context, warehouse, name, table, fmt, files, partition)
+        except _BadRowsFound:
+            with duckdb.connect() as scratch:  # the error path: read again, number the rows
+                bad = _find_bad_rows(scratch, table, fmt, files, partition)
+            raise dg.Failure(
+                f"domain table `{name}`: {len(bad):,} bad row{'s' if len(bad) != 1 else ''}, "
+                f"{unchanged}: {bad_rows.describe(bad, files)}. Fix the file, or set "
+                f"`bad_rows: reject` (load the other rows, keep these in "
+                f"{bad_rows.REJECTS_SCHEMA}.{bad_rows.REJECTS_TABLE}) or `bad_rows: skip` on "
+                f"domain_tables.{name}", allow_retries=False) from None
         except (WarehouseError, duckdb.Error) as failed:
-            raise dg.Failure(f"domain table `{name}` from {', '.join(map(_short, files))}: "
-                             f"{str(failed).splitlines()[0]}") from failed
-        return dg.MaterializeResult(metadata={
+            raise dg.Failure(f"domain table `{name}`: {_load_problem(failed, files, fmt)}. "
+                             f"{unchanged.capitalize()}.", allow_retries=False) from failed
+        if bad:
+            verb = "rejected to stagecoach.rejects" if table.bad_rows == "reject" else "skipped"
+            context.log.warning(f"domain table `{name}`: {len(bad):,} bad row"
+                                f"{'s' if len(bad) != 1 else ''} {verb}: "
+                                f"{bad_rows.describe(bad, files)}")
+        empty = [f.source for f in files if f.columns and rows == 0]
+        if empty:
+            context.log.warning(f"domain table `{name}`: no rows in {', '.join(empty)}")
+        metadata: dict[str, Any] = {
             "dagster/row_count": rows,
+            "rows_loaded": rows,
+            "rows_rejected": len(bad) if table.bad_rows == "reject" else 0,
+            "rows_skipped": len(bad) if table.bad_rows == "skip" else 0,
+            "bad_rows": table.bad_rows,
             "files": len(files),
-            "source_files": dg.MetadataValue.md("\n".join(f"- `{f}`" for f in files)),
+            "source_files": dg.MetadataValue.md("\n".join(f"- `{f.source}`" for f in files)),
             "warehouse": warehouse.safe_url,
-        }, check_results=[_primary_key_check(warehouse, name, table.primary_key)]
-            if table.primary_key else [])
+        }
+        if bad:
+            metadata["bad_row_sample"] = dg.MetadataValue.md(markdown_table(
+                ["file", "line", "reason"],
+                [(files[b.file].source, b.line, b.reason) for b in bad[:10]]))
+        return dg.MaterializeResult(metadata=metadata, check_results=[
+            _primary_key_check(warehouse, name, table.primary_key)] if table.primary_key else [])
 
     return _domain
 
 
-def _short(path: str) -> str:
-    return Path(path).name
+class _BadRowsFound(Exception):
+    """A `bad_rows: fail` load met bad rows: roll back, then find where they are."""
 
 
-def _check_required(table: spec.DomainTable, files: list[str], fmt: dict[str, Any]
-                    ) -> set[str]:
+def _load(context: dg.AssetExecutionContext, warehouse: WarehouseResource, name: str,
+          table: spec.DomainTable, fmt: dict[str, Any], files: list[bad_rows.SourceFile],
+          partition: str | None) -> tuple[int, list[bad_rows.BadRow]]:
+    """Load the files in one transaction; returns the rows loaded and the bad rows left out."""
+    params = feed_params(files, fmt, partition)
+    match = {"table_name": f"domain.{name}", "partition_key": partition}
+    with warehouse.file_load("domain", name, partition) as load:
+        if table.bad_rows == "fail":  # one pass straight into the table; checks after
+            rows = load.replace(feed_select(table, fmt, files, partition is not None), params)
+            if _parse_rejects(load.reader, fmt) or _violations(load, table, partition):
+                raise _BadRowsFound
+            bad: list[bad_rows.BadRow] = []
+        else:
+            bad = _find_bad_rows(load.reader, table, fmt, files, partition)
+            refused = pa.table({"_file": pa.array([b.file for b in bad if b.ordinal], pa.int32()),
+                                "_row": pa.array([b.ordinal for b in bad if b.ordinal],
+                                                 pa.int64())})
+            load.reader.register(BAD_KEYS, refused)
+            good = (f"SELECT * EXCLUDE (_file, _row) FROM {INCOMING} ANTI JOIN {BAD_KEYS} "
+                    "USING (_file, _row)")
+            rows = load.replace(good, {})
+        kept = bad if table.bad_rows == "reject" else []
+        load.replace_rows(bad_rows.REJECTS_SCHEMA, bad_rows.REJECTS_TABLE,
+                          bad_rows.rejects_table(kept, files, f"domain.{name}", partition,
+                                                 context.run_id), match)
+    return rows, bad
+
+
+def _parse_rejects(con: duckdb.DuckDBPyConnection, fmt: dict[str, Any]) -> int:
+    """How many rows DuckDB's CSV reader could not read in this connection."""
+    if fmt["type"] not in bad_rows.DELIMITED:
+        return 0
+    try:
+        return con.execute(f"SELECT count(*) FROM {READER_REJECTS}").fetchone()[0]
+    except duckdb.CatalogException:  # no delimited file was read (all empty)
+        return 0
+
+
+def _violations(load: FileLoad, table: spec.DomainTable, partition: str | None) -> bool:
+    """Nulls in not-null columns, or a key repeated among the rows just loaded."""
+    where = (f" WHERE {PARTITION_COLUMN} = {load.placeholder.format('partition')}"
+             if partition is not None else "")
+    args = {"partition": partition} if partition is not None else {}
+    not_null = [quote_ident(c) for c, m in table.columns.items() if m.not_null]
+    if not_null:
+        nulls = " OR ".join(f"{c} IS NULL" for c in not_null)
+        joined = f"{where} AND ({nulls})" if where else f" WHERE {nulls}"
+        if load.run(f"SELECT count(*) FROM {load.target}{joined}", args)[0][0]:
+            return True
+    if table.primary_key:
+        key = ", ".join(quote_ident(c) for c in table.primary_key)
+        repeated = load.run(f"SELECT count(*) FROM (SELECT 1 AS one FROM {load.target}{where} "
+                            f"GROUP BY {key} HAVING count(*) > 1) AS repeated", args)[0][0]
+        if repeated:
+            return True
+    return False
+
+
+def _find_bad_rows(con: duckdb.DuckDBPyConnection, table: spec.DomainTable,
+                   fmt: dict[str, Any], files: list[bad_rows.SourceFile],
+                   partition: str | None) -> list[bad_rows.BadRow]:
+    """Stage the rows (numbered) in `con` and list every bad one with its file and line."""
+    params = feed_params(files, fmt, partition)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {INCOMING} AS "
+                f"{feed_select(table, fmt, files, partition is not None, numbered=True)}",
+                params)
+    found: list[bad_rows.BadRow] = []
+    if fmt["type"] in bad_rows.DELIMITED and _parse_rejects(con, fmt):
+        index = {f.path: f.index for f in files}
+        by_row: dict[tuple[int, int], bad_rows.BadRow] = {}
+        for path, offset, kind, raw, message in con.execute(
+                f"SELECT s.file_path, e.line_byte_position, CAST(e.error_type AS VARCHAR), "
+                f"left(e.csv_line, {bad_rows.RAW_LIMIT}), e.error_message "
+                f"FROM {READER_REJECTS} e JOIN {READER_SCANS} s USING (scan_id, file_id) "
+                f"ORDER BY 1, 2").fetchall():
+            row = bad_rows.BadRow(index[path], bad_rows.parse_reason(kind, message, fmt),
+                                  offset=offset, raw=raw)
+            # DuckDB reports a row with too many fields once per extra field: keep the last
+            by_row[(row.file, offset)] = row
+        found += by_row.values()
+    not_null = [c for c, m in table.columns.items() if m.not_null]
+    missing_any = " OR ".join(f"{quote_ident(c)} IS NULL" for c in not_null) or "false"
+    if not_null:
+        missing = ", ".join(f"CASE WHEN {quote_ident(c)} IS NULL THEN {_literal(c)} END"
+                            for c in not_null)
+        for file, row, columns in con.execute(
+                f"SELECT _file, _row, concat_ws(', ', {missing}) FROM {INCOMING} "
+                f"WHERE {missing_any}").fetchall():
+            found.append(bad_rows.BadRow(file, f"no value in not-null column(s) {columns}",
+                                         ordinal=row))
+    repeats: list[tuple[bad_rows.BadRow, str]] = []
+    if table.primary_key:
+        key = [quote_ident(c) for c in table.primary_key]
+        same = " AND ".join(f"ok.{c} IS NOT DISTINCT FROM r.{c}" for c in key)
+        text = " || ', ' || ".join(f"{_literal(c + '=')} || coalesce(CAST(ok.{q} AS VARCHAR), "
+                                   f"'NULL')" for c, q in zip(table.primary_key, key,
+                                                              strict=True))
+        window = f"PARTITION BY {', '.join(f'ok.{c}' for c in key)} ORDER BY ok._file, ok._row"
+        for file, row, key_text, first_file, first_row in con.execute(
+                f"WITH ok AS (SELECT * FROM {INCOMING} WHERE NOT ({missing_any})), "
+                f"repeated AS (SELECT {', '.join(key)} FROM ok GROUP BY ALL "
+                f"HAVING count(*) > 1), "
+                f"ranked AS (SELECT ok._file, ok._row, {text} AS key_text, "
+                f"row_number() OVER ({window}) AS n, first_value(ok._file) OVER ({window}) "
+                f"AS first_file, first_value(ok._row) OVER ({window}) AS first_row "
+                f"FROM ok JOIN repeated r ON {same}) "
+                f"SELECT _file, _row, key_text, first_file, first_row FROM ranked "
+                f"WHERE n > 1").fetchall():
+            first = bad_rows.BadRow(first_file, "", ordinal=first_row)
+            repeats.append((bad_rows.BadRow(file, "", ordinal=row, first=first), key_text))
+    for row, _ in repeats:
+        found.append(row)
+    for f in files:
+        mine = [b for b in found if b.file == f.index]
+        mine += [b.first for b, _ in repeats if b.first.file == f.index]
+        if mine:
+            bad_rows.locate(f, fmt, mine)
+    for row, key_text in repeats:
+        first = row.first
+        elsewhere = "" if first.file == row.file else f" of {files[first.file].source}"
+        at = f"line {first.line}" if first.line else "an earlier row"
+        row.reason = f"primary key ({key_text}) repeats {at}{elsewhere}"
+    return sorted(found, key=bad_rows.sort_key)
+
+
+def _load_problem(failed: Exception, files: list[bad_rows.SourceFile],
+                  fmt: dict[str, Any]) -> str:
+    """A whole-file fault met while loading, naming the file, or the warehouse's message."""
+    detail = str(failed.__cause__ or failed)
+    for f in files:
+        if f.path in detail or Path(f.path).name in detail:
+            if "gzip" in detail.lower():
+                return bad_rows.gzip_problem(f.source, f.path, fmt)
+            return bad_rows.file_error(f, detail, fmt)
+    return str(failed)
+
+
+def _check_required(name: str, table: spec.DomainTable, files: list[bad_rows.SourceFile],
+                    fmt: dict[str, Any], unchanged: str) -> None:
     """Every required source column must be in every file; name the file and the column."""
-    available: set[str] = set()
     problems = []
-    for path in files:
-        try:
-            columns = set(file_columns(path, fmt))
-        except duckdb.Error as bad:
-            raise dg.Failure(f"{path}: cannot read as {fmt['type']}: "
-                             f"{str(bad).splitlines()[0]}") from bad
-        available |= columns
+    for f in files:
         missing = [m.source or c for c, m in table.columns.items()
-                   if m.required and (m.source or c) not in columns]
-        if missing:
-            problems.append(f"{path}: missing required column(s) {', '.join(missing)} "
-                            f"(found: {', '.join(sorted(columns))})")
+                   if m.required and (m.source or c) not in f.columns]
+        if missing and (f.columns or fmt["type"] in bad_rows.DELIMITED):
+            problems.append(bad_rows.header_problem(f, missing, fmt))
     if problems:
-        raise dg.Failure("; ".join(problems) + ". Fix the file or the feed's `source:` names; "
-                         "nothing was loaded.")
-    return available
+        raise dg.Failure(f"domain table `{name}`: " + "; ".join(problems) + ". Fix the file "
+                         f"or the feed's `source:` names; {unchanged}.", allow_retries=False)
 
 
 def _primary_key_check(warehouse: WarehouseResource, name: str, key: list[str]

@@ -241,5 +241,6 @@ def test_failed_load_leaves_previous_table_on_postgres(postgres_url: str, pg: sa
     second = workflow_runner(workflows, "members_load")
     assert not second.success
     failures = second.failures()
-    assert "member_id" in failures and "previous table is unchanged" in failures
+    assert "members.csv:3: no value in not-null column(s) member_id" in failures
+    assert "domain.members is unchanged" in failures
     assert fetch(pg, 'SELECT member_id, email FROM "domain"."members" ORDER BY 1') == before

@@ -121,7 +121,7 @@ def test_a_failed_load_leaves_the_old_table(demo: Path) -> None:
         result = run(job, instance, DAYS[0], CUSTOMERS)
         assert not result.success
         message = failure_message(result)
-        assert "customers.csv: missing required column(s) E-mail" in message
+        assert "customers.csv:1: missing required column(s) E-mail" in message
         assert warehouse(demo, "select count(*), sum(hash(email)) from domain.customers"
                          ) == before
 
@@ -130,8 +130,8 @@ def test_a_failed_load_leaves_the_old_table(demo: Path) -> None:
         (landing / "customers.csv").write_text("\n".join([*lines, ",x@y.z" + "," * 7]) + "\n")
         result = run(job, instance, DAYS[0], CUSTOMERS)
         assert not result.success
-        assert "1 row(s) have no value in not-null column 'customer_id'" in \
-            failure_message(result)
+        assert (f"customers.csv:{len(lines) + 1}: no value in not-null column(s) customer_id"
+                in failure_message(result))
         assert warehouse(demo, "select count(*), sum(hash(email)) from domain.customers"
                          ) == before
 
@@ -209,7 +209,10 @@ def test_the_code_location_refuses_a_bad_spec(demo: Path) -> None:
         result.stdout + result.stderr
 
 
-def test_duplicate_primary_keys_fail_the_blocking_check(demo: Path) -> None:
+def test_duplicate_primary_keys_fail_the_load(demo: Path) -> None:
+    """`bad_rows: fail` (the default): a repeated key fails the load naming both lines, and
+    nothing downstream runs. (A key repeated across partitions is the blocking check's: see
+    tests/unit/test_bad_files.py.)"""
     job = build_definitions().resolve_job_def("acme_retail_job")
     landing = demo / "data" / "demo" / "landing"
     lines = (landing / "customers.csv").read_text().splitlines()
@@ -218,11 +221,11 @@ def test_duplicate_primary_keys_fail_the_blocking_check(demo: Path) -> None:
         assert run(job, instance, DAYS[0], ORDERS).success
         result = run(job, instance, DAYS[0])
     assert not result.success
-    [check] = [c for c in result.get_asset_check_evaluations()
-               if c.check_name == "primary_key_unique"]
-    assert not check.passed
-    assert check.metadata["duplicate_keys"].value == 1
+    key = lines[1].split(",")[0]
+    assert (f"customers.csv:{len(lines) + 1}: primary key (customer_id={key}) repeats line 2"
+            in failure_message(result))
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "domain/customers" not in materialized
     assert "db/customer_360/unified_customers" not in materialized  # blocked downstream
 
 
