@@ -92,6 +92,18 @@ CATALOGUE = [
       "parse string as an integer"]),
     ("port out of range", ("    username: acme\n", "    username: acme\n    port: 70000\n"),
      ["wf.yaml:12 connections.vendor_sftp.port: Input should be less than or equal to 65535"]),
+    ("bad rows policy", ("    from: orders\n    columns:", "    from: orders\n    bad_rows: "
+                                                             "quarantine\n    columns:"),
+     ["wf.yaml:20 domain_tables.orders.bad_rows: unknown value; input should be 'fail', "
+      "'reject' or 'skip'"]),
+    ("unknown file encoding", ("    path: orders_{{ ds_nodash }}.csv\n", "    path: orders_{{ "
+                               "ds_nodash }}.csv\n    format: {encoding: latin-9}\n"),
+     ["wf.yaml:17 couriers.orders.format.encoding: unknown encoding 'latin-9'; use a Python "
+      "codec name such as utf-8, latin-1 or cp1252"]),
+    ("line limit too small", ("    path: orders_{{ ds_nodash }}.csv\n", "    path: orders_{{ "
+                              "ds_nodash }}.csv\n    format: {max_line_bytes: 10}\n"),
+     ["wf.yaml:17 couriers.orders.format.max_line_bytes: Input should be greater than or equal "
+      "to 1000"]),
     ("bad delimiter", ("    path: orders_{{ ds_nodash }}.csv\n", "    path: orders_{{ ds_nodash }}"
                        ".csv\n    format: {delimiter: ';;'}\n"),
      ["wf.yaml:17 couriers.orders.format.delimiter: String should have at most 1 character"]),
