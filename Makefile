@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: setup demo test servers dev lint bench bench-delivery clean
+.PHONY: setup demo test reliability servers dev lint bench bench-delivery clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,9 @@ servers:  ## the test servers' programs (OpenSSH, Samba, GnuPG); PostgreSQL is e
 test: setup servers  ## every test, against real servers on loopback
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+reliability: setup servers  ## the reliability/security suite (markers fault, bad_input, security) and its figures
+	$(BIN)/pytest -m "fault or bad_input or security"
 
 dev: setup  ## the Dagster UI on http://127.0.0.1:3000
 	mkdir -p $(DAGSTER_HOME) && cp -n deploy/dagster.yaml $(DAGSTER_HOME)/dagster.yaml

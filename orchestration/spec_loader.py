@@ -185,6 +185,12 @@ class _Validator:
             line = mark.line + 1 if mark else 1
             self.errors.append(SpecError(self.file, line, "", f"not valid YAML: {bad.problem}"))
             return None
+        except yaml.reader.ReaderError as bad:  # a control character: it carries no mark
+            line = text[:bad.position].count("\n") + 1
+            shown = f"#x{bad.character:04x}" if isinstance(bad.character, int) else "a character"
+            self.errors.append(SpecError(self.file, line, "", f"not valid YAML: {shown} is not "
+                                         "allowed (a control character?); remove it"))
+            return None
         if not isinstance(data, dict) or node is None:
             self.errors.append(SpecError(self.file, 1, "", "a workflow spec is a mapping with "
                                          "a `workflow:` section and named sections"))

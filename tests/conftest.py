@@ -24,6 +24,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+# The reliability/security suite's report (markers fault, bad_input, security; `make reliability`).
+pytest_plugins = ["tests.reliability_report"]
+
 SSHD = "/usr/sbin/sshd"
 POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 

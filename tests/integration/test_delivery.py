@@ -176,6 +176,7 @@ def test_empty_send_delivers_the_header_only_file(stagecoach_env: Path, workflow
     assert (root / "outbox" / "people.csv").read_text() == "customer_id,name,city\n"
 
 
+@pytest.mark.fault
 def test_rerun_does_not_send_twice_unless_asked(stagecoach_env: Path, workflow_runner):
     root = stagecoach_env
     workflows = write_spec(root, spec(root, "    to: outbox\n    file: {name: people.csv}\n"))
@@ -226,6 +227,7 @@ def test_a_missing_file_or_another_day_is_sent_again(stagecoach_env: Path, workf
         ("2026-11-05", "delivered"), ("2026-11-05", "delivered"), ("2026-11-06", "delivered")]
 
 
+@pytest.mark.fault
 def test_one_failed_destination_fails_the_run_but_not_the_others(
         stagecoach_env: Path, workflow_runner):
     root = stagecoach_env
@@ -304,6 +306,7 @@ def test_resend_goes_to_the_original_days_folder(stagecoach_env: Path, workflow_
     assert [e.day for e in rows(root)] == ["2026-11-03", "2026-11-03"]
 
 
+@pytest.mark.fault
 def test_resend_refuses_a_damaged_archive(stagecoach_env: Path, workflow_runner):
     root = stagecoach_env
     workflows = write_spec(root, spec(root, "    to: outbox\n    file: {name: people.csv}\n"))

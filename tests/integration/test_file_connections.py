@@ -83,6 +83,7 @@ def test_overwrite_off_keeps_the_existing_file(endpoint: Endpoint, tmp_path: Pat
     assert endpoint.listing("out") == {"report.csv": 12, "new.csv": 12}
 
 
+@pytest.mark.fault
 def test_wrong_md5_is_not_delivered(endpoint: Endpoint, tmp_path: Path):
     if not endpoint.connection.checks_md5:
         pytest.skip(f"{endpoint.kind} cannot read a checksum back; the size is checked")
@@ -99,6 +100,7 @@ def test_missing_file_download_names_it(endpoint: Endpoint, tmp_path: Path):
     assert not (tmp_path / "nothing.csv").exists()
 
 
+@pytest.mark.security
 def test_paths_cannot_leave_the_base(endpoint: Endpoint, tmp_path: Path):
     local = tmp_path / "x.csv"
     local.write_bytes(b"x\n")
@@ -109,6 +111,7 @@ def test_paths_cannot_leave_the_base(endpoint: Endpoint, tmp_path: Path):
             endpoint.connection.list_files(bad)
 
 
+@pytest.mark.security
 def test_bad_login_names_connection_and_hides_secret(endpoint: Endpoint, tmp_path: Path):
     if endpoint.bad_login is None:
         pytest.skip(f"{endpoint.kind} has no login")
@@ -132,6 +135,7 @@ conn.upload(Path(sys.argv[3]), sys.argv[4])
 """
 
 
+@pytest.mark.fault
 def test_killed_upload_leaves_no_final_name(endpoint: Endpoint, tmp_path: Path):
     """The uploading process dies mid-transfer (kill -9): the final name never appears.
 

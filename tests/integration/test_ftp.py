@@ -25,6 +25,7 @@ def since(log: list[str], mark: int) -> list[str]:
     return log[mark:]
 
 
+@pytest.mark.security
 def test_ftps_refuses_an_untrusted_certificate_before_the_password(ftps_server: FtpServer,
                                                                    tmp_path: Path):
     other_ca, _ = self_signed_certificate(tmp_path, "other")
@@ -40,6 +41,7 @@ def test_ftps_refuses_an_untrusted_certificate_before_the_password(ftps_server: 
         assert ftps_server.password not in message
 
 
+@pytest.mark.security
 def test_ftps_checks_the_host_name(ftps_server: FtpServer):
     """The certificate names 127.0.0.1 only: the same server reached as localhost is refused."""
     conn = FtpResource(**ftps_server.settings(host="localhost"))

@@ -205,6 +205,7 @@ def test_wrong_password_names_server_not_password(smtp_starttls: SmtpServer) -> 
     assert smtp_starttls.password not in full_error(caught.value)
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("kind", ["smtp_starttls", "smtp_ssl"])
 def test_untrusted_certificate_fails_clearly(kind: str, request: pytest.FixtureRequest,
                                              tmp_path: Path) -> None:
@@ -220,6 +221,7 @@ def test_untrusted_certificate_fails_clearly(kind: str, request: pytest.FixtureR
         assert step in text
 
 
+@pytest.mark.security
 def test_starttls_not_offered_is_not_sent_in_clear(smtp_plain: SmtpServer) -> None:
     before = len(smtp_plain.all_received())
     with pytest.raises(MailError, match="does not offer STARTTLS; not sending in clear"):
@@ -227,6 +229,7 @@ def test_starttls_not_offered_is_not_sent_in_clear(smtp_plain: SmtpServer) -> No
     assert len(smtp_plain.all_received()) == before
 
 
+@pytest.mark.security
 def test_login_in_clear_is_refused(smtp_plain: SmtpServer) -> None:
     password = secrets.token_urlsafe(12)
     with pytest.raises(MailError, match="password in clear") as caught:

@@ -116,6 +116,7 @@ def test_upload_overwrites_by_default(sshd, remote_folder: Path, tmp_path: Path)
     assert all_files(remote_folder) == ["out.txt"]
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("known", ["other_key", "empty"])
 def test_wrong_host_key_is_refused(sshd, remote_folder: Path, tmp_path: Path, known: str):
     (remote_folder / "secret.csv").write_text("a,b\n1,2\n")
@@ -142,6 +143,7 @@ def test_wrong_host_key_is_refused(sshd, remote_folder: Path, tmp_path: Path, kn
     assert sftp_cli(sshd, "ls\n", known_hosts=known_hosts).returncode != 0
 
 
+@pytest.mark.security
 def test_missing_known_hosts_file_is_named(sshd, remote_folder: Path, tmp_path: Path):
     conn = sftp_resource(sshd, remote_folder, known_hosts=str(tmp_path / "nope"))
     with pytest.raises(TransferError, match="known_hosts"):
@@ -187,6 +189,7 @@ def _feed_fifo(fifo: Path, first: bytes, go_on: threading.Event, rest: bytes,
         errors.append(failed)
 
 
+@pytest.mark.fault
 def test_size_mismatch_leaves_no_file(sshd, remote_folder: Path, tmp_path: Path):
     """A local file still growing while it is uploaded (here a pipe the producer keeps
     writing) arrives with a size other than the one measured before: it is not delivered."""
@@ -207,6 +210,7 @@ def test_size_mismatch_leaves_no_file(sshd, remote_folder: Path, tmp_path: Path)
     assert sftp_ls(sshd, remote_folder / "out") == {}
 
 
+@pytest.mark.fault
 def test_interrupted_upload_leaves_no_final_file(sshd, remote_folder: Path, tmp_path: Path):
     """The server side of the connection dies mid-upload: the upload fails with a
     TransferError and the final name never appears (a `.partial` may stay, never listed)."""
@@ -312,6 +316,7 @@ def test_pipelined_transfers_with_other_request_sizes(sshd, remote_folder: Path,
     assert all_files(remote_folder) == ["empty.bin", "out/payload.bin"]
 
 
+@pytest.mark.fault
 def test_short_download_is_refused_and_removed(sshd, remote_folder: Path, tmp_path: Path,
                                                monkeypatch):
     """A download that ends short of the remote file's size (here: a transfer that stops

@@ -9,6 +9,8 @@ import pytest
 from orchestration.definitions import build_definitions
 from resources.warehouse import WarehouseError, WarehouseResource
 
+pytestmark = pytest.mark.security
+
 SENTINEL = "pa55-SENTINEL-never-shown"
 
 

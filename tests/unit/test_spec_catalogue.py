@@ -218,6 +218,7 @@ CATALOGUE = [
 ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("old", "new", "expected"),
                          [pytest.param(old, new, expected, id=name)
                           for name, (old, new), expected in CATALOGUE])
@@ -227,6 +228,7 @@ def test_bad_spec(old: str, new: str, expected: list[str], tmp_path: Path) -> No
     assert errors_of(text, tmp_path) == [e.replace("{tmp}", str(tmp_path)) for e in expected]
 
 
+@pytest.mark.bad_input
 def test_sql_courier_needs_a_query(tmp_path: Path) -> None:
     text = VALID.replace("connections:\n", "connections:\n  crm: {kind: sql, url: {env: CRM}}\n"
                          ).replace("    from: landing\n", "    from: crm\n")
@@ -235,6 +237,7 @@ def test_sql_courier_needs_a_query(tmp_path: Path) -> None:
         "`path:`)"]
 
 
+@pytest.mark.bad_input
 def test_activation_cannot_go_to_a_sql_connection(tmp_path: Path) -> None:
     text = VALID.replace("connections:\n", "connections:\n  crm: {kind: sql, url: {env: CRM}}\n"
                          ).replace("    to: vendor_sftp\n", "    to: crm\n")
@@ -258,6 +261,7 @@ triggers:
 """
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("old", "new", "expected"), [
     ('cron: "0 2 * * *"', 'cron: "0 25 * * *"',
      "wf.yaml:38 courier_groups.nightly.schedule.cron: '0 25 * * *' is not a cron expression "
@@ -301,6 +305,7 @@ def test_bad_groups_and_triggers(old: str, new: str, expected: str, tmp_path: Pa
     assert errors_of(text, tmp_path) == [expected]
 
 
+@pytest.mark.bad_input
 def test_forwarding_a_glob_needs_source_name(tmp_path: Path) -> None:
     text = (VALID.replace("orders_{{ ds_nodash }}.csv", "orders_*.csv")
             .replace("    query: big_orders\n", "    courier: orders\n")
@@ -315,6 +320,7 @@ def test_forwarding_a_glob_needs_source_name(tmp_path: Path) -> None:
     assert load_workflow_text(fixed, "wf.yaml", tmp_path).activations["export"].courier
 
 
+@pytest.mark.bad_input
 def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:
     text = (VALID.replace("password: {env: VENDOR_SFTP_PASSWORD}", "password: hunter2")
             .replace("    from: landing\n", "    from: landin\n")
@@ -323,6 +329,7 @@ def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:
     assert [e.split(" ", 1)[0] for e in errors] == ["wf.yaml:12", "wf.yaml:15", "wf.yaml:22"]
 
 
+@pytest.mark.bad_input
 def test_a_secret_literal_is_never_echoed(tmp_path: Path) -> None:
     text = VALID.replace("password: {env: VENDOR_SFTP_PASSWORD}", "password: s3cr3t-value")
     with pytest.raises(SpecInvalid) as raised:
@@ -330,6 +337,7 @@ def test_a_secret_literal_is_never_echoed(tmp_path: Path) -> None:
     assert "s3cr3t-value" not in str(raised.value)
 
 
+@pytest.mark.bad_input
 def test_a_section_that_is_not_a_mapping(tmp_path: Path) -> None:
     text = VALID.replace("couriers:\n  orders:", "couriers: [orders]\nx:\n  orders:")
     errors = errors_of(text, tmp_path)
@@ -340,6 +348,7 @@ def test_the_catalogue_is_large_enough() -> None:
     assert len(CATALOGUE) >= 30
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("sql", "message"), [
     ("where d = '{{ ds }}'", "{{ … }} inside quotes: write it without quotes, it becomes a "
                             "bound value (e.g. `where day = {{ ds }}`)"),
@@ -353,6 +362,7 @@ def test_sql_templates_must_be_bound_values(sql: str, message: str, tmp_path: Pa
     assert f"wf.yaml:29 queries.big_orders.sql: {message}" in errors_of(text, tmp_path)
 
 
+@pytest.mark.bad_input
 def test_a_setting_of_the_wrong_shape_gets_one_plain_message(tmp_path: Path) -> None:
     text = VALID.replace("host: sftp.example.com", "host: [a, b]")
     assert errors_of(text, tmp_path) == [
@@ -364,6 +374,7 @@ def test_year_month_day_paths_are_dated(tmp_path: Path) -> None:
     assert load_workflow_text(text, "wf.yaml", tmp_path).couriers["orders"].dated
 
 
+@pytest.mark.bad_input
 def test_two_workflows_cannot_share_an_asset_key(tmp_path: Path) -> None:
     from orchestration.spec_loader import load_workflows
 
@@ -377,6 +388,7 @@ def test_two_workflows_cannot_share_an_asset_key(tmp_path: Path) -> None:
         "asset keys are shared by the code location: rename one"]
 
 
+@pytest.mark.bad_input
 def test_an_empty_folder_is_an_error(tmp_path: Path) -> None:
     from orchestration.spec_loader import load_workflows
 
@@ -443,6 +455,7 @@ ALERT_CATALOGUE = [
 ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("old", "new", "expected"),
                          [pytest.param(old, new, expected, id=name)
                           for name, (old, new), expected in ALERT_CATALOGUE])
