@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from openpyxl import Workbook
 
@@ -65,6 +68,12 @@ def xlsx(rows: list[list[Any]]) -> bytes:
         path.unlink(missing_ok=True)
 
 
+def parquet(columns: dict[str, list[Any]]) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa.table(columns), sink)
+    return sink.getvalue()
+
+
 @dataclass
 class Case:
     """A bad file and what each policy must make of it."""
@@ -86,7 +95,7 @@ class Case:
             return self.whole_file
         if not self.bad:
             return None
-        shown = "; ".join(f"{{src}}:{line}: {reason}" + (f" ({short(raw)})" if raw else "")
+        shown = "; ".join(f"{{src}}:{line}: {reason}" + (f" ({braces(short(raw))})" if raw else "")
                           for line, reason, raw in self.bad[:5])
         count = len(self.bad)
         return (f"domain table `{{table}}`: {count} bad row{'s' if count != 1 else ''}, "
@@ -96,6 +105,11 @@ class Case:
 def short(raw: str) -> str:
     flat = raw.replace("\r", "\\r").replace("\n", "\\n")
     return flat if len(flat) <= 80 else flat[:80] + "…"
+
+
+def braces(text: str) -> str:
+    """Literal text inside a str.format template."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def csv_bytes(*lines: str, end: str = "\n") -> bytes:
@@ -202,6 +216,16 @@ CASES = [
          good=xlsx([["People export"], ["id", "name", "email"], [10, "Ten", "ten@example.com"],
                     [11, "Eleven", "eleven@example.com"]]), format="{type: xlsx, skip_rows: 1}",
          loads=["1"], bad=[(4, "primary key (id=1) repeats line 3", "1,Ann,ann@example.com")]),
+    Case("JSON lines with a repeated key and a blank line", "people.jsonl",
+         b'{"id": 1, "name": "Ann"}\n\n{"id": 2}\n{"id": 1, "name": "Again"}\n',
+         good=b'{"id": 10, "name": "Ten"}\n{"id": 11, "name": "Eleven"}\n',
+         format="{type: jsonl}", loads=["1", "2"],
+         bad=[(4, "primary key (id=1) repeats line 1", '{"id": 1, "name": "Again"}')]),
+    Case("Parquet with a null key (lines are row numbers)", "people.parquet",
+         parquet({"id": ["1", None, "3"], "name": ["Ann", "Nobody", "Cy"]}),
+         good=parquet({"id": ["10", "11"], "name": ["Ten", "Eleven"]}),
+         format="{type: parquet}", loads=["1", "3"],
+         bad=[(2, "no value in not-null column(s) id", None)]),
     Case("malformed JSON line", "people.jsonl",
          b'{"id": 1, "name": "Ann"}\n{"id": 2, "name": \n',
          good=b'{"id": 10, "name": "Ten"}\n{"id": 11, "name": "Eleven"}\n',
@@ -244,8 +268,7 @@ def step_failures(run: WorkflowRun) -> dict[str, str]:
 def table_rows(warehouse: WarehouseResource, table: str) -> list[tuple]:
     if not warehouse.has_table("domain", table):
         return []
-    return sorted(warehouse.fetch(f'SELECT id, name, email FROM "domain"."{table}"'),
-                  key=str)
+    return sorted(warehouse.fetch(f'SELECT id, name FROM "domain"."{table}"'), key=str)
 
 
 def rejects(warehouse: WarehouseResource, table: str) -> list[tuple]:
