@@ -122,6 +122,18 @@ def _display(file: Path) -> str:
         return str(file)
 
 
+MAX_YAML_NODES = 200_000  # the demo has ~3,000; a spec of 15,000 lines ~50,000
+
+
+class _YamlTooComplex(Exception):
+    """The YAML cannot become a spec: a cyclic alias, aliases expanding too far, or nesting
+    deeper than the parser's stack (the line is where it was noticed)."""
+
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line, self.message = line, message
+
+
 class _Lines:
     """Line numbers of every key and value in a YAML document, by path."""
 
@@ -129,21 +141,37 @@ class _Lines:
         self.lines: dict[Path_, int] = {}
         self.duplicates: list[tuple[Path_, int]] = []
 
-    def walk(self, node: yaml.Node, path: Path_ = ()) -> None:
-        self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            seen: set[str] = set()
-            for key_node, value_node in node.value:
-                key = str(key_node.value)
-                child = (*path, key)
-                if key in seen:
-                    self.duplicates.append((child, key_node.start_mark.line + 1))
-                seen.add(key)
-                self.lines[child] = key_node.start_mark.line + 1
-                self.walk(value_node, child)
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                self.walk(item, (*path, index))
+    def walk(self, root: yaml.Node) -> None:
+        """Record every path's line, without recursion: a YAML alias can make the tree cyclic
+        (`a: &x [*x]`) or, nested, expand it exponentially; both are refused (_YamlTooComplex)
+        instead of looping or exhausting the stack."""
+        stack: list[tuple[yaml.Node, Path_, frozenset[int]]] = [(root, (), frozenset())]
+        visited = 0
+        while stack:
+            node, path, ancestors = stack.pop()
+            visited += 1
+            if visited > MAX_YAML_NODES:
+                raise _YamlTooComplex(node.start_mark.line + 1, f"more than {MAX_YAML_NODES:,} "
+                                      "values once aliases (*name) are expanded; write the "
+                                      "spec out or split it")
+            if id(node) in ancestors:
+                raise _YamlTooComplex(node.start_mark.line + 1, "an alias (*name) refers to a "
+                                      "value that contains it, so the spec never ends")
+            self.lines.setdefault(path, node.start_mark.line + 1)
+            inside = ancestors | {id(node)}
+            if isinstance(node, yaml.MappingNode):
+                seen: set[str] = set()
+                for key_node, value_node in node.value:
+                    key = str(key_node.value)
+                    child = (*path, key)
+                    if key in seen:
+                        self.duplicates.append((child, key_node.start_mark.line + 1))
+                    seen.add(key)
+                    self.lines[child] = key_node.start_mark.line + 1
+                    stack.append((value_node, child, inside))
+            elif isinstance(node, yaml.SequenceNode):
+                for index, item in enumerate(node.value):
+                    stack.append((item, (*path, index), inside))
 
     def line(self, path: Iterable[str | int]) -> int:
         """The line of the deepest part of `path` that exists in the file."""
@@ -168,7 +196,16 @@ class _Validator:
         )
 
     def run(self, text: str, file: Path | None) -> LoadedWorkflow:
-        raw = self._parse_yaml(text)
+        try:
+            raw = self._parse_yaml(text)
+        except _YamlTooComplex as bad:
+            self.errors.append(SpecError(self.file, bad.line, "", f"not usable YAML: "
+                                         f"{bad.message}"))
+            raw = None
+        except RecursionError:
+            self.errors.append(SpecError(self.file, 1, "", "not usable YAML: values nested too "
+                                         "deeply (hundreds of levels of [ or {); flatten them"))
+            raw = None
         workflow = self._build(raw) if raw is not None else None
         if self.errors or workflow is None:
             unique = dict.fromkeys(self.errors)  # union members can repeat one problem
