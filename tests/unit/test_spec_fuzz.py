@@ -180,3 +180,26 @@ def test_a_mutated_spec_loads_or_fails_with_a_spec_error(case: tuple[str, str, P
 def test_every_source_is_valid_unmutated(tmp_path: Path):
     for name, text, base in SOURCES:
         assert load_workflow_text(text, "wf.yaml", base or tmp_path), name
+
+
+LAUGHS = "workflow: {name: a}\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9))
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(("text", "expected"), [
+    ("workflow: {name: a}\nx: &a [*a]\n", "wf.yaml:2 not usable YAML: an alias (*name) refers "
+                                          "to a value that contains it"),
+    ("workflow: {name: a}\ncouriers: &c {x: *c}\n", "wf.yaml:2 not usable YAML: an alias"),
+    (LAUGHS, "wf.yaml:2 not usable YAML: more than 200,000 values once aliases (*name) are "
+             "expanded"),
+    ("workflow: {name: a}\nx: " + "[" * 5000 + "]" * 5000 + "\n", "wf.yaml:2 x: unknown "
+                                                                   "section 'x'"),
+    ("workflow:\n  name: a\x07b\n", "wf.yaml:2 not valid YAML: #x0007 is not allowed"),
+], ids=["cyclic alias", "cyclic section", "billion laughs", "deep nesting", "control character"])
+def test_yaml_bombs_are_spec_errors(text: str, expected: str, tmp_path: Path):
+    """What Hypothesis found (a cyclic alias crashed the loader with RecursionError, a control
+    character with yaml's ReaderError), and the alias bomb it would take long to find."""
+    with pytest.raises(SpecInvalid) as refused:
+        load_workflow_text(text, "wf.yaml", tmp_path)
+    assert str(refused.value.errors[0]).startswith(expected), refused.value.errors
