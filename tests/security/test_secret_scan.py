@@ -21,6 +21,7 @@ import os
 import secrets
 import shutil
 import threading
+import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -123,6 +124,24 @@ def test_the_scanner_finds_each_form(tmp_path: Path):
 # ---------------------------------------------------------------- the run
 
 
+def wait_for_run_history(warehouse: Path, runs: dict[str, str], timeout: float = 120.0
+                         ) -> list[tuple]:
+    """The stagecoach.run_history rows of `runs` once each run's final status is there (the
+    alert sensors write them within a tick or two); DuckDB's lock is retried meanwhile."""
+    deadline, rows = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        try:
+            with duckdb.connect(str(warehouse), read_only=True) as con:
+                rows = con.execute("SELECT * FROM stagecoach.run_history").fetchall()
+                if all(any(run in str(row) and status in str(row) for row in rows)
+                       for run, status in runs.items()):
+                    return rows
+        except duckdb.Error:  # the table does not exist yet, or a writer holds the file
+            pass
+        time.sleep(3)
+    return rows
+
+
 def leaky_spec(root: Path, sshd, account, s3_endpoint: str, bucket: str, smtp, schema: str
                ) -> str:
     return f"""
@@ -197,6 +216,8 @@ activations:
     mail: {{to: [crm@example.com], subject: "everyone {{{{ ds }}}}", mode: attach}}
 triggers:
   hook: {{job: workflow, when: {{kind: webhook, token: {{env: SCAN_WEBHOOK_TOKEN}}}}}}
+alerts:
+  history: {{kind: dataset}}          # every run as a row of stagecoach.run_history
 """
 
 
@@ -234,6 +255,8 @@ activations:
     to: [wrong_vendor, wrong_mailer]
     file: {{name: people.csv}}
     mail: {{to: [ops@example.com]}}
+alerts:
+  history: {{kind: dataset}}          # the failure and its error text, in run_history
 """
 
 
@@ -335,8 +358,11 @@ def test_no_secret_is_stored_anywhere(tmp_path_factory: pytest.TempPathFactory, 
                 "leaky_errors_job", repository_location_name=LOCATION,
                 repository_name=REPOSITORY)
             assert wait_for_run(dev, failing, timeout=300) == "FAILURE", dev.log_tail()
+            history = wait_for_run_history(root / "data" / "warehouse.duckdb",
+                                           {run_id: "SUCCESS", failing: "FAILURE"})
     finally:
         logging.getLogger("stagecoach.webhook").removeHandler(webhook_log)
+    assert history, "the dataset reporter wrote no stagecoach.run_history row"
 
     # Every secret was really used: the deliveries arrived, logins happened.
     [sent] = (account.folder / "out").iterdir()
@@ -362,7 +388,8 @@ def test_no_secret_is_stored_anywhere(tmp_path_factory: pytest.TempPathFactory, 
     print(f"secret scan: {json.dumps(report)}")
     secrets_scanned(len(everything), f"{len(scanned_secrets)} secrets; {files + data_files} "
                                      f"files, {len(tables)} tables and 2 logs scanned")
-    assert {"stagecoach.file_history", "domain.customers"} <= set(tables)
+    assert {"stagecoach.file_history", "stagecoach.run_history", "domain.customers"} <= \
+        set(tables)
     assert any(p.suffix == ".db" for p in (root / "dagster_home").rglob("*"))
     assert any("compute_logs" in str(p) for p in (root / "dagster_home").rglob("*")), \
         "no compute logs were captured: the scan would miss them"
