@@ -543,10 +543,11 @@ class AlertReporter(Model):
 class HttpReporter(AlertReporter):
     """Reporters over HTTP: retried on connection errors, 429 and 5xx with backoff."""
 
-    retries: int = Field(3, ge=0, le=10, description="Further attempts after the first.")
+    # Defaults keep a reporter that is down under ~20 s: a sensor evaluation has about 60.
+    retries: int = Field(2, ge=0, le=10, description="Further attempts after the first.")
     backoff_seconds: float = Field(1.0, ge=0, le=60, description="Wait before the first retry, "
                                                                  "doubled each time.")
-    timeout_seconds: float = Field(10.0, gt=0, le=300, description="Per attempt.")
+    timeout_seconds: float = Field(5.0, gt=0, le=300, description="Per attempt.")
 
 
 class SlackAlert(HttpReporter):

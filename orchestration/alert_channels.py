@@ -7,6 +7,7 @@ still send (a Dagster resource with a missing EnvVar would fail the whole sensor
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +43,12 @@ def _smtp(connection: spec.SmtpConnection, what: str) -> SmtpResource:
         "host", "port", "username", "password", "security", "ca_file", "from_address",
         "timeout_seconds")}
     return SmtpResource(**{k: v for k, v in fields.items() if v is not None})
+
+
+@functools.lru_cache(maxsize=8)
+def _dataset_channel(url: str) -> DatasetChannel:
+    # A sensor evaluation has about a minute: wait less than that for DuckDB's lock.
+    return DatasetChannel(warehouse=WarehouseResource(url=url, lock_timeout_seconds=20))
 
 
 def describe(name: str, alert: Any) -> str:
@@ -84,9 +91,8 @@ def channel_factory(workflow: spec.Workflow, name: str, alert: Any,
             return ShellChannel(command=alert.command, timeout_seconds=alert.timeout_seconds,
                                 env={k: _env(v, what) for k, v in alert.env.items()})
         if isinstance(alert, spec.DatasetAlert):
-            # A sensor evaluation has about a minute: wait less than that for DuckDB's lock.
-            return DatasetChannel(warehouse=WarehouseResource(url=warehouse_url(),
-                                                              lock_timeout_seconds=20))
+            # One per process and URL: the table is checked once and PostgreSQL's pool reused.
+            return _dataset_channel(warehouse_url())
         raise TypeError(f"no channel for alert kind {alert.kind!r}")
 
     return build

@@ -92,13 +92,14 @@ def reporters_of(workflow: spec.Workflow) -> list[Reporter]:
         name=reporter, events=frozenset(alert.events),
         jobs=frozenset(job_name(name, j) for j in alert.jobs) if alert.jobs else None,
         templates={e: t.model_dump(exclude_none=True) for e, t in alert.templates.items()},
-        channel=channel_factory(workflow, reporter, alert, settings.warehouse_url),
+        make_channel=channel_factory(workflow, reporter, alert, settings.warehouse_url),
         description=describe_reporter(reporter, alert),
         records_runs=isinstance(alert, spec.DatasetAlert),
     ) for reporter, alert in workflow.alerts.items()]
 
 
-def instigator_jobs(schedules: list, sensors: list) -> dict[str, str | None]:
+def instigator_jobs(schedules: list[dg.ScheduleDefinition], sensors: list[dg.SensorDefinition]
+                    ) -> dict[str, str | None]:
     """Schedule and sensor names → the job each launches (None: none or several)."""
     found: dict[str, str | None] = {s.name: s.job_name for s in schedules}
     for sensor in sensors:

@@ -72,9 +72,9 @@ DEFAULT_TEMPLATES: dict[str, dict[str, str]] = {
                 "{% if details.get('reason') %}\n{{ details.reason }}\n{% endif %}",
     },
     "sensor_error": {
-        "title": "{{ workflow }}: sensor{% if details.get('sensor') %} {{ details.sensor }}"
-                 "{% endif %} failed",
-        "text": "Workflow {{ workflow }}: the sensor"
+        "title": "{{ workflow }}: {{ details.get('kind') or 'sensor' }}"
+                 "{% if details.get('sensor') %} {{ details.sensor }}{% endif %} failed",
+        "text": "Workflow {{ workflow }}: the {{ details.get('kind') or 'sensor' }}"
                 "{% if details.get('sensor') %} {{ details.sensor }}{% endif %} failed and "
                 "will try again at its next tick.\n"
                 "{% if error %}\n\n{{ error }}\n{% endif %}",

@@ -1,18 +1,20 @@
 """A workflow's alerts: each event of its runs, schedules and sensors sent once to the reporters
 that follow it.
 
-- start, success, failure: Dagster run-status sensors on the workflow's jobs. Their cursor is
-  the event log's position, so each run is reported once, across daemon restarts too. A failed
-  run Dagster will retry (`dagster/will_retry=true`) is not reported: its last attempt is, and a
-  retry that succeeds says so in its success alert.
+- start, success, failure: Dagster run-status sensors on the workflow's jobs (their cursor is
+  the event log's position). A failed run Dagster will retry (`dagster/will_retry=true`) is not
+  reported: its last attempt is, and a retry that succeeds says so in its success alert.
 - runtime_exceeded: a sensor over the running runs of jobs with a `duration_alert`; the ids of
-  the runs already reported are in its cursor. The run goes on.
+  the runs it reported are in its cursor. The run goes on.
 - missing_files, sensor_error: a sensor reading the ticks of the workflow's schedules and
-  sensors after the last one it read (its cursor): a failed tick, a tick that ran nothing for
-  missing files, a run started without some files.
+  sensors after the last one it read (its cursor): a tick that failed (the first of a series),
+  a tick that ran nothing for missing files, a run started without some files.
+- alarm: an asset check that failed in a run (a query's row-count bounds).
 
-A reporter that cannot deliver is logged on the sensor's tick and the others still send; nothing
-is retried by the sensor (each channel retries with backoff itself), so nothing is sent twice.
+Every delivery is also written to a ledger in the instance's key-value store before the next
+one: an evaluation that Dagster times out and runs again (its cursor not saved) skips what
+already went out. A reporter that cannot deliver is logged on the tick and the others still
+send; nothing here raises, since a run-status sensor that raises moves on without retrying.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-from dagster._core.scheduler.instigation import TickStatus
+from dagster._core.definitions.selector import RepositorySelector
+from dagster._core.scheduler.instigation import InstigatorTick, InstigatorType, TickStatus
 
 from assets import spec
 from resources.alert_templates import first_lines, human_duration, render_alert
@@ -34,6 +37,9 @@ from sensors.common import DURATION_ALERT_TAG, MISSING_FILES_TAG, missing_in_ski
 WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run when retries are on
 RETRY_NUMBER_TAG = "dagster/retry_number"
 INTERVAL_SECONDS = 15
+STALE_TICK_SECONDS = 3600  # older ticks (a sensor stopped for a while) are passed over
+TICKS_PER_EVALUATION = 50  # per instigator: a backlog drains over several evaluations
+LEDGER_PREFIX = "stagecoach/alert"
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,7 @@ class Reporter:
     events: frozenset[str]
     jobs: frozenset[str] | None  # job names; None: every job of the workflow
     templates: Mapping[str, Mapping[str, str]]
-    channel: Callable[[], AlertChannel]  # built per alert: variables are read then
+    make_channel: Callable[[], AlertChannel]  # variables are read when it is called
     description: str
     records_runs: bool = False  # a dataset reporter also records every finished run
 
@@ -69,17 +75,27 @@ class AlertContext:
         """What the UI shows on each alert sensor: the reporters, variables by name only."""
         return {"reporters": [r.description for r in self.reporters]}
 
-    def send(self, log: Any, event: str, values: dict[str, Any]) -> int:
-        """Send one event to every reporter following it; returns how many failed."""
-        failed = 0
+    def _ledger_key(self, reporter: Reporter, condition: str) -> str:
+        return f"{LEDGER_PREFIX}/{self.workflow}/{reporter.name}/{condition}"
+
+    def send(self, context: Any, event: str, condition: str, values: dict[str, Any]) -> None:
+        """Send one event to every reporter following it, once per `condition` (e.g.
+        'failure:<run id>') and reporter, however many times this is called."""
         values = {"workflow": self.workflow, **values}
-        for reporter in self.reporters:
-            if not reporter.follows(event, values.get("job")):
+        targets = [r for r in self.reporters if r.follows(event, values.get("job"))]
+        storage = context.instance.run_storage
+        keys = {self._ledger_key(r, condition) for r in targets}
+        done = storage.get_cursor_values(keys) if keys else {}
+        for reporter in targets:
+            key = self._ledger_key(reporter, condition)
+            if key in done:
+                context.log.info(f"{event} alert already sent by reporter {reporter.name}")
                 continue
             try:
                 title, text = render_alert(event, values, reporter.templates.get(event))
             except ValueError as bad:  # checked at load; details may still surprise it
-                log.warning(f"reporter {reporter.name}: {bad}; sent with the default template")
+                context.log.warning(f"reporter {reporter.name}: {bad}; the default template "
+                                    "is used")
                 title, text = render_alert(event, values)
             message = AlertMessage(
                 event=event, workflow=self.workflow, title=title, text=text,
@@ -87,42 +103,52 @@ class AlertContext:
                 duration_seconds=values.get("duration_seconds"),
                 failed_step=values.get("failed_step"), error=first_lines(values.get("error")),
                 run_url=values.get("run_url"), details=dict(values.get("details") or {}))
-            try:
-                reporter.channel().send_alert(message)
-            except AlertDeliveryError as error:
-                failed += 1
-                log.error(f"{event} alert not sent by reporter {reporter.name}: {error}")
-            except Exception as error:  # an unknown error's text may quote a secret: type only
-                failed += 1
-                log.error(f"{event} alert not sent by reporter {reporter.name}: "
-                          f"{type(error).__name__} in its channel")
-            else:
-                log.info(f"{event} alert sent by reporter {reporter.name} ({title})")
-        return failed
+            if _attempt(context.log, f"{event} alert", reporter,
+                        lambda r=reporter, m=message: r.make_channel().send_alert(m)):
+                storage.set_cursor_values({key: str(int(time.time()))})
+                context.log.info(f"{event} alert sent by reporter {reporter.name} ({title})")
 
-    def record_run(self, log: Any, values: dict[str, Any], started: float | None,
+    def record_run(self, context: Any, values: dict[str, Any], started: float | None,
                    ended: float | None, tags: Mapping[str, str]) -> None:
         """A row per finished run in the run-history table of each dataset reporter."""
+        storage = context.instance.run_storage
         for reporter in self.reporters:
             if not reporter.records_runs or (reporter.jobs is not None
                                              and values.get("job") not in reporter.jobs):
                 continue
-            try:
-                reporter.channel().record_run(  # type: ignore[attr-defined]
-                    self.workflow, values.get("job"), values.get("run_id"), values["status"],
-                    started, ended, values.get("failed_step"), values.get("error"), tags)
-            except AlertDeliveryError as error:
-                log.error(f"run not recorded by reporter {reporter.name}: {error}")
+            key = self._ledger_key(reporter, f"run:{values['run_id']}")
+            if key in storage.get_cursor_values({key}):
+                continue
+            if _attempt(context.log, "run record", reporter,
+                        lambda r=reporter: r.make_channel().record_run(  # type: ignore
+                            self.workflow, values.get("job"), values.get("run_id"),
+                            values["status"], started, ended, values.get("failed_step"),
+                            values.get("error"), tags)):
+                storage.set_cursor_values({key: str(int(time.time()))})
 
-    def run_values(self, instance: dg.DagsterInstance, run: dg.DagsterRun
+    def run_values(self, run: dg.DagsterRun, record: Any
                    ) -> tuple[dict[str, Any], float | None, float | None]:
-        record = instance.get_run_record_by_id(run.run_id)
         started = record.start_time if record else None
         ended = record.end_time if record else None
         duration = ((ended or time.time()) - started) if started else None
         return ({"job": run.job_name, "run_id": run.run_id, "status": run.status.value,
                  "duration_seconds": duration, "run_url": self.run_url(run.run_id)},
                 started, ended)
+
+
+def _attempt(log: Any, what: str, reporter: Reporter, deliver: Callable[[], object]) -> bool:
+    """Run one delivery; a failure is logged (an unknown error by its type only: its text may
+    quote a secret) and never raised."""
+    try:
+        deliver()
+    except AlertDeliveryError as error:
+        log.error(f"{what} not sent by reporter {reporter.name}: {error}")
+    except Exception as error:
+        log.error(f"{what} not sent by reporter {reporter.name}: {type(error).__name__} in "
+                  "its channel")
+    else:
+        return True
+    return False
 
 
 def _root_error(error: Any) -> str | None:
@@ -133,6 +159,20 @@ def _root_error(error: Any) -> str | None:
     while getattr(error, "cause", None) is not None:
         error = error.cause
     return error.message
+
+
+def _current(context: dg.RunStatusSensorContext) -> tuple[dg.DagsterRun, Any]:
+    """The run as stored now, and its record. Dagster tags a failure `will_retry` just after
+    storing it: with retries on, a missing tag is looked for again for a moment."""
+    instance, run_id = context.instance, context.dagster_run.run_id
+    for _ in range(10):
+        record = instance.get_run_record_by_id(run_id)
+        run = record.dagster_run if record else context.dagster_run
+        if (run.status != dg.DagsterRunStatus.FAILURE or not instance.run_retries_enabled
+                or WILL_RETRY_TAG in run.tags):
+            break
+        time.sleep(0.3)
+    return run, record
 
 
 def build_alert_sensors(workflow: spec.Workflow, reporters: Sequence[Reporter],
@@ -147,75 +187,77 @@ def build_alert_sensors(workflow: spec.Workflow, reporters: Sequence[Reporter],
     alerts = AlertContext(wf, reporters, run_url)
     wanted = set().union(*(r.events for r in reporters))
     records = any(r.records_runs for r in reporters)
+    checks = "alarm" in wanted  # a failed asset check (a query's row-count bounds) is an alarm
     common = {"monitored_jobs": list(jobs), "default_status": dg.DefaultSensorStatus.RUNNING,
-              "minimum_interval_seconds": INTERVAL_SECONDS,
-              "metadata": alerts.metadata()}
+              "minimum_interval_seconds": INTERVAL_SECONDS, "metadata": alerts.metadata()}
 
     if "start" in wanted:
         @dg.run_status_sensor(run_status=dg.DagsterRunStatus.STARTED,
-                              name=f"{wf}_run_started_alerts",
+                              name=f"{wf}_run_started_alert_sensor",
                               description=f"Reports each started run of {wf}'s jobs.", **common)
         def _started(context: dg.RunStatusSensorContext) -> None:
-            values, _, _ = alerts.run_values(context.instance, context.dagster_run)
+            run, record = _current(context)
+            values, _, _ = alerts.run_values(run, record)
             # The event, not the run's status now (a short run may have finished already).
             values["status"] = dg.DagsterRunStatus.STARTED.value
-            alerts.send(context.log, "start", values)
+            alerts.send(context, "start", f"start:{run.run_id}", values)
 
         bundle.sensors.append(_started)
 
-    checks = "alarm" in wanted  # a failed asset check (a query's row-count bounds) is an alarm
     if "success" in wanted or records or checks:
         @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS,
-                              name=f"{wf}_run_success_alerts",
+                              name=f"{wf}_run_success_alert_sensor",
                               description=f"Reports each successful run of {wf}'s jobs.",
                               **common)
         def _succeeded(context: dg.RunStatusSensorContext) -> None:
-            run = context.dagster_run
-            values, started, ended = alerts.run_values(context.instance, run)
-            alerts.record_run(context.log, values, started, ended, run.tags)
-            retry = int(run.tags.get(RETRY_NUMBER_TAG, "0") or 0)
+            run, record = _current(context)
+            values, started, ended = alerts.run_values(run, record)
+            retry = _int(run.tags.get(RETRY_NUMBER_TAG))
             if retry:
                 values["details"] = {"note": f"on attempt {retry + 1}, after {retry} failed "
                                              f"attempt{'s' if retry > 1 else ''}"}
-            alerts.send(context.log, "success", values)
+            alerts.send(context, "success", f"success:{run.run_id}", values)
             if checks:
                 _report_alarms(context, alerts, values)
+            alerts.record_run(context, values, started, ended, run.tags)
 
         bundle.sensors.append(_succeeded)
 
     if "failure" in wanted or records or checks:
-        @dg.run_failure_sensor(name=f"{wf}_run_failure_alerts",
+        @dg.run_failure_sensor(name=f"{wf}_run_failure_alert_sensor",
                                description=f"Reports each failed run of {wf}'s jobs (a run "
                                            "Dagster will retry: its last attempt).", **common)
         def _failed(context: dg.RunFailureSensorContext) -> None:
-            run = context.instance.get_run_by_id(context.dagster_run.run_id) or \
-                context.dagster_run
-            values, started, ended = alerts.run_values(context.instance, run)
-            steps = context.get_step_failure_events()
+            run, record = _current(context)
+            values, started, ended = alerts.run_values(run, record)
+            try:
+                steps = context.get_step_failure_events()
+            except Exception:  # the event log unreadable: alert without the step
+                steps = []
             if steps:
                 values["failed_step"] = steps[0].step_key
                 values["error"] = _root_error(steps[0].event_specific_data.error)
             else:
                 values["error"] = context.failure_event.message
-            alerts.record_run(context.log, values, started, ended, run.tags)
-            if checks:
-                _report_alarms(context, alerts, values)
             if run.tags.get(WILL_RETRY_TAG) == "true":
                 context.log.info(f"run {run.run_id} will be retried: its last attempt alerts")
-                return
-            alerts.send(context.log, "failure", values)
+            else:
+                alerts.send(context, "failure", f"failure:{run.run_id}", values)
+                if checks:
+                    _report_alarms(context, alerts, values)
+            alerts.record_run(context, values, started, ended, run.tags)
 
         bundle.sensors.append(_failed)
 
     if records:
         @dg.run_status_sensor(run_status=dg.DagsterRunStatus.CANCELED,
-                              name=f"{wf}_run_canceled_records",
-                              description=f"Records each cancelled run of {wf}'s jobs.",
-                              **common)
+                              name=f"{wf}_run_canceled_record_sensor",
+                              description=f"Records each cancelled run of {wf}'s jobs in the "
+                                          "run history.", **common)
         def _canceled(context: dg.RunStatusSensorContext) -> None:
-            run = context.dagster_run
-            values, started, ended = alerts.run_values(context.instance, run)
-            alerts.record_run(context.log, values, started, ended, run.tags)
+            run, record = _current(context)
+            values, started, ended = alerts.run_values(run, record)
+            alerts.record_run(context, values, started, ended, run.tags)
 
         bundle.sensors.append(_canceled)
 
@@ -227,26 +269,38 @@ def build_alert_sensors(workflow: spec.Workflow, reporters: Sequence[Reporter],
     return bundle
 
 
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
 def _report_alarms(context: dg.RunStatusSensorContext, alerts: AlertContext,
                    values: dict[str, Any]) -> None:
-    """An alarm per asset check that failed in the run (each run is seen once)."""
-    records = context.instance.get_records_for_run(
-        run_id=values["run_id"], of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    """An alarm per asset check that failed in the run."""
+    try:
+        records = context.instance.get_records_for_run(
+            run_id=values["run_id"], of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    except Exception as error:
+        context.log.error(f"asset checks of run {values['run_id']} not read: "
+                          f"{type(error).__name__}")
+        return
     for record in records:
         evaluation = record.event_log_entry.dagster_event.event_specific_data
         if evaluation.passed:
             continue
         observed = {k: getattr(v, "value", v) for k, v in (evaluation.metadata or {}).items()}
-        alerts.send(context.log, "alarm", {**values, "details": {
-            "alarm": f"{evaluation.asset_key.to_user_string()} {evaluation.check_name}",
-            "value": observed.get("rows"), "reason": evaluation.description,
-            "observed": observed}})
+        check = f"{evaluation.asset_key.to_user_string()} {evaluation.check_name}"
+        alerts.send(context, "alarm", f"alarm:{values['run_id']}:{check}", {
+            **values, "details": {"alarm": check, "value": observed.get("rows"),
+                                  "reason": evaluation.description, "observed": observed}})
 
 
 def _runtime_sensor(alerts: AlertContext, jobs: list[str]) -> dg.SensorDefinition:
     wf = alerts.workflow
 
-    @dg.sensor(name=f"{wf}_runtime_alerts", minimum_interval_seconds=INTERVAL_SECONDS,
+    @dg.sensor(name=f"{wf}_runtime_alert_sensor", minimum_interval_seconds=INTERVAL_SECONDS,
                default_status=dg.DefaultSensorStatus.RUNNING, metadata=alerts.metadata(),
                description=f"Reports once each run of {', '.join(jobs)} going longer than its "
                            "group's duration_alert; the run goes on.")
@@ -260,12 +314,12 @@ def _runtime_sensor(alerts: AlertContext, jobs: list[str]) -> dg.SensorDefinitio
             for record in records:
                 run, started = record.dagster_run, record.start_time
                 going.add(run.run_id)
-                limit = float(run.tags.get(DURATION_ALERT_TAG) or 0)
+                limit = _int(run.tags.get(DURATION_ALERT_TAG))
                 if run.run_id in reported or not started or not limit or now - started <= limit:
                     continue
-                values, _, _ = alerts.run_values(context.instance, run)
+                values, _, _ = alerts.run_values(run, record)
                 values["details"] = {"limit": human_duration(limit)}
-                alerts.send(context.log, "runtime_exceeded", values)
+                alerts.send(context, "runtime_exceeded", f"runtime:{run.run_id}", values)
                 reported.add(run.run_id)
         # Runs that ended are forgotten: the cursor stays as small as the runs going.
         context.update_cursor(json.dumps(sorted(reported & going)))
@@ -279,49 +333,75 @@ def _tick_sensor(alerts: AlertContext, instigators: Mapping[str, str | None]
                  ) -> dg.SensorDefinition:
     wf = alerts.workflow
 
-    @dg.sensor(name=f"{wf}_tick_alerts", minimum_interval_seconds=INTERVAL_SECONDS,
+    @dg.sensor(name=f"{wf}_tick_alert_sensor", minimum_interval_seconds=INTERVAL_SECONDS,
                default_status=dg.DefaultSensorStatus.RUNNING, metadata=alerts.metadata(),
                description=f"Reports failed ticks and missing files of {wf}'s schedules and "
                            "sensors, once each.")
     def _ticks(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-        state = json.loads(context.cursor) if context.cursor else {"since": time.time()}
+        now = time.time()
+        state = json.loads(context.cursor) if context.cursor else {"since": now}
         seen: dict[str, float] = state.setdefault("ticks", {})
+        failing = set(state.get("failing", []))  # instigators whose last tick failed
         sent = 0
-        for instigator in context.instance.all_instigator_state():
+        for instigator in _states_of(context):
             name = instigator.name
             if name not in instigators:
                 continue
-            after = seen.get(name, state["since"])
+            kind = ("schedule" if instigator.instigator_type == InstigatorType.SCHEDULE
+                    else "sensor")
+            after = max(seen.get(name, state["since"]), now - STALE_TICK_SECONDS)
             ticks = context.instance.get_ticks(instigator.instigator_origin_id,
                                                instigator.selector_id, after=after)
-            for tick in sorted(ticks, key=lambda t: t.timestamp):
+            for tick in sorted(ticks, key=lambda t: t.timestamp)[:TICKS_PER_EVALUATION]:
                 if tick.status == TickStatus.STARTED:
                     break  # its outcome is not known yet: read it again next time
-                sent += _report_tick(context, alerts, name, instigators[name], tick)
+                if tick.status == TickStatus.FAILURE and name in failing:
+                    pass  # still failing: reported at the first failure of the series
+                else:
+                    sent += _report_tick(context, alerts, name, kind, instigators[name], tick)
+                if tick.status == TickStatus.FAILURE:
+                    failing.add(name)
+                else:
+                    failing.discard(name)
                 seen[name] = tick.timestamp
+        state["ticks"] = {k: v for k, v in seen.items() if k in instigators}
+        state["failing"] = sorted(failing & set(instigators))
         context.update_cursor(json.dumps(state))
-        return dg.SkipReason(f"{sent} alert(s) from ticks" if sent else "no new tick to report")
+        return dg.SkipReason(f"{sent} tick(s) reported" if sent else "no new tick to report")
 
     return _ticks
 
 
+def _states_of(context: dg.SensorEvaluationContext) -> list[Any]:
+    """This code location's schedules and sensors (all of the instance's outside a daemon,
+    e.g. in a test, where the location is not known)."""
+    origin = context.code_location_origin
+    if origin is None or context.repository_name is None:
+        return list(context.instance.all_instigator_state())
+    selector = RepositorySelector(location_name=origin.location_name,
+                                  repository_name=context.repository_name)
+    return list(context.instance.all_instigator_state(
+        repository_selector_id=selector.selector_id))
+
+
 def _report_tick(context: dg.SensorEvaluationContext, alerts: AlertContext, name: str,
-                 job: str | None, tick: Any) -> int:
+                 kind: str, job: str | None, tick: InstigatorTick) -> int:
+    details = {"sensor": name, "kind": kind, "tick_id": tick.tick_id}
     if tick.status == TickStatus.FAILURE:
-        alerts.send(context.log, "sensor_error", {
-            "job": job, "error": _root_error(tick.error), "details": {"sensor": name}})
+        alerts.send(context, "sensor_error", f"tick:{tick.tick_id}", {
+            "job": job, "error": _root_error(tick.error), "details": details})
         return 1
     if tick.status == TickStatus.SKIPPED and (files := missing_in_skip_reason(tick.skip_reason)):
-        alerts.send(context.log, "missing_files", {
-            "job": job, "details": {"files": files, "instigator": name, "policy": "stop"}})
+        alerts.send(context, "missing_files", f"tick:{tick.tick_id}", {
+            "job": job, "details": {**details, "files": files, "policy": "stop"}})
         return 1
     count = 0
     for run_id in tick.run_ids if tick.status == TickStatus.SUCCESS else []:
         run = context.instance.get_run_by_id(run_id)
         if run is not None and run.tags.get(MISSING_FILES_TAG):
-            alerts.send(context.log, "missing_files", {
+            alerts.send(context, "missing_files", f"missing:{run_id}", {
                 "job": run.job_name, "run_id": run_id, "run_url": alerts.run_url(run_id),
-                "details": {"files": run.tags[MISSING_FILES_TAG].split("; "),
-                            "instigator": name, "policy": "continue"}})
+                "details": {**details, "files": run.tags[MISSING_FILES_TAG].split("; "),
+                            "policy": "continue"}})
             count += 1
     return count

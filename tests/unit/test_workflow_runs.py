@@ -175,11 +175,11 @@ def test_the_code_location_loads_and_validates(demo: Path) -> None:
         "acme_retail_nightly_job", "acme_retail_resend_job"]
     assert sorted(s.name for s in repository.schedule_defs) == ["acme_retail_nightly_schedule"]
     assert sorted(s.name for s in repository.sensor_defs) == [
-        "acme_retail_audiences_after_sensor", "acme_retail_run_canceled_records",
-        "acme_retail_run_failure_alerts", "acme_retail_run_started_alerts",
-        "acme_retail_run_success_alerts", "acme_retail_runtime_alerts",
-        "acme_retail_tick_alerts"]
-    tick_alerts = repository.get_sensor_def("acme_retail_tick_alerts")
+        "acme_retail_audiences_after_sensor", "acme_retail_run_canceled_record_sensor",
+        "acme_retail_run_failure_alert_sensor", "acme_retail_run_started_alert_sensor",
+        "acme_retail_run_success_alert_sensor", "acme_retail_runtime_alert_sensor",
+        "acme_retail_tick_alert_sensor"]
+    tick_alerts = repository.get_sensor_def("acme_retail_tick_alert_sensor")
     assert tick_alerts.metadata["reporters"].value == [
         "run_history: dataset stagecoach.run_history on start, success, failure, "
         "runtime_exceeded, missing_files, alarm, sensor_error"]
