@@ -1,4 +1,4 @@
-"""`python -m orchestration validate [PATH] | demo | history | download ID | webhook`."""
+"""`python -m orchestration validate [PATH] | demo | history | download ID | webhook | docs`."""
 
 from __future__ import annotations
 
@@ -66,6 +66,28 @@ def webhook(args: argparse.Namespace) -> int:
     return 0
 
 
+def docs(args: argparse.Namespace) -> int:
+    from orchestration.definitions import build_definitions
+    from orchestration.flow_docs import flow_markdown
+
+    try:
+        defs = build_definitions(args.path)
+        names = args.workflow or [w.spec.workflow.name for w in load_workflows(args.path)]
+        text = "\n".join(flow_markdown(defs, name) for name in names)
+    except SpecInvalid as invalid:
+        print(invalid, file=sys.stderr)
+        return 1
+    except ValueError as unknown:
+        print(unknown, file=sys.stderr)
+        return 1
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"{args.out}: {', '.join(names)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestration")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -89,7 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     hook.add_argument("--dagster-url", default=None,
                       help=f"the Dagster webserver (default ${DAGSTER_URL_ENV} or "
                            f"{DEFAULT_DAGSTER_URL})")
+    flow = commands.add_parser("docs", help="write each workflow's flow (assets, Mermaid graph, "
+                                             "jobs, schedules, sensors) as Markdown")
+    flow.add_argument("path", nargs="?", type=Path, default=None,
+                      help=f"a spec file or folder (default {workflows_dir()})")
+    flow.add_argument("--workflow", action="append", help="only this workflow (repeatable)")
+    flow.add_argument("--out", type=Path, help="a file (default: standard output)")
     args = parser.parse_args(argv)
+    if args.command == "docs":
+        return docs(args)
     if args.command == "validate":
         return validate(args.path)
     if args.command in ("history", "download"):
