@@ -25,7 +25,7 @@ import stat
 import struct
 from collections import deque
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, Protocol
 
 import dagster as dg
 import paramiko
@@ -100,55 +100,17 @@ class SftpResource(dg.ConfigurableResource):
     def _where(self) -> str:
         return f"sftp {self.username}@{self.host}:{self.port}"
 
-    def _trusted_keys(self, client: paramiko.SSHClient, operation: str) -> str:
-        """Load the keys this connection trusts (the pinned one, or known_hosts); returns
-        where they came from, for the messages."""
-        if self.host_key:
-            entry = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
-            try:
-                key_type, data = self.host_key.split()[:2]
-                key = paramiko.PKey.from_type_string(key_type, base64.b64decode(data))
-            except (ValueError, binascii.Error, paramiko.SSHException) as bad:
-                raise TransferError(f"{self._where()} {operation}: `host_key` is not a public "
-                                    "key line such as 'ssh-ed25519 AAAA…' (copy it from "
-                                    f"ssh-keyscan or the server's *.pub file): {bad}") from None
-            client.get_host_keys().add(entry, key.get_name(), key)
-            return "the pinned `host_key`"
-        known = os.path.expanduser(self.known_hosts or "~/.ssh/known_hosts")
-        try:
-            client.load_host_keys(known)
-        except OSError as missing:
-            raise TransferError(f"sftp {self.host}:{self.port} {operation}: cannot read "
-                                f"known_hosts {known}: {missing.strerror}") from missing
-        return f"known_hosts {known}"
-
     def _connect(self, operation: str) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
-        client = paramiko.SSHClient()
-        trusted = self._trusted_keys(client, operation)
-        client.set_missing_host_key_policy(_RefuseUnknownHostKey(trusted))
+        client = open_ssh_client(self, operation, self._where(), TransferError)
         try:
-            client.connect(self.host, port=self.port, username=self.username,
-                           password=self.password, key_filename=self.private_key_path,
-                           passphrase=self.private_key_passphrase, timeout=self.timeout_seconds,
-                           banner_timeout=self.timeout_seconds, auth_timeout=self.timeout_seconds,
-                           allow_agent=False, look_for_keys=False,
-                           transport_factory=_transport_preferring_gcm)
             sftp = paramiko.SFTPClient.from_transport(
                 client.get_transport(), window_size=_WINDOW, max_packet_size=_MAX_PACKET)
             if sftp is None:
                 raise paramiko.SSHException("the server refused the SFTP channel")
             return client, sftp
-        except paramiko.BadHostKeyException as changed:
-            client.close()
-            raise TransferError(
-                f"{self._where()} {operation}: the server's host key CHANGED: it offered "
-                f"{_fingerprint(changed.key)}, but {trusted} holds "
-                f"{_fingerprint(changed.expected_key)}. Refused: someone may be between "
-                "Stagecoach and the server, or the server was re-installed; ask its owner for "
-                "the new key's fingerprint before updating the trusted key") from None
         except _ERRORS as failed:
             client.close()
-            raise TransferError(f"sftp {self.username}@{self.host}:{self.port} {operation}: "
+            raise TransferError(f"{self._where()} {operation}: "
                                 f"{type(failed).__name__}: {failed}") from failed
 
     def list_files(self, pattern: str) -> list[RemoteFile]:
@@ -233,6 +195,76 @@ def _sftp_makedirs(sftp: paramiko.SFTPClient, directory: str) -> None:
         return
     _sftp_makedirs(sftp, posixpath.dirname(directory))
     sftp.mkdir(directory)
+
+
+# ---------------------------------------------------------------- SSH connection (shared)
+
+
+class SshSettings(Protocol):
+    """The connection fields an SSH-based resource has (SftpResource, SshCommandResource)."""
+
+    host: str
+    port: int
+    username: str
+    password: str | None
+    private_key_path: str | None
+    private_key_passphrase: str | None
+    known_hosts: str | None
+    host_key: str | None
+    timeout_seconds: float
+
+
+def _trusted_keys(settings: SshSettings, client: paramiko.SSHClient, operation: str,
+                  where: str, error: type[Exception]) -> str:
+    """Load the keys this connection trusts (the pinned one, or known_hosts); returns
+    where they came from, for the messages."""
+    if settings.host_key:
+        entry = settings.host if settings.port == 22 else f"[{settings.host}]:{settings.port}"
+        try:
+            key_type, data = settings.host_key.split()[:2]
+            key = paramiko.PKey.from_type_string(key_type, base64.b64decode(data))
+        except (ValueError, binascii.Error, paramiko.SSHException) as bad:
+            raise error(f"{where} {operation}: `host_key` is not a public key line such as "
+                        "'ssh-ed25519 AAAA…' (copy it from ssh-keyscan or the server's *.pub "
+                        f"file): {bad}") from None
+        client.get_host_keys().add(entry, key.get_name(), key)
+        return "the pinned `host_key`"
+    known = os.path.expanduser(settings.known_hosts or "~/.ssh/known_hosts")
+    try:
+        client.load_host_keys(known)
+    except OSError as missing:
+        raise error(f"{where} {operation}: cannot read known_hosts {known}: "
+                    f"{missing.strerror}") from missing
+    return f"known_hosts {known}"
+
+
+def open_ssh_client(settings: SshSettings, operation: str, where: str,
+                    error: type[Exception]) -> paramiko.SSHClient:
+    """An authenticated SSH client whose server's host key was checked (pinned `host_key`,
+    else known_hosts; an unknown or changed key is refused). Failures raise `error` with a
+    message starting with `where` (e.g. 'sftp user@host:22') and `operation`; never a secret."""
+    client = paramiko.SSHClient()
+    trusted = _trusted_keys(settings, client, operation, where, error)
+    client.set_missing_host_key_policy(_RefuseUnknownHostKey(trusted))
+    try:
+        client.connect(settings.host, port=settings.port, username=settings.username,
+                       password=settings.password, key_filename=settings.private_key_path,
+                       passphrase=settings.private_key_passphrase,
+                       timeout=settings.timeout_seconds, banner_timeout=settings.timeout_seconds,
+                       auth_timeout=settings.timeout_seconds, allow_agent=False,
+                       look_for_keys=False, transport_factory=_transport_preferring_gcm)
+        return client
+    except paramiko.BadHostKeyException as changed:
+        client.close()
+        raise error(
+            f"{where} {operation}: the server's host key CHANGED: it offered "
+            f"{_fingerprint(changed.key)}, but {trusted} holds "
+            f"{_fingerprint(changed.expected_key)}. Refused: someone may be between "
+            "Stagecoach and the server, or the server was re-installed; ask its owner for "
+            "the new key's fingerprint before updating the trusted key") from None
+    except _ERRORS as failed:
+        client.close()
+        raise error(f"{where} {operation}: {type(failed).__name__}: {failed}") from failed
 
 
 # ---------------------------------------------------------------- fast transfers
