@@ -193,11 +193,13 @@ LAUGHS = "workflow: {name: a}\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".jo
     ("workflow: {name: a}\ncouriers: &c {x: *c}\n", "wf.yaml:2 not usable YAML: an alias"),
     (LAUGHS, "wf.yaml:2 not usable YAML: more than 200,000 values once aliases (*name) are "
              "expanded"),
-    ("workflow: {name: a}\nx: " + "[" * 5000 + "]" * 5000 + "\n", "wf.yaml:2 x: unknown "
-                                                                   "section 'x'"),
+    # Deep nesting: a spec error either way, whether the parser's stack holds (the section is
+    # then unknown) or not (libyaml's constructor recurses: "nested too deeply").
+    ("workflow: {name: a}\nx: " + "[" * 5000 + "]" * 5000 + "\n",
+     ("wf.yaml:2 x: unknown section 'x'", "wf.yaml:1 not usable YAML: values nested too deeply")),
     ("workflow:\n  name: a\x07b\n", "wf.yaml:2 not valid YAML: #x0007 is not allowed"),
 ], ids=["cyclic alias", "cyclic section", "billion laughs", "deep nesting", "control character"])
-def test_yaml_bombs_are_spec_errors(text: str, expected: str, tmp_path: Path):
+def test_yaml_bombs_are_spec_errors(text: str, expected: str | tuple[str, ...], tmp_path: Path):
     """What Hypothesis found (a cyclic alias crashed the loader with RecursionError, a control
     character with yaml's ReaderError), and the alias bomb it would take long to find."""
     with pytest.raises(SpecInvalid) as refused:
