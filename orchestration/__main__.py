@@ -51,11 +51,12 @@ def file_history(args: argparse.Namespace) -> int:
 
 
 def webhook(args: argparse.Namespace) -> int:
-    from orchestration.webhook import WebhookConfigError, serve
+    from orchestration.webhook import WebhookConfigError, WebhookLimits, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        serve(args.host, args.port, args.dagster_url)
+        serve(args.host, args.port, args.dagster_url,
+              limits=WebhookLimits(requests_per_caller=args.requests_per_minute))
     except SpecInvalid as invalid:
         for error in invalid.errors:
             print(error, file=sys.stderr)
@@ -111,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     hook.add_argument("--dagster-url", default=None,
                       help=f"the Dagster webserver (default ${DAGSTER_URL_ENV} or "
                            f"{DEFAULT_DAGSTER_URL})")
+    hook.add_argument("--requests-per-minute", type=int, default=30,
+                      help="per caller address; more get 429 (behind a proxy every caller "
+                           "shares its address)")
     flow = commands.add_parser("docs", help="write each workflow's flow (assets, Mermaid graph, "
                                              "jobs, schedules, sensors) as Markdown")
     flow.add_argument("path", nargs="?", type=Path, default=None,

@@ -543,13 +543,14 @@ def make_server(host: str, port: int, targets: list[WebhookTarget], launcher: La
     return WebhookServer((host, port), targets, launcher, secrets_to_scrub, limits)
 
 
-def serve(host: str, port: int, dagster_url: str, workflows: Path | None = None) -> None:
+def serve(host: str, port: int, dagster_url: str, workflows: Path | None = None,
+          limits: WebhookLimits | None = None) -> None:
     """Load the specs, read the tokens, and answer until interrupted.
 
     Raises WebhookConfigError (or SpecInvalid) when it cannot start.
     """
     targets, tokens = webhook_targets(load_workflows(workflows))
-    server = make_server(host, port, targets, graphql_launcher(dagster_url), tokens)
+    server = make_server(host, port, targets, graphql_launcher(dagster_url), tokens, limits)
     jobs = sorted({t.job for t in targets})
     log.info("webhook listening on http://%s:%s; launches %d job(s) on %s: %s", host,
              server.server_address[1], len(jobs), dagster_url, ", ".join(jobs))
