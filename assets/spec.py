@@ -494,6 +494,94 @@ class Trigger(Model):
     description: str | None = None
 
 
+# ---------------------------------------------------------------- automations
+
+
+class StepRetry(Model):
+    """Retries of a step that failed for a reason a retry can fix (a connection, a timeout);
+    a bad query, a bad script or a failed check is never retried."""
+
+    count: int = Field(0, ge=0, le=10)
+    delay: Duration = "30s"
+    backoff: Literal["constant", "exponential"] = "exponential"
+
+
+class AutomationStep(Model):
+    name: Name | None = Field(None, description="Default: step<N>_<kind>.")
+    description: str | None = None
+    retry: StepRetry | None = Field(None, description="Overrides the automation's `retry`.")
+
+
+class SqlStep(AutomationStep):
+    """SQL query to storage: statements, or a SELECT that (re)builds `into`."""
+
+    kind: Literal["sql"]
+    sql: str | None = None
+    sql_file: str | None = Field(None, description="A .sql file, relative to the spec.")
+    connection: Name | None = Field(None, description="A `sql` connection; default the "
+                                                      "warehouse.")
+    into: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$",
+                             description="schema.table in the warehouse, rebuilt from the "
+                                         "SELECT's rows (all or nothing).")
+
+
+class AlarmStep(AutomationStep):
+    """A query's one value against a threshold; when the condition holds, an alarm."""
+
+    kind: Literal["alarm"]
+    query: str
+    connection: Name | None = None
+    condition: Literal[">", ">=", "<", "<=", "==", "!="]
+    threshold: float
+    stop: bool = Field(False, description="Also fail the step (the chain stops) when the "
+                                          "alarm is raised.")
+
+
+class PythonStep(AutomationStep):
+    """A Python processing script, run as its own process through Dagster Pipes."""
+
+    kind: Literal["python"]
+    script: str = Field(description="A .py file or a folder with main.py, relative to the spec.")
+    args: list[str] = Field(default_factory=list, description="Templated; argv[1:].")
+    env: dict[str, Setting] = Field(default_factory=dict)
+    requirements: list[str] = Field(default_factory=list)
+    timeout: Duration | None = None
+
+
+class SshStep(AutomationStep):
+    """A command or script on a remote host, through an `sftp` connection's host and
+    credentials (host key checked)."""
+
+    kind: Literal["ssh"]
+    connection: Name
+    command: str | None = None
+    script_file: str | None = None
+    env: dict[str, Setting] = Field(default_factory=dict)
+    timeout: Duration | None = None
+
+
+Step = Annotated[SqlStep | AlarmStep | PythonStep | SshStep, Field(discriminator="kind")]
+
+
+class Automation(Model):
+    """Serenytics/Dataiku automations: steps run one after the other; the first failure stops
+    the chain and the steps after it are reported as not run."""
+
+    steps: list[Step] = Field(min_length=1)
+    schedule: Schedule | None = None
+    mutex: Name | None = Field(None, description="Automations sharing a mutex never run at "
+                                                 "the same time: the later one waits.")
+    params: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Defaults a launch can override (run config).")
+    retry: StepRetry = StepRetry()
+    enabled: bool = True
+    description: str | None = None
+    owners: list[Owner] | None = None
+
+    def step_names(self) -> list[str]:
+        return [step.name or f"step{i + 1}_{step.kind}" for i, step in enumerate(self.steps)]
+
+
 # ---------------------------------------------------------------- alerts
 
 AlertEvent = Literal["start", "success", "failure", "runtime_exceeded", "missing_files",
@@ -636,6 +724,5 @@ class Workflow(Model):
     courier_groups: dict[Name, CourierGroup] = Field(default_factory=dict)
     orchestration_groups: dict[Name, OrchestrationGroup] = Field(default_factory=dict)
     triggers: dict[Name, Trigger] = Field(default_factory=dict)
+    automations: dict[Name, Automation] = Field(default_factory=dict)
     alerts: dict[Name, Alert] = Field(default_factory=dict)
-    # Filled by a later issue; accepted as empty so specs can grow into it.
-    automations: dict[Name, dict] = Field(default_factory=dict)

@@ -26,7 +26,8 @@ from resources.alert_templates import check_overrides
 CONNECTION_KINDS = ("folder", "sftp", "ftp", "smb", "s3", "smtp", "sql")
 TRIGGER_KINDS = ("file_change", "table_change", "sql_change", "python", "webhook")
 ALERT_KINDS = ("slack", "mail", "twilio", "teams", "webhook", "shell", "dataset")
-UNION_MEMBERS = {*CONNECTION_KINDS, *TRIGGER_KINDS, *ALERT_KINDS, "str", "EnvRef"}
+STEP_KINDS = ("sql", "alarm", "python", "ssh")
+UNION_MEMBERS = {*CONNECTION_KINDS, *TRIGGER_KINDS, *ALERT_KINDS, *STEP_KINDS, "str", "EnvRef"}
 FILE_KINDS = ("folder", "sftp", "ftp", "smb", "s3")
 SECRET_FIELDS = {"password", "private_key_passphrase", "access_key_id", "secret_access_key", "url",
                  "token", "auth_token", "webhook_url", "secret"}
@@ -40,7 +41,7 @@ SECTIONS: dict[str, Any] = {
     "courier_groups": spec.CourierGroup,
     "orchestration_groups": spec.OrchestrationGroup,
     "triggers": spec.Trigger,
-    "automations": dict,
+    "automations": spec.Automation,
     "alerts": spec.Alert,
 }
 Path_ = tuple[str | int, ...]
@@ -264,7 +265,7 @@ class _Validator:
                        f"(known: {problem['ctx'].get('expected_tags')})")
         elif kind == "union_tag_not_found":
             kinds = (TRIGGER_KINDS if "when" in full else ALERT_KINDS if full[0] == "alerts"
-                     else CONNECTION_KINDS)
+                     else STEP_KINDS if "steps" in full else CONNECTION_KINDS)
             message = f"missing `kind:` (one of: {', '.join(kinds)})"
         elif kind == "missing":
             message = "is required"
@@ -331,12 +332,41 @@ class _Validator:
             return item.model_copy(update={"tables": tables})
         if section == "queries":
             return self._resolve_sql((section, name), item)
+        if section == "automations":
+            steps = [self._resolve_step((section, name, "steps", i), step)
+                     for i, step in enumerate(item.steps)]
+            return item.model_copy(update={"steps": steps})
         if section == "activations" and item.seal.gpg is not None:
             keys = [self._resolve_key((section, name, "seal", "gpg", "recipients", i), key)
                     for i, key in enumerate(item.seal.gpg.recipients)]
             gpg = item.seal.gpg.model_copy(update={"recipients": keys})
             return item.model_copy(update={"seal": item.seal.model_copy(update={"gpg": gpg})})
         return item
+
+    def _resolve_step(self, path: Path_, step: Any) -> Any:
+        """Files a step names, relative to the spec: read (SQL, a remote script) or made
+        absolute (a Python script or its folder)."""
+        if isinstance(step, spec.SqlStep):
+            return self._resolve_sql(path, step)
+        if isinstance(step, spec.SshStep):
+            if bool(step.command) == bool(step.script_file):
+                self.error(path, "give exactly one of `command:` or `script_file:`")
+            elif step.script_file:
+                file = self.base / step.script_file
+                if not file.is_file():
+                    self.error((*path, "script_file"), f"no such file {str(file)!r} (paths are "
+                                                       "relative to the spec file)")
+                    return step
+                return step.model_copy(update={"command": file.read_text(encoding="utf-8")})
+        if isinstance(step, spec.PythonStep):
+            script = (self.base / step.script).resolve()
+            entry = script / "main.py" if script.is_dir() else script
+            if not entry.is_file():
+                self.error((*path, "script"), f"no such script {str(entry)!r} (a .py file, or a "
+                                              "folder with main.py, relative to the spec file)")
+                return step
+            return step.model_copy(update={"script": str(script)})
+        return step
 
     def _resolve_key(self, path: Path_, key: str) -> str:
         """A recipient's public key file, checked now so a bad key never fails a night run."""
@@ -490,7 +520,13 @@ class _Validator:
                     self._known(section, item, (*path, key, i), what)
             if group.after is not None:
                 self._known("courier_groups", group.after, (*path, "after"), "courier group")
-        jobs = {"workflow", *self.known["courier_groups"], *self.known["orchestration_groups"]}
+        jobs = {"workflow", *self.known["courier_groups"], *self.known["orchestration_groups"],
+                *self.known["automations"]}
+        for name, automation in s["automations"].items():
+            self._check_automation(("automations", name), automation, connections, params)
+            if name in s["courier_groups"] or name in s["orchestration_groups"]:
+                self.error(("automations", name), f"a group is also named {name!r}; names make "
+                                                  "job names, so they must differ")
         for name, trigger in s["triggers"].items():
             path = ("triggers", name)
             if trigger.job not in jobs:
@@ -516,6 +552,36 @@ class _Validator:
                 self.error((*where, "callable"), problem)
         for name, alert in s["alerts"].items():
             self._check_alert(("alerts", name), alert, connections, jobs)
+
+    def _check_automation(self, path: Path_, automation: spec.Automation,
+                          connections: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+        names = automation.step_names()
+        for i, (step, name) in enumerate(zip(automation.steps, names, strict=True)):
+            where = (*path, "steps", i)
+            if names.index(name) != i:
+                self.error((*where, "name"), f"two steps are named {name!r}; step names must "
+                                             "differ")
+            values = {**params, **automation.params}
+            wanted = {spec.SshStep: ("sftp",), spec.SqlStep: ("sql",), spec.AlarmStep: ("sql",)}
+            connection = getattr(step, "connection", None)
+            if connection and self._known("connections", connection, (*where, "connection"),
+                                          "connection"):
+                kind = getattr(connections.get(connection), "kind", None)
+                if kind not in wanted[type(step)]:
+                    article = "an" if step.kind in ("alarm", "ssh") else "a"
+                    self.error((*where, "connection"), f"{article} {step.kind} step needs a "
+                                                       f"{' or '.join(wanted[type(step)])} "
+                                                       f"connection, not {kind}")
+            if isinstance(step, spec.SqlStep):
+                self._template(step.sql, (*where, "sql"), values, sql=True)
+                if step.into and step.connection:
+                    self.error((*where, "into"), "`into` builds a warehouse table: it runs on "
+                                                 "the warehouse, so leave `connection` out")
+            if isinstance(step, spec.AlarmStep):
+                self._template(step.query, (*where, "query"), values, sql=True)
+            if isinstance(step, spec.PythonStep):
+                for j, arg in enumerate(step.args):
+                    self._template(arg, (*where, "args", j), values)
 
     def _check_alert(self, path: Path_, alert: Any, connections: Mapping[str, Any],
                      jobs: set[str]) -> None:

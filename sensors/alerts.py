@@ -278,14 +278,25 @@ def _int(value: str | None) -> int:
 
 def _report_alarms(context: dg.RunStatusSensorContext, alerts: AlertContext,
                    values: dict[str, Any]) -> None:
-    """An alarm per asset check that failed in the run."""
+    """An alarm per asset check that failed in the run, and per alarm step that was raised."""
     try:
         records = context.instance.get_records_for_run(
             run_id=values["run_id"], of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+        expectations = context.instance.get_records_for_run(
+            run_id=values["run_id"], of_type=dg.DagsterEventType.STEP_EXPECTATION_RESULT).records
     except Exception as error:
-        context.log.error(f"asset checks of run {values['run_id']} not read: "
+        context.log.error(f"checks of run {values['run_id']} not read: "
                           f"{type(error).__name__}")
         return
+    for record in expectations:
+        result = record.event_log_entry.dagster_event.event_specific_data.expectation_result
+        if result.success:
+            continue
+        observed = {k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()}
+        alerts.send(context, "alarm", f"alarm:{values['run_id']}:{result.label}", {
+            **values, "details": {"alarm": result.label, "value": observed.get("value"),
+                                  "threshold": observed.get("threshold"),
+                                  "reason": result.description, "observed": observed}})
     for record in records:
         evaluation = record.event_log_entry.dagster_event.event_specific_data
         if evaluation.passed:

@@ -212,9 +212,8 @@ CATALOGUE = [
     ("forwarding with file options", ("    query: big_orders\n", "    courier: orders\n"),
      ["wf.yaml:34 activations.export.file: type: forwarded files are sent as they arrived; "
       "only `file.name` applies"]),
-    ("future section not available", ("queries:\n", "automations:\n  nightly: {}\nqueries:\n"),
-     ["wf.yaml:28 automations.nightly: `automations` is not available yet in this version of "
-      "Stagecoach; remove the entry"]),
+    ("automation without steps", ("queries:\n", "automations:\n  nightly: {}\nqueries:\n"),
+     ["wf.yaml:28 automations.nightly.steps: is required"]),
 ]
 
 
@@ -469,3 +468,58 @@ def test_alerts_load(tmp_path: Path) -> None:
     workflow = load_workflow_text(WITH_ALERTS, "wf.yaml", tmp_path)
     assert workflow.alerts["ops"].events == ("failure", "missing_files")
     assert workflow.alerts["history"].events[0] == "start"  # a dataset records everything
+
+
+AUTOMATIONS = """\
+automations:
+  scores:
+    params: {minimum: 3}
+    steps:
+      - {name: build, kind: sql, into: work.scores, sql: "select * from domain.orders"}
+      - {name: check, kind: alarm, query: "select count(*) from work.scores",
+         condition: "<", threshold: 3}
+      - {name: remote, kind: ssh, connection: vendor_sftp, command: "ls"}
+"""
+WITH_AUTOMATIONS = VALID + AUTOMATIONS
+
+AUTOMATION_CATALOGUE = [
+    ("unknown step kind", ("name: remote, kind: ssh", "name: remote, kind: rsh"), [
+      "wf.yaml:42 automations.scores.steps.2: unknown kind 'rsh' (known: 'sql', 'alarm', "
+      "'python', 'ssh')"]),
+    ("ssh through a folder connection", ("connection: vendor_sftp", "connection: landing"), [
+      "wf.yaml:42 automations.scores.steps.2.connection: an ssh step needs a sftp "
+      "connection, not folder"]),
+    ("ssh with neither command nor script", (', command: "ls"}', "}"), [
+      "wf.yaml:42 automations.scores.steps.2: give exactly one of `command:` or "
+      "`script_file:`"]),
+    ("two steps with one name", ("name: remote,", "name: build,"), [
+      "wf.yaml:42 automations.scores.steps.2.name: two steps are named 'build'; step names "
+      "must differ"]),
+    ("unknown parameter in SQL", ("count(*) from work.scores", "count(*) from {{ params.x }}"),
+     [
+      "wf.yaml:40 automations.scores.steps.1.query: template does not render: "
+      "UndefinedError: 'dict object' has no attribute 'x'"]),
+    ("bad alarm condition", ('condition: "<"', 'condition: "=<"'), [
+      "wf.yaml:41 automations.scores.steps.1.condition: unknown value; input should be '>',"
+      " '>=', '<', '<=', '==' or '!='"]),
+    ("missing python script", ('      - {name: remote, kind: ssh, connection: vendor_sftp, '
+                               'command: "ls"}',
+                               "      - {name: score, kind: python, script: score.py}"), [
+      "wf.yaml:42 automations.scores.steps.2.script: no such script '{tmp}/score.py' (a .py"
+      " file, or a folder with main.py, relative to the spec file)"]),
+    ("sql into with a connection", ("kind: sql, into:", "kind: sql, connection: landing, into:"),
+     [
+      "wf.yaml:39 automations.scores.steps.0.connection: a sql step needs a sql connection,"
+      " not folder",
+      "wf.yaml:39 automations.scores.steps.0.into: `into` builds a warehouse table: it runs"
+      " on the warehouse, so leave `connection` out"]),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"),
+                         [pytest.param(old, new, expected, id=name)
+                          for name, (old, new), expected in AUTOMATION_CATALOGUE])
+def test_bad_automation(old: str, new: str, expected: list[str], tmp_path: Path) -> None:
+    assert old in WITH_AUTOMATIONS, "the mutation must apply to the valid base"
+    text = WITH_AUTOMATIONS.replace(old, new, 1)
+    assert errors_of(text, tmp_path) == [e.replace("{tmp}", str(tmp_path)) for e in expected]

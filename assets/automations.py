@@ -1,0 +1,272 @@
+"""Automations: a job of ops, one per step, run one after the other.
+
+Each op takes the chain's state from the op before it and hands it on: the parameters (from
+the first op's config: the spec's defaults, overridable in the launchpad or a launch's run
+config) and the current files (a Python step's output files replace them). So the chain's
+order is the ops' dependencies: the first failure stops the chain and Dagster shows the steps
+after it as not run. Retryable failures (a lost
+connection, a timeout) are retried per the step's policy; a bad query, a bad script or an
+alarm that stops the chain raise `dg.Failure`, which is never retried.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from assets import spec
+from assets.common import WAREHOUSE_KEY, connection_key, owners_of
+from assets.templating import date_context, render_sql, render_text
+from resources.warehouse import WarehouseError, WarehouseResource
+
+MUTEX_TAG = "stagecoach/mutex"  # deploy/*.yaml limit runs sharing a value to one at a time
+AUTOMATION_TAG = "stagecoach/automation"
+TRIGGERED_BY_TAG = "stagecoach/triggered_by"  # who launched a run; scripts get it as a variable
+CONDITIONS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+    "==": operator.eq, "!=": operator.ne}
+
+
+@dataclass
+class AutomationBundle:
+    jobs: list[dg.JobDefinition] = field(default_factory=list)
+    schedules: list[dg.ScheduleDefinition] = field(default_factory=list)
+
+
+def automation_job_name(workflow: str, name: str) -> str:
+    return f"{workflow}_{name}_job"
+
+
+def _retry_policy(retry: spec.StepRetry) -> dg.RetryPolicy | None:
+    if not retry.count:
+        return None
+    return dg.RetryPolicy(
+        max_retries=retry.count, delay=spec.seconds_of(retry.delay),
+        backoff=dg.Backoff.EXPONENTIAL if retry.backoff == "exponential" else None,
+        jitter=dg.Jitter.PLUS_MINUS)
+
+
+def _is_bad_sql(error: Exception) -> bool:
+    """A query a retry cannot fix: syntax, unknown table or column, a constraint."""
+    import duckdb
+    import sqlalchemy as sa
+
+    error = error.__cause__ if isinstance(error, WarehouseError) and error.__cause__ else error
+    if isinstance(error, duckdb.Error):
+        return not isinstance(error, duckdb.IOException | duckdb.ConnectionException)
+    return isinstance(error, sa.exc.ProgrammingError | sa.exc.IntegrityError
+                      | sa.exc.DataError)
+
+
+def _template_values(context: dg.OpExecutionContext, params: dict[str, Any]) -> dict[str, Any]:
+    """The date macros of the run's day (its schedule tick, else today) and the parameters."""
+    scheduled = context.run.tags.get("dagster/scheduled_execution_time")
+    day = (datetime.fromisoformat(scheduled) if scheduled else datetime.now(UTC)).date()
+    return date_context(day, params)
+
+
+def _database(context: dg.OpExecutionContext, workflow: str, connection: str | None
+              ) -> WarehouseResource:
+    key = connection_key(workflow, connection) if connection else WAREHOUSE_KEY
+    return getattr(context.resources, key)
+
+
+def _run_sql(context: dg.OpExecutionContext, wf: str, step: spec.SqlStep,
+             params: dict[str, Any]) -> dict[str, Any]:
+    database = _database(context, wf, step.connection)
+    bound = render_sql(step.sql or "", _template_values(context, params),
+                       database.placeholder.format)
+    try:
+        if step.into:
+            schema, table = step.into.split(".")
+            rows = database.replace_table(schema, table, bound.text, bound.params)
+            context.log.info(f"{step.into}: {rows} rows")
+            return {"table": step.into, "rows": rows}
+        database.execute(f"step {context.op.name}", (bound.text, bound.params))
+        return {}
+    except Exception as error:
+        if _is_bad_sql(error):
+            raise dg.Failure(f"step {context.op.name}: the query failed: "
+                             f"{_first_line(error)}; fix the SQL (not retried)") from None
+        raise
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _run_alarm(context: dg.OpExecutionContext, wf: str, step: spec.AlarmStep,
+               params: dict[str, Any]) -> dict[str, Any]:
+    database = _database(context, wf, step.connection)
+    bound = render_sql(step.query, _template_values(context, params),
+                       database.placeholder.format)
+    try:
+        rows = database.fetch(bound.text, bound.params)
+    except Exception as error:
+        if _is_bad_sql(error):
+            raise dg.Failure(f"step {context.op.name}: the alarm's query failed: "
+                             f"{_first_line(error)}; fix the SQL (not retried)") from None
+        raise
+    if len(rows) != 1 or len(rows[0]) != 1:
+        raise dg.Failure(f"step {context.op.name}: the alarm's query must return one value "
+                         f"(one row, one column), not {len(rows)} row(s)")
+    value = rows[0][0]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise dg.Failure(f"step {context.op.name}: the alarm's query returned {value!r}, not "
+                         "a number") from None
+    raised = CONDITIONS[step.condition](number, step.threshold)
+    rule = f"{number:g} {step.condition} {step.threshold:g}"
+    # An expectation result is how an op records a check: the alert sensors read the failed
+    # ones as alarms, and the run's page shows it.
+    context.log_event(dg.ExpectationResult(
+        success=not raised, label=context.op.name,
+        description=f"alarm {context.op.name}: {rule}" if raised else f"no alarm: not {rule}",
+        metadata={"value": number, "condition": step.condition, "threshold": step.threshold}))
+    if raised and step.stop:
+        raise dg.Failure(f"step {context.op.name}: alarm raised ({rule}); the chain stops "
+                         "here (`stop: true`)")
+    return {"value": number, "alarm": raised}
+
+
+def _env_values(settings: Mapping[str, Any], step: str) -> dict[str, Any]:
+    """A step's environment: `{env: NAME}` read now (a missing one fails, named)."""
+    values = {}
+    for name, setting in settings.items():
+        if isinstance(setting, spec.EnvRef):
+            if setting.env not in os.environ:
+                raise dg.Failure(f"step {step}: environment variable {setting.env} (for "
+                                 f"{name}) is not set; set it where the runs execute")
+            values[name] = os.environ[setting.env]
+        else:
+            values[name] = setting
+    return values
+
+
+def _run_python(context: dg.OpExecutionContext, workflow: spec.Workflow,
+                step: spec.PythonStep,
+                params: dict[str, Any], files: list[str]) -> dict[str, Any]:
+    from resources.python_script import ScriptError, run_python_script
+
+    values = {**_template_values(context, params), "files": files}
+    args = [render_text(a, values) for a in step.args] if step.args else files[:1]
+    env = {f"STAGECOACH_PARAM_{k.upper()}": str(v) for k, v in params.items()}
+    env[TRIGGERED_BY_TAG.split("/")[1].upper()] = context.run.tags.get(TRIGGERED_BY_TAG, "")
+    env |= _env_values(step.env, context.op.name)
+    try:
+        outcome = run_python_script(
+            context, Path(step.script), args, env, step.requirements,
+            timeout_seconds=spec.seconds_of(step.timeout) if step.timeout else None)
+    except ScriptError as failed:
+        raise dg.Failure(f"step {context.op.name}: {failed}") from None
+    result: dict[str, Any] = {"exit_code": outcome.exit_code}
+    if outcome.output_files:
+        result["files"] = list(outcome.output_files)
+    return result
+
+
+def _run_ssh(context: dg.OpExecutionContext, workflow: spec.Workflow, step: spec.SshStep,
+             params: dict[str, Any], files: list[str]) -> dict[str, Any]:
+    from resources.ssh_command import SshCommandError, SshCommandResource
+
+    connection = workflow.connections[step.connection]
+    settings = {k: getattr(connection, k) for k in (
+        "host", "port", "username", "password", "private_key_path", "private_key_passphrase",
+        "known_hosts", "host_key", "timeout_seconds") if getattr(connection, k, None) is not None}
+    remote = SshCommandResource(**_env_values(settings, context.op.name))
+    env = {f"STAGECOACH_PARAM_{k.upper()}": str(v) for k, v in params.items()}
+    env |= _env_values(step.env, context.op.name)
+    try:
+        result = remote.run(step.command or "", context.log.info, env,
+                            spec.seconds_of(step.timeout) if step.timeout else None)
+    except SshCommandError as failed:
+        raise RuntimeError(f"step {context.op.name}: {failed}") from None  # retryable
+    if result.exit_code != 0:
+        raise dg.Failure(f"step {context.op.name}: the command exited with {result.exit_code}; "
+                         f"its last lines:\n{result.tail}")
+    return {"exit_code": 0}
+
+
+RUNNERS: dict[type, Callable[..., dict[str, Any]]] = {
+    spec.SqlStep: lambda context, workflow, step, params, files: _run_sql(
+        context, workflow.workflow.name, step, params),
+    spec.AlarmStep: lambda context, workflow, step, params, files: _run_alarm(
+        context, workflow.workflow.name, step, params),
+    spec.PythonStep: _run_python, spec.SshStep: _run_ssh}
+
+
+def _step_op(workflow: spec.Workflow, automation_name: str, automation: spec.Automation,
+             index: int, step_name: str, first: bool) -> dg.OpDefinition:
+    wf = workflow.workflow.name
+    step = automation.steps[index]
+    runner = RUNNERS[type(step)]
+    connection = getattr(step, "connection", None)
+    resources = ({connection_key(wf, connection) if connection else WAREHOUSE_KEY}
+                 if isinstance(step, spec.SqlStep | spec.AlarmStep) else set())
+    retry = step.retry or automation.retry
+    defaults = {**workflow.workflow.params, **automation.params}
+    config = {"params": dg.Field(dg.Permissive(), default_value=defaults, is_required=False,
+                                 description="Parameters of this launch (defaults from the "
+                                             "spec).")} if first else None
+
+    @dg.op(name=f"{automation_name}__{step_name}", required_resource_keys=resources,
+           retry_policy=_retry_policy(retry), config_schema=config,
+           ins={} if first else {"state": dg.In(dict)}, out=dg.Out(dict),
+           description=step.description or f"Step {index + 1} of automation "
+                                           f"`{automation_name}`: {step.kind}.",
+           tags={"stagecoach/step_kind": step.kind})
+    def _step(context, **inputs: Any) -> dict:
+        state = ({"params": dict(context.op_config["params"]), "files": []} if first
+                 else inputs["state"])
+        outcome = runner(context, workflow, step, state["params"], state["files"])
+        context.add_output_metadata({"step": step_name, "kind": step.kind, **{
+            k: v for k, v in outcome.items() if isinstance(v, int | float | str | bool)}})
+        return {**state, "files": outcome.get("files", state["files"])}
+
+    return _step
+
+
+def build_automation(workflow: spec.Workflow, name: str, automation: spec.Automation
+                     ) -> AutomationBundle:
+    """The job of one automation (its steps chained in order) and its schedule, if any."""
+    wf = workflow.workflow.name
+    job_name = automation_job_name(wf, name)
+    ops = [_step_op(workflow, name, automation, i, step_name, i == 0)
+           for i, step_name in enumerate(automation.step_names())]
+
+    @dg.graph(name=f"{name}_chain")
+    def _chain() -> None:
+        state = ops[0]()
+        for op in ops[1:]:
+            state = op(state)
+
+    tags = {"stagecoach/workflow": wf, AUTOMATION_TAG: name}
+    if automation.mutex:
+        tags[MUTEX_TAG] = automation.mutex
+    owners = owners_of(workflow, automation)
+    job = _chain.to_job(
+        name=job_name, tags=tags,
+        description=automation.description or f"Automation `{name}`: "
+                    + " → ".join(automation.step_names()),
+        metadata={"steps": [f"{n} ({s.kind})" for n, s in zip(
+            automation.step_names(), automation.steps, strict=True)],
+                  **({"owners": owners} if owners else {})})
+    bundle = AutomationBundle(jobs=[job])
+    if automation.schedule is not None:
+        timezone = automation.schedule.timezone or workflow.workflow.timezone
+        enabled = automation.enabled and automation.schedule.enabled
+        bundle.schedules.append(dg.ScheduleDefinition(
+            name=f"{wf}_{name}_schedule", job=job, cron_schedule=automation.schedule.cron,
+            execution_timezone=timezone, description=f"{automation.schedule.cron} ({timezone})",
+            default_status=dg.DefaultScheduleStatus.RUNNING if enabled
+            else dg.DefaultScheduleStatus.STOPPED))
+    return bundle

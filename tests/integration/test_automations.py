@@ -1,0 +1,166 @@
+"""Automations end to end on a real instance: chained SQL steps on the DuckDB warehouse and a
+PostgreSQL connection, parameters from run config, alarms through the alert sensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+import sqlalchemy as sa
+
+from orchestration.definitions import build_definitions
+from tests import servers_http
+from tests.servers_http import HttpRecorder
+
+pytestmark = pytest.mark.timeout(180)
+http_recorder = servers_http.http_recorder
+WF = "auto"
+
+
+def write_spec(root: Path, automations: str, extra: str = "") -> dg.Definitions:
+    (root / "workflows").mkdir(exist_ok=True)
+    (root / "workflows" / f"{WF}.yaml").write_text(f"""
+workflow: {{name: {WF}, params: {{region: eu}}}}
+connections:
+  crm: {{kind: sql, url: {{env: CRM_DB_URL}}}}
+{extra}
+automations:
+{automations}
+""", encoding="utf-8")
+    return build_definitions(root / "workflows")
+
+
+def run(defs: dg.Definitions, name: str, instance: dg.DagsterInstance,
+        run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def(f"{WF}_{name}_job").execute_in_process(
+        instance=instance, run_config=run_config, raise_on_error=False)
+
+
+def warehouse(root: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(root / "data" / "warehouse.duckdb"), read_only=True) as db:
+        return db.execute(sql).fetchall()
+
+
+def step_statuses(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    """Op name → what happened to it: success, failure, or not run."""
+    statuses = {}
+    for event in result.all_events:
+        if event.is_step_success:
+            statuses[event.step_key] = "success"
+        elif event.is_step_failure:
+            statuses[event.step_key] = "failure"
+        elif event.is_step_skipped:
+            statuses[event.step_key] = "not run"
+    return statuses
+
+
+def test_a_chain_stops_at_its_first_failure(stagecoach_env: Path):
+    defs = write_spec(stagecoach_env, """
+  nightly_scores:
+    description: Score customers, then publish.
+    steps:
+      - {name: numbers, kind: sql, into: work.numbers,
+         sql: "select range as n from range(5)"}
+      - {name: broken, kind: sql, sql: "insert into work.numbers select * from work.nope"}
+      - {name: publish, kind: sql, into: work.published, sql: "select * from work.numbers"}
+""")
+    with dg.instance_for_test() as instance:
+        result = run(defs, "nightly_scores", instance)
+    assert not result.success
+    assert step_statuses(result) == {"nightly_scores__numbers": "success",
+                                     "nightly_scores__broken": "failure"}
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.event_specific_data.error.message
+    assert "step nightly_scores__broken: the query failed" in message
+    assert "work.nope" in message or "nope" in message
+    assert warehouse(stagecoach_env, "select count(*) from work.numbers") == [(5,)]
+    tables = warehouse(stagecoach_env, "select table_name from information_schema.tables "
+                                       "where table_schema = 'work'")
+    assert tables == [("numbers",)]  # publish never ran
+
+
+def test_params_are_bound_and_a_launch_overrides_them(stagecoach_env: Path):
+    defs = write_spec(stagecoach_env, """
+  top_values:
+    params: {minimum: 3}
+    steps:
+      - {kind: sql, into: work.top,
+         sql: "select range as n, {{ params.region }} as region from range(10)
+               where range >= {{ params.minimum }}"}
+""")
+    with dg.instance_for_test() as instance:
+        assert run(defs, "top_values", instance).success
+        assert warehouse(stagecoach_env, "select count(*), min(region) from work.top") == [
+            (7, "eu")]
+        config = {"ops": {"top_values__step1_sql": {"config": {"params": {
+            "minimum": 8, "region": "'; drop table work.top; --"}}}}}
+        assert run(defs, "top_values", instance, config).success
+    assert warehouse(stagecoach_env, "select count(*), min(region) from work.top") == [
+        (2, "'; drop table work.top; --")]  # a bound value, never SQL
+
+
+def test_sql_steps_on_a_postgresql_connection(stagecoach_env: Path, postgres_url: str,
+                                              monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CRM_DB_URL", postgres_url)
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("drop table if exists auto_accounts"))
+        conn.execute(sa.text("create table auto_accounts (id int, active bool)"))
+        conn.execute(sa.text("insert into auto_accounts values (1, true), (2, false)"))
+    defs = write_spec(stagecoach_env, """
+  deactivate:
+    steps:
+      - {kind: sql, connection: crm, sql: "update auto_accounts set active = false"}
+      - name: check
+        kind: alarm
+        connection: crm
+        query: "select count(*) from auto_accounts where active"
+        condition: ">"
+        threshold: 0
+        stop: true
+""")
+    with dg.instance_for_test() as instance:
+        result = run(defs, "deactivate", instance)
+    assert result.success, result
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from auto_accounts where active")
+                            ).scalar() == 0
+    engine.dispose()
+
+
+def test_an_alarm_goes_to_the_reporters_and_may_stop_the_chain(
+        stagecoach_env: Path, http_recorder: HttpRecorder, monkeypatch: pytest.MonkeyPatch):
+    path = http_recorder.unique_path("alarm")
+    monkeypatch.setenv("OPS_URL", f"{http_recorder.url}{path}")
+    defs = write_spec(stagecoach_env, """
+  watch_orders:
+    steps:
+      - {kind: sql, into: work.orders, sql: "select range as id from range(3)"}
+      - name: too_few_orders
+        kind: alarm
+        query: "select count(*) from work.orders"
+        condition: "<"
+        threshold: 100
+        stop: true
+      - {name: after, kind: sql, into: work.after, sql: "select 1 as x"}
+""", extra="""alerts:
+  ops: {kind: webhook, url: {env: OPS_URL}, send_on: [alarm, failure]}""")
+    sensor = defs.resolve_sensor_def(f"{WF}_run_failure_alert_sensor")
+    with dg.instance_for_test() as instance:
+        cursor = sensor.evaluate_tick(dg.build_sensor_context(instance=instance,
+                                                              definitions=defs)).cursor
+        result = run(defs, "watch_orders", instance)
+        sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs,
+                                                     cursor=cursor))
+    assert step_statuses(result) == {"watch_orders__step1_sql": "success",
+                                     "watch_orders__too_few_orders": "failure"}
+    alarm, failure = sorted((r.json() for r in http_recorder.requests(path)),
+                            key=lambda b: b["event"])
+    assert (alarm["event"], alarm["details"]["alarm"]) == ("alarm",
+                                                          "watch_orders__too_few_orders")
+    assert (alarm["details"]["value"], alarm["details"]["threshold"]) == (3, 100)
+    assert "alarm watch_orders__too_few_orders: 3 < 100" in alarm["text"]
+    assert failure["event"] == "failure"
+    assert "the chain stops here" in failure["error"]
