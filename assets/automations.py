@@ -152,6 +152,14 @@ def _env_values(settings: Mapping[str, Any], step: str) -> dict[str, Any]:
     return values
 
 
+def _run_variables(context: dg.OpExecutionContext, params: dict[str, Any]) -> dict[str, str]:
+    """What a script or command gets: the parameters, the run's day and who launched it."""
+    values = _template_values(context, params)
+    return {**{f"STAGECOACH_PARAM_{k.upper()}": str(v) for k, v in params.items()},
+            "STAGECOACH_DS": values["ds"], "STAGECOACH_RUN_ID": context.run_id,
+            "STAGECOACH_TRIGGERED_BY": context.run.tags.get(TRIGGERED_BY_TAG, "")}
+
+
 def _run_python(context: dg.OpExecutionContext, workflow: spec.Workflow,
                 step: spec.PythonStep,
                 params: dict[str, Any], files: list[str]) -> dict[str, Any]:
@@ -159,8 +167,7 @@ def _run_python(context: dg.OpExecutionContext, workflow: spec.Workflow,
 
     values = {**_template_values(context, params), "files": files}
     args = [render_text(a, values) for a in step.args] if step.args else files[:1]
-    env = {f"STAGECOACH_PARAM_{k.upper()}": str(v) for k, v in params.items()}
-    env[TRIGGERED_BY_TAG.split("/")[1].upper()] = context.run.tags.get(TRIGGERED_BY_TAG, "")
+    env = _run_variables(context, params)
     env |= _env_values(step.env, context.op.name)
     try:
         outcome = run_python_script(
@@ -183,7 +190,8 @@ def _run_ssh(context: dg.OpExecutionContext, workflow: spec.Workflow, step: spec
         "host", "port", "username", "password", "private_key_path", "private_key_passphrase",
         "known_hosts", "host_key", "timeout_seconds") if getattr(connection, k, None) is not None}
     remote = SshCommandResource(**_env_values(settings, context.op.name))
-    env = {f"STAGECOACH_PARAM_{k.upper()}": str(v) for k, v in params.items()}
+    # Values reach the remote shell as variables, never pasted into the command text.
+    env = _run_variables(context, params)
     env |= _env_values(step.env, context.op.name)
     try:
         result = remote.run(step.command or "", context.log.info, env,
