@@ -100,6 +100,7 @@ class WarehouseResource(dg.ConfigurableResource):
             with self._transaction(f"load {schema}.{table}", ordered=False) as run:
                 yield FileLoad(self, run.duckdb_con, run, schema, table, partition)
             return
+        self.ensure_schema(schema)
         with duckdb.connect() as reader, self._transaction(f"load {schema}.{table}") as run:
             reader.execute(f"SET memory_limit = '{self.duckdb_memory_limit}'")
             reader.execute("SET preserve_insertion_order = false")
@@ -151,6 +152,19 @@ class WarehouseResource(dg.ConfigurableResource):
             for sql, params in statements:
                 rows = run(sql, params)
         return rows
+
+    def ensure_schema(self, schema: str) -> None:
+        """Create a schema in a transaction of its own. Two PostgreSQL transactions creating
+        the same schema at once (Celery workers loading two tables) make one fail even with
+        IF NOT EXISTS; that one is fine once the schema exists."""
+        try:
+            self.execute(f"create schema {schema}",
+                         (f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}", None))
+        except WarehouseError:
+            p = self.placeholder.format
+            if not self.fetch(f"SELECT count(*) FROM information_schema.schemata WHERE "
+                              f"schema_name = {p('s')}", {"s": schema})[0][0]:
+                raise
 
     def ensure_table(self, schema: str, table: str, columns: Mapping[str, str],
                      primary_key: str | None = None) -> None:

@@ -431,3 +431,33 @@ def test_a_key_repeated_across_partitions_fails_the_blocking_check(
     [check] = run.result.get_asset_check_evaluations()
     assert not check.passed and check.metadata["duplicate_keys"].value == 1
     assert run.metadata("domain", "cross_days")["rows_loaded"] == 2
+
+
+@pytest.mark.fault
+def test_concurrent_loads_into_a_new_schema_on_postgres(postgres_url: str) -> None:
+    """Celery workers load several tables at once; on PostgreSQL, two transactions creating the
+    same schema make one fail even with IF NOT EXISTS. Every load must still succeed."""
+    import threading
+    import uuid
+
+    schema = f"race_{uuid.uuid4().hex[:8]}"
+    warehouse = WarehouseResource(url=postgres_url)
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def load(index: int) -> None:
+        try:
+            start.wait()
+            WarehouseResource(url=postgres_url).load_files(
+                schema, f"t{index}", f"SELECT {index} AS n", {}, None, [])
+        except BaseException as failed:  # reported below, with every other thread's
+            errors.append(failed)
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [warehouse.fetch(f'SELECT n FROM "{schema}"."t{i}"') for i in range(8)] == [
+        [(i,)] for i in range(8)]
