@@ -164,3 +164,39 @@ def test_an_alarm_goes_to_the_reporters_and_may_stop_the_chain(
     assert "alarm watch_orders__too_few_orders: 3 < 100" in alarm["text"]
     assert failure["event"] == "failure"
     assert "the chain stops here" in failure["error"]
+
+
+def test_ssh_steps_run_on_the_host_and_stop_the_chain_on_a_bad_exit(stagecoach_env: Path,
+                                                                    sshd):
+    marker = sshd.root / f"published_{stagecoach_env.name}.txt"
+    defs = write_spec(stagecoach_env, f"""
+  publish:
+    params: {{label: "a b; echo INJECTED"}}
+    steps:
+      - name: publish
+        kind: ssh
+        connection: batch
+        command: |
+          echo "publishing $STAGECOACH_PARAM_LABEL for $STAGECOACH_DS"
+          printf '%s' "$STAGECOACH_PARAM_LABEL" > {marker}
+      - {{name: verify, kind: ssh, connection: batch, command: "echo checking; exit 3"}}
+      - {{name: never, kind: ssh, connection: batch, command: "touch {marker}.never"}}
+""", extra=f"""  batch:
+    kind: sftp
+    host: {sshd.host}
+    port: {sshd.port}
+    username: {sshd.username}
+    private_key_path: {sshd.private_key_path}
+    known_hosts: {sshd.known_hosts_path}""")
+    with dg.instance_for_test() as instance:
+        result = run(defs, "publish", instance)
+        logs = [e.message for e in instance.all_logs(result.run_id)]
+    assert step_statuses(result) == {"publish__publish": "success",
+                                     "publish__verify": "failure"}
+    assert marker.read_text() == "a b; echo INJECTED"  # a value, never shell text
+    assert any(m.startswith("publishing a b; echo INJECTED for 20") for m in logs), logs
+    assert "INJECTED" not in [m.strip() for m in logs]
+    assert "checking" in logs
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "the command exited with 3" in failure.event_specific_data.error.message
+    assert not Path(f"{marker}.never").exists()
