@@ -155,16 +155,19 @@ def _entry(script: Path) -> tuple[Path, Path]:
     return script.resolve(), script.resolve().parent
 
 
-def _checked_env(env: Mapping[str, str] | None, script: Path) -> dict[str, str]:
+def _checked_env(env: Mapping[str, Any] | None, script: Path) -> dict[str, str]:
+    """The env as strings (values through str()); names and values the OS would refuse are
+    errors naming the variable, never its value."""
     checked = {}
     for name, value in (env or {}).items():
         if not isinstance(name, str) or not name or "=" in name or "\0" in name:
             raise ScriptError(f"script {script}: environment variable name {name!r} is not "
                               "valid (no '=', not empty)")
-        if not isinstance(value, str) or "\0" in value:
-            raise ScriptError(f"script {script}: environment variable {name} must be a string "
-                              "without NUL characters")
-        checked[name] = value
+        text = "" if value is None else str(value)  # a YAML number or boolean is fine
+        if "\0" in text:
+            raise ScriptError(f"script {script}: environment variable {name} holds a NUL "
+                              "character, which no process environment can carry")
+        checked[name] = text
     return checked
 
 

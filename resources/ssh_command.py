@@ -55,8 +55,8 @@ def secret_masker(env: Mapping[str, str] | None) -> Callable[[str], str]:
     """A function replacing each env value (except Stagecoach's own STAGECOACH_* parameters
     and values under MASK_MIN_CHARS characters) with *** in a line of output: a safety net
     for a script that prints what it was given."""
-    values = sorted({value for name, value in (env or {}).items()
-                     if not name.startswith("STAGECOACH_") and len(value) >= MASK_MIN_CHARS},
+    values = sorted({str(value) for name, value in (env or {}).items()
+                     if not name.startswith("STAGECOACH_") and len(str(value)) >= MASK_MIN_CHARS},
                     key=len, reverse=True)
     if not values:
         return lambda line: line
@@ -71,7 +71,8 @@ def remote_script(script: str, env: Mapping[str, str] | None) -> str:
         if not _ENV_NAME.match(name):
             raise ValueError(f"environment variable name {name!r} is not a shell name "
                              "(letters, digits and _, not starting with a digit)")
-        lines.append(f"export {name}={shlex.quote(str(value))}")
+        text = "" if value is None else str(value)  # a YAML number or boolean is fine
+        lines.append(f"export {name}={shlex.quote(text)}")
     body = script if script.endswith("\n") else script + "\n"
     return "\n".join(lines) + ("\n" if lines else "") + "{\n" + body + "}\n"
 

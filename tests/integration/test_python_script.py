@@ -105,7 +105,8 @@ def test_argv_env_and_output_reach_the_script_and_the_run_logs(
     os.environ["OUTER_DB_PASSWORD"] = "outer-secret-value"  # the worker's own secret
     try:
         run = run_in_job(instance, script, args=[str(input_file), "fast"],
-                         env={"API_TOKEN": token, "STAGECOACH_PARAM_THRESHOLD": "400"})
+                         env={"API_TOKEN": token,
+                              "STAGECOACH_PARAM_THRESHOLD": 400})  # a number from YAML
     finally:
         del os.environ["OUTER_DB_PASSWORD"]
 
@@ -314,7 +315,7 @@ def test_requirements_install_once_into_a_cached_venv(instance: dg.DagsterInstan
     assert "value 42" in second.event_log
     assert _venv_identity(venv) == identity  # reused, not recreated
     assert "installing" not in second.event_log
-    assert [p.name for p in venvs.iterdir() if not p.name.startswith(".")] == sorted(
+    assert sorted(p.name for p in venvs.iterdir() if not p.name.startswith(".")) == sorted(
         [venv.name, venv.resolve().name])  # the link and its one build, nothing else
     print(f"\nfirst run (venv built) {first_seconds:.1f} s, second (reused) {second_seconds:.1f} s")
 

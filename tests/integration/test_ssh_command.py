@@ -77,10 +77,11 @@ def test_a_non_zero_exit_is_returned_with_the_last_lines(sshd):
 def test_env_values_reach_the_script_quoted_and_are_never_logged(sshd):
     token = secrets.token_urlsafe(18)
     awkward = "it's \"quoted\" $HOME `id` ; echo injected"
-    env = {"API_TOKEN": token, "LABEL": awkward, "STAGECOACH_PARAM_REGION": "eu-west-1"}
+    env = {"API_TOKEN": token, "LABEL": awkward, "STAGECOACH_PARAM_REGION": "eu-west-1",
+           "BATCH": 500}  # a number from YAML
     script = ('printf %s "$API_TOKEN" | sha256sum\n'
               'printf %s "$LABEL" | sha256sum\n'
-              'echo "region $STAGECOACH_PARAM_REGION"\n'
+              'echo "region $STAGECOACH_PARAM_REGION batch $BATCH"\n'
               'echo "careless: $API_TOKEN"\n')
     log = Recorder()
     result = ssh_resource(sshd).run(script, log, env=env)
@@ -89,7 +90,7 @@ def test_env_values_reach_the_script_quoted_and_are_never_logged(sshd):
     assert log.lines[0].split()[0] == sha256(token)  # the exact value arrived
     assert log.lines[1].split()[0] == sha256(awkward)  # quoting kept it literal: no injection
     assert "injected" not in log.lines
-    assert log.lines[2] == "region eu-west-1"  # Stagecoach's own parameters are shown
+    assert log.lines[2] == "region eu-west-1 batch 500"  # Stagecoach's own parameters are shown
     assert log.lines[3] == "careless: ***"  # a script printing a secret: masked
     everything = "\n".join(log.lines) + result.tail
     assert token not in everything and awkward not in everything
