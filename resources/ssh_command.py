@@ -74,7 +74,8 @@ def remote_script(script: str, env: Mapping[str, str] | None) -> str:
         text = "" if value is None else str(value)  # a YAML number or boolean is fine
         lines.append(f"export {name}={shlex.quote(text)}")
     body = script if script.endswith("\n") else script + "\n"
-    return "\n".join(lines) + ("\n" if lines else "") + "{\n" + body + "}\n"
+    # `:` first: a script that is empty or only comments is still a valid group (exit 0).
+    return "\n".join(lines) + ("\n" if lines else "") + "{ :\n" + body + "}\n"
 
 
 def remote_command(timeout_seconds: float | None) -> str:

@@ -107,6 +107,21 @@ def test_a_multi_line_script_from_a_file(sshd):
                          "stdin after the script: []", "done"]
 
 
+@pytest.mark.parametrize("script", ["", "# only a comment\n", "\n\n"])
+def test_an_empty_script_runs_and_succeeds(sshd, script: str):
+    log = Recorder()
+    assert ssh_resource(sshd).run(script, log) == CommandResult(exit_code=0, tail="")
+    assert log.lines == []
+
+
+def test_a_syntax_error_runs_nothing(sshd):
+    log = Recorder()
+    result = ssh_resource(sshd).run("echo before\nif then fi\necho after\n", log)
+    assert result.exit_code == 2
+    assert "before" not in log.lines and "after" not in log.lines
+    assert "syntax error" in result.tail
+
+
 @pytest.mark.bad_input
 def test_a_bad_env_name_is_refused_before_connecting(sshd):
     log = Recorder()
