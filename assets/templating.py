@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined, meta, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
@@ -34,11 +36,19 @@ def date_context(day: date, params: Mapping[str, Any] | None = None) -> dict[str
 
 
 _text_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+# Compiling a template costs ~1 ms; a tick over 1,000 couriers renders 1,000 of them, and the
+# same ones every tick. Templates come from the specs, so the cache is bounded by their size.
+COMPILED_TEMPLATES = 16_384
+
+
+@lru_cache(maxsize=COMPILED_TEMPLATES)
+def _text_template(template: str) -> Template:
+    return _text_env.from_string(template)
 
 
 def render_text(template: str, context: Mapping[str, Any]) -> str:
     """Render a path or file name."""
-    return _text_env.from_string(template).render(**context)
+    return _text_template(template).render(**context)
 
 
 @dataclass
@@ -70,12 +80,31 @@ def render_sql(
     `placeholder` formats a parameter name in the target's paramstyle (`:p0` for SQLAlchemy,
     `$p0` for DuckDB's own API).
     """
-    collector = _BindCollector(placeholder)
-    env = ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined, autoescape=False, finalize=collector
-    )
-    text = env.from_string(template).render(**context)
-    return BoundSql(text=text, params=collector.values)
+    compiled = _sql_template(template)  # outside the render: nothing is bound at compile time
+    token = _bind_to.set(_BindCollector(placeholder))
+    try:
+        text = compiled.render(**context)
+        return BoundSql(text=text, params=_bind_to.get().values)
+    finally:
+        _bind_to.reset(token)
+
+
+# The collector of the render in progress (renders may run in several sensor threads at once).
+_bind_to: ContextVar[_BindCollector] = ContextVar("stagecoach_sql_bind")
+
+
+@pass_context  # evaluated at render time only: Jinja never folds a constant through it
+def _bind(_context: Any, value: Any) -> str:
+    return _bind_to.get()(value)
+
+
+_sql_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
+                                         finalize=_bind)
+
+
+@lru_cache(maxsize=COMPILED_TEMPLATES)
+def _sql_template(template: str) -> Template:
+    return _sql_env.from_string(template)
 
 
 SAMPLE_CONTEXT = date_context(date(2000, 1, 31))
@@ -85,6 +114,7 @@ _PLACEHOLDER = re.compile(r":p\d+")
 _GLUED = re.compile(r"[\w.\"]:p\d+|:p\d+[\w\"]")
 
 
+@lru_cache(maxsize=COMPILED_TEMPLATES)  # asked for every asset built from the spec, often twice
 def is_dated(template: str | None) -> bool:
     """True when a template uses a date macro, which makes its asset daily-partitioned."""
     if not template:

@@ -14,6 +14,17 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from yaml.composer import ComposerError
+from yaml.constructor import SafeConstructor
+from yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
+from yaml.resolver import Resolver
 
 from assets import spec
 from assets.sealing import MAIL_SAMPLE, public_key_problem
@@ -124,6 +135,7 @@ def _display(file: Path) -> str:
 
 
 MAX_YAML_NODES = 200_000  # the demo has ~3,000; a spec of 15,000 lines ~50,000
+MAX_YAML_DEPTH = 10_000  # collections inside collections; real specs nest fewer than 20
 
 
 class _YamlTooComplex(Exception):
@@ -184,6 +196,106 @@ class _Lines:
         return self.lines.get(found, 1)
 
 
+try:
+    from yaml._yaml import CParser
+except ImportError:  # PyYAML built without libyaml: the pure-Python parser does it all
+    YAML_LOADER: type = yaml.SafeLoader
+else:
+    class _LibyamlSafeLoader(CParser, SafeConstructor, Resolver):
+        """libyaml's scanner and parser (C: most of the time on a large spec) with a composer
+        that builds the same nodes as PyYAML's, in a loop. libyaml's own composer recurses in C
+        (a spec nested ~40,000 levels deep crashes the process) and PyYAML's in Python (a few
+        hundred levels: RecursionError); this one has no depth limit but memory."""
+
+        def __init__(self, stream: str):
+            CParser.__init__(self, stream)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+        def get_single_node(self) -> yaml.Node | None:
+            self.get_event()  # stream start
+            document = None
+            if not self.check_event(StreamEndEvent):
+                self.get_event()  # document start
+                document = self._compose_nodes()
+                self.get_event()  # document end
+            if not self.check_event(StreamEndEvent):
+                event = self.get_event()
+                raise ComposerError("expected a single document in the stream",
+                                    document.start_mark if document else None,
+                                    "but found another document", event.start_mark)
+            self.get_event()  # stream end
+            return document
+
+        def _compose_nodes(self) -> yaml.Node:
+            """PyYAML's Composer.compose_node without recursion (no path resolvers: the safe
+            loader has none). An anchor names its collection before the collection's items
+            are read, as in PyYAML, so `&a [*a]` is the cycle _Lines.walk refuses."""
+            anchors: dict[str, yaml.Node] = {}
+            open_nodes: list[tuple[yaml.Node, list[yaml.Node]]] = []  # (node, key awaiting value)
+            while True:
+                if len(open_nodes) > MAX_YAML_DEPTH:
+                    raise _YamlTooComplex(open_nodes[-1][0].start_mark.line + 1, f"values "
+                                          f"nested more than {MAX_YAML_DEPTH:,} levels deep; "
+                                          "flatten them")
+                if open_nodes and self.check_event(SequenceEndEvent, MappingEndEvent):
+                    done, _ = open_nodes.pop()
+                    done.end_mark = self.get_event().end_mark
+                else:
+                    event = self.get_event()
+                    if isinstance(event, AliasEvent):
+                        if event.anchor not in anchors:
+                            raise ComposerError(None, None, f"found undefined alias "
+                                                f"{event.anchor!r}", event.start_mark)
+                        done = anchors[event.anchor]
+                    else:
+                        if event.anchor is not None and event.anchor in anchors:
+                            raise ComposerError(f"found duplicate anchor {event.anchor!r}; "
+                                                "first occurrence",
+                                                anchors[event.anchor].start_mark,
+                                                "second occurrence", event.start_mark)
+                        kind = (yaml.ScalarNode if isinstance(event, ScalarEvent) else
+                                yaml.SequenceNode if isinstance(event, SequenceStartEvent)
+                                else yaml.MappingNode)
+                        tag = event.tag
+                        if tag is None or tag == "!":
+                            tag = self.resolve(kind, getattr(event, "value", None),
+                                               event.implicit)
+                        if kind is yaml.ScalarNode:
+                            done = yaml.ScalarNode(tag, event.value, event.start_mark,
+                                                   event.end_mark, style=event.style)
+                        else:
+                            done = kind(tag, [], event.start_mark, None,
+                                        flow_style=event.flow_style)
+                        if event.anchor is not None:
+                            anchors[event.anchor] = done
+                        if kind is not yaml.ScalarNode:
+                            open_nodes.append((done, []))
+                            continue
+                if not open_nodes:
+                    return done
+                parent, key = open_nodes[-1]
+                if isinstance(parent, yaml.SequenceNode):
+                    parent.value.append(done)
+                elif key:
+                    parent.value.append((key.pop(), done))
+                else:
+                    key.append(done)
+
+    YAML_LOADER = _LibyamlSafeLoader
+
+
+def _compose_and_construct(text: str, loader_class: type) -> tuple[yaml.Node | None, Any]:
+    """(node tree, data) of a YAML document in one pass: the nodes keep every line number and
+    the data is built from them, not parsed a second time."""
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        return node, loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+
+
 class _Validator:
     def __init__(self, file: str, base: Path):
         self.file, self.base = file, base
@@ -216,8 +328,13 @@ class _Validator:
     # -- YAML
     def _parse_yaml(self, text: str) -> dict | None:
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            data = yaml.safe_load(text)
+            node, data = _compose_and_construct(text, YAML_LOADER)
+        except yaml.YAMLError:
+            pass  # said again below by the pure-Python parser, whose messages are clearer
+        else:
+            return self._mapping(node, data)
+        try:
+            node, data = _compose_and_construct(text, yaml.SafeLoader)
         except yaml.MarkedYAMLError as bad:
             mark = bad.problem_mark or bad.context_mark
             line = mark.line + 1 if mark else 1
@@ -229,6 +346,10 @@ class _Validator:
             self.errors.append(SpecError(self.file, line, "", f"not valid YAML: {shown} is not "
                                          "allowed (a control character?); remove it"))
             return None
+        return self._mapping(node, data)
+
+    def _mapping(self, node: yaml.Node | None, data: Any) -> dict | None:
+        """The parsed document if it is a mapping; its lines and duplicate keys recorded."""
         if not isinstance(data, dict) or node is None:
             self.errors.append(SpecError(self.file, 1, "", "a workflow spec is a mapping with "
                                          "a `workflow:` section and named sections"))

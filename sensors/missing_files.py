@@ -4,6 +4,7 @@ notify and stop, wait for missing files)."""
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import posixpath
 from collections import defaultdict
@@ -15,6 +16,8 @@ from assets import spec
 from assets.common import connection_key
 from assets.templating import date_context, render_text
 from resources.files import RemoteFile, is_partial, split_pattern
+
+WILDCARDS = "*?["  # fnmatch's special characters
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,32 @@ def expected_files(workflow: spec.Workflow, couriers: list[str], day: date
     return expected
 
 
+class _Listing:
+    """One directory's files, indexed by name so that matching 1,000 couriers' patterns against
+    10,000 files costs a lookup (a plain name) or a slice of the sorted names (a glob: only the
+    names sharing its literal prefix are tried), not 10 million comparisons."""
+
+    def __init__(self, files: list[RemoteFile]):
+        self.by_name: dict[str, list[RemoteFile]] = defaultdict(list)
+        for item in files:
+            name = posixpath.basename(item.path)
+            if not is_partial(name):
+                self.by_name[name].append(item)
+        self.names = sorted(self.by_name)
+
+    def matching(self, glob: str) -> list[RemoteFile]:
+        wildcard = next((i for i, ch in enumerate(glob) if ch in WILDCARDS), None)
+        if wildcard is None:
+            return list(self.by_name.get(glob, ()))
+        prefix, found = glob[:wildcard], []
+        for name in self.names[bisect.bisect_left(self.names, prefix):]:
+            if not name.startswith(prefix):
+                break
+            if fnmatch.fnmatchcase(name, glob):
+                found += self.by_name[name]
+        return found
+
+
 def look(workflow: spec.Workflow, expected: list[ExpectedFile], resources: Any
          ) -> dict[str, list[RemoteFile]]:
     """Courier name → the files matching its pattern, listing each directory of each connection
@@ -50,12 +79,9 @@ def look(workflow: spec.Workflow, expected: list[ExpectedFile], resources: Any
     found: dict[str, list[RemoteFile]] = {item.courier: [] for item in expected}
     for (connection, folder), items in by_folder.items():
         resource = getattr(resources, connection_key(workflow.workflow.name, connection))
-        listing = resource.list_files(posixpath.join(folder, "*"))
+        listing = _Listing(resource.list_files(posixpath.join(folder, "*")))
         for item in items:
-            glob = split_pattern(item.pattern)[1]
-            found[item.courier] += [f for f in listing
-                                    if fnmatch.fnmatchcase(posixpath.basename(f.path), glob)
-                                    and not is_partial(f.path)]
+            found[item.courier] += listing.matching(split_pattern(item.pattern)[1])
     return found
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import dagster as dg
 import pytest
@@ -247,6 +249,76 @@ def test_wait_sensor_takes_files_once_they_are_stable(stagecoach_env: Path):
         # launch again.
         requests, skip, _ = wait_tick(defs, resources, cursor, instance)
         assert not requests and "is done (launched)" in skip
+
+
+class ListingCounter(FolderResource):
+    """A real folder connection that counts its listings by (folder, directory pattern)."""
+
+    listings: ClassVar[Counter] = Counter()
+
+    def list_files(self, pattern: str) -> list:
+        ListingCounter.listings[(Path(self.path).name, pattern)] += 1
+        return super().list_files(pattern)
+
+
+def many_couriers_spec(root: Path) -> Path:
+    """45 couriers in three directories of two folder connections, in one scheduled group:
+    dated names, fixed names and globs side by side in the same directory."""
+    couriers = {f"c_{i:02d}": ("landing", f"drop/c_{i:02d}_{{{{ ds_nodash }}}}.csv")
+                for i in range(30)}
+    couriers |= {f"r_{i}": ("landing", f"drop/r_{i}_*.csv") for i in range(5)}
+    couriers |= {f"s_{i}": ("landing", f"snap/s_{i}.csv") for i in range(5)}
+    couriers |= {f"p_{i}": ("partner", f"p_{i}_{{{{ ds_nodash }}}}.csv") for i in range(5)}
+    lines = ["workflow: {name: many, owners: [team:data], timezone: UTC, "
+             "start_date: 2026-11-01}", "connections:",
+             f"  landing: {{kind: folder, path: {root / 'landing'}}}",
+             f"  partner: {{kind: folder, path: {root / 'partner'}}}", "couriers:"]
+    lines += [f'  {name}: {{from: {conn}, path: "{path}"}}'
+              for name, (conn, path) in couriers.items()]
+    lines += ["courier_groups:", f"  everything: {{couriers: [{', '.join(couriers)}], "
+              "run: load, schedule: {cron: '0 2 * * *'}}"]
+    folder = root / "workflows"
+    folder.mkdir()
+    (folder / "many.yaml").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_a_schedule_tick_lists_each_directory_once(stagecoach_env: Path):
+    root = stagecoach_env
+    drop, snap, partner = root / "landing" / "drop", root / "landing" / "snap", root / "partner"
+    for folder in (drop, snap, partner):
+        folder.mkdir(parents=True)
+    for day in ("20261104", "20261105", "20261106"):  # older days' files stay in the folder
+        for i in range(30):
+            (drop / f"c_{i:02d}_{day}.csv").write_text("id\n1\n")
+        for i in range(5):
+            (partner / f"p_{i}_{day}.csv").write_text("id\n1\n")
+    for i in range(5):
+        (drop / f"r_{i}_{i}.csv").write_text("id\n1\n")
+        (snap / f"s_{i}.csv").write_text("id\n1\n")
+    [loaded] = load_workflows(many_couriers_spec(root))
+    defs = build_definitions(root / "workflows")
+    resources = {f"many__{n}": ListingCounter(path=c.path)
+                 for n, c in loaded.spec.connections.items()}
+    once_each = {("landing", "drop/*"): 1, ("landing", "snap/*"): 1, ("partner", "./*"): 1}
+    with dg.instance_for_test() as instance:
+        ListingCounter.listings.clear()
+        request = schedule_tick(defs, "many_everything_schedule", resources, TICK, instance)
+        assert isinstance(request, dg.RunRequest) and request.partition_key == "2026-11-06"
+        assert dict(ListingCounter.listings) == once_each  # 45 couriers, three listings
+
+        # A file still being uploaded (a partial name) is not the courier's file, and the
+        # glob `r_3_*.csv` is not satisfied by r_30 or r_3.csv.
+        (drop / "c_07_20261106.csv").rename(drop / ".c_07_20261106.csv.1a2b3c4d.partial")
+        (drop / "r_3_3.csv").rename(drop / "r_30.csv")
+        (drop / "r_3.csv").write_text("id\n1\n")
+        ListingCounter.listings.clear()
+        skipped = schedule_tick(defs, "many_everything_schedule", resources, TICK, instance)
+        assert isinstance(skipped, dg.SkipReason)
+        assert skipped.skip_message.endswith(
+            "c_07: landing/drop/c_07_20261106.csv; r_3: landing/drop/r_3_*.csv"), \
+            skipped.skip_message
+        assert dict(ListingCounter.listings) == once_each
 
 
 @pytest.mark.parametrize("then", ["notify_and_stop", "notify_and_continue"])
