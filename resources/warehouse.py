@@ -273,11 +273,48 @@ class WarehouseResource(dg.ConfigurableResource):
             else:
                 with self.engine().begin() as conn:
                     yield _Runner(connection=conn)
-        except (duckdb.Error, sa.exc.SQLAlchemyError) as failed:
+        except (duckdb.Error, sa.exc.SQLAlchemyError, *self._driver_errors()) as failed:
+            lost = None if self.is_duckdb else _lost_connection(failed)
+            if lost is not None:
+                # The server went away mid-write (nothing was committed): name the warehouse
+                # and the first error, not the rollback's "connection already closed".
+                raise WarehouseError(
+                    f"{what} failed, the previous table is unchanged: lost the connection to "
+                    f"the warehouse {self.safe_url} ({lost}); run again once it is back"
+                ) from failed
             detail = str(getattr(failed, "orig", None) or failed).strip().splitlines()[0]
             raise WarehouseError(f"{what} failed, the previous table is unchanged: "
                                  f"{detail}") from failed
 
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        """The DB-API driver's own error class: COPY runs on the raw driver connection, so
+        its errors are not wrapped by SQLAlchemy."""
+        if self.is_duckdb or self._engine is None:
+            return ()
+        dbapi = getattr(self._engine.dialect, "dbapi", None)
+        error = getattr(dbapi, "Error", None)
+        return (error,) if isinstance(error, type) else ()
+
+
+
+def _lost_connection(failed: BaseException) -> str | None:
+    """The first line of the earliest connection-loss error in `failed`'s chain, else None."""
+    seen, chain, current = set(), [], failed
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    lost = None
+    for error in chain:
+        driver = getattr(error, "orig", None) or error
+        invalidated = getattr(error, "connection_invalidated", False)
+        if invalidated or (type(driver).__name__ in ("OperationalError", "InterfaceError") and
+                           re.search(r"server closed the connection|connection already closed|"
+                                     r"terminating connection|could not connect|"
+                                     r"connection refused|connection to server", str(driver),
+                                     re.I)):
+            lost = (str(driver).strip().splitlines() or [type(driver).__name__])[0]
+    return lost
 
 
 class FileLoad:
