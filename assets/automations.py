@@ -6,7 +6,7 @@ config) and the current files (a Python step's output files replace them). So th
 order is the ops' dependencies: the first failure stops the chain and Dagster shows the steps
 after it as not run. Retryable failures (a lost
 connection, a timeout) are retried per the step's policy; a bad query, a bad script or an
-alarm that stops the chain raise `dg.Failure`, which is never retried.
+alarm that stops the chain raise `dg.Failure(allow_retries=False)`, which is never retried.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from resources.warehouse import WarehouseError, WarehouseResource
 
 MUTEX_TAG = "stagecoach/mutex"  # deploy/*.yaml limit runs sharing a value to one at a time
 AUTOMATION_TAG = "stagecoach/automation"
+EX_TEMPFAIL = 75  # sysexits.h: a script exiting with it asks for its step's retry policy
 TRIGGERED_BY_TAG = "stagecoach/triggered_by"  # who launched a run; scripts get it as a variable
 CONDITIONS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
@@ -42,6 +43,12 @@ class AutomationBundle:
 
 def automation_job_name(workflow: str, name: str) -> str:
     return f"{workflow}_{name}_job"
+
+
+def _final(description: str) -> dg.Failure:
+    """A failure a retry cannot fix: it bypasses the step's retry policy (a plain dg.Failure
+    would be retried like any other error)."""
+    return dg.Failure(description, allow_retries=False)
 
 
 def _retry_policy(retry: spec.StepRetry) -> dg.RetryPolicy | None:
@@ -93,7 +100,7 @@ def _run_sql(context: dg.OpExecutionContext, wf: str, step: spec.SqlStep,
         return {}
     except Exception as error:
         if _is_bad_sql(error):
-            raise dg.Failure(f"step {context.op.name}: the query failed: "
+            raise _final(f"step {context.op.name}: the query failed: "
                              f"{_first_line(error)}; fix the SQL (not retried)") from None
         raise
 
@@ -112,17 +119,17 @@ def _run_alarm(context: dg.OpExecutionContext, wf: str, step: spec.AlarmStep,
         rows = database.fetch(bound.text, bound.params)
     except Exception as error:
         if _is_bad_sql(error):
-            raise dg.Failure(f"step {context.op.name}: the alarm's query failed: "
+            raise _final(f"step {context.op.name}: the alarm's query failed: "
                              f"{_first_line(error)}; fix the SQL (not retried)") from None
         raise
     if len(rows) != 1 or len(rows[0]) != 1:
-        raise dg.Failure(f"step {context.op.name}: the alarm's query must return one value "
+        raise _final(f"step {context.op.name}: the alarm's query must return one value "
                          f"(one row, one column), not {len(rows)} row(s)")
     value = rows[0][0]
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise dg.Failure(f"step {context.op.name}: the alarm's query returned {value!r}, not "
+        raise _final(f"step {context.op.name}: the alarm's query returned {value!r}, not "
                          "a number") from None
     raised = CONDITIONS[step.condition](number, step.threshold)
     rule = f"{number:g} {step.condition} {step.threshold:g}"
@@ -133,7 +140,7 @@ def _run_alarm(context: dg.OpExecutionContext, wf: str, step: spec.AlarmStep,
         description=f"alarm {context.op.name}: {rule}" if raised else f"no alarm: not {rule}",
         metadata={"value": number, "condition": step.condition, "threshold": step.threshold}))
     if raised and step.stop:
-        raise dg.Failure(f"step {context.op.name}: alarm raised ({rule}); the chain stops "
+        raise _final(f"step {context.op.name}: alarm raised ({rule}); the chain stops "
                          "here (`stop: true`)")
     return {"value": number, "alarm": raised}
 
@@ -144,7 +151,7 @@ def _env_values(settings: Mapping[str, Any], step: str) -> dict[str, Any]:
     for name, setting in settings.items():
         if isinstance(setting, spec.EnvRef):
             if setting.env not in os.environ:
-                raise dg.Failure(f"step {step}: environment variable {setting.env} (for "
+                raise _final(f"step {step}: environment variable {setting.env} (for "
                                  f"{name}) is not set; set it where the runs execute")
             values[name] = os.environ[setting.env]
         else:
@@ -174,7 +181,9 @@ def _run_python(context: dg.OpExecutionContext, workflow: spec.Workflow,
             context, Path(step.script), args, env, step.requirements,
             timeout_seconds=spec.seconds_of(step.timeout) if step.timeout else None)
     except ScriptError as failed:
-        raise dg.Failure(f"step {context.op.name}: {failed}") from None
+        if failed.exit_code == EX_TEMPFAIL:  # the script says a retry may work
+            raise RuntimeError(f"step {context.op.name}: {failed}") from None
+        raise _final(f"step {context.op.name}: {failed}") from None
     result: dict[str, Any] = {"exit_code": outcome.exit_code}
     if outcome.output_files:
         result["files"] = list(outcome.output_files)
@@ -199,7 +208,7 @@ def _run_ssh(context: dg.OpExecutionContext, workflow: spec.Workflow, step: spec
     except SshCommandError as failed:
         raise RuntimeError(f"step {context.op.name}: {failed}") from None  # retryable
     if result.exit_code != 0:
-        raise dg.Failure(f"step {context.op.name}: the command exited with {result.exit_code}; "
+        raise _final(f"step {context.op.name}: the command exited with {result.exit_code}; "
                          f"its last lines:\n{result.tail}")
     return {"exit_code": 0}
 

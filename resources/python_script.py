@@ -94,7 +94,12 @@ finally:
 
 class ScriptError(Exception):
     """The script could not run, failed, or outlived its timeout; the message names the script
-    and says what to do. Never holds an env value (the output tail is masked)."""
+    and says what to do. Never holds an env value (the output tail is masked). `exit_code` is
+    the script's own, when it ran to an exit."""
+
+    def __init__(self, message: str, exit_code: int | None = None):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -129,7 +134,7 @@ def run_python_script(context: dg.OpExecutionContext, script: Path,
         command = [python, "-c", _LAUNCHER, str(entry), str(folder), *map(str, args)]
         finished = _Process(context.log, mask, script).run(command, child_env, timeout_seconds)
     if finished.exit_code != 0:
-        raise ScriptError(finished.failure())
+        raise ScriptError(finished.failure(), finished.exit_code)
     messages = session.get_custom_messages()  # read after the session closed: all of them
     output_files = _output_files(script, messages, finished.output_lines)
     metadata: dict[str, Any] = {}

@@ -200,3 +200,63 @@ def test_ssh_steps_run_on_the_host_and_stop_the_chain_on_a_bad_exit(stagecoach_e
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "the command exited with 3" in failure.event_specific_data.error.message
     assert not Path(f"{marker}.never").exists()
+
+
+EXTRACT = """
+import os, sys
+out = os.path.join(os.environ["WORK"], "extract.csv")
+open(out, "w").write("id\\n1\\n2\\n3\\n")
+print("extracted for", os.environ["STAGECOACH_DS"], "by", os.environ["STAGECOACH_TRIGGERED_BY"])
+print("STAGECOACH_OUTPUT_FILE=" + out)
+"""
+COUNT = """
+import os, sys
+rows = open(sys.argv[1]).read().splitlines()[1:]
+marker = os.path.join(os.environ["WORK"], "attempts")
+attempts = int(open(marker).read()) + 1 if os.path.exists(marker) else 1
+open(marker, "w").write(str(attempts))
+if attempts == 1:
+    print("the API is not answering yet")
+    sys.exit(75)  # EX_TEMPFAIL: retry me
+name, token = os.path.basename(sys.argv[1]), os.environ["API_TOKEN"]
+print(f"counted {len(rows)} rows from {name}; token {token}")
+"""
+
+
+def test_python_steps_chain_files_and_retry_only_when_asked(
+        stagecoach_env: Path, monkeypatch: pytest.MonkeyPatch):
+    scripts = stagecoach_env / "workflows" / "scripts"
+    scripts.mkdir(parents=True)
+    (scripts / "extract.py").write_text(EXTRACT)
+    (scripts / "count.py").write_text(COUNT)
+    (scripts / "broken.py").write_text("raise SystemExit('the model file is missing')\n")
+    monkeypatch.setenv("SCORE_API_TOKEN", "tok-5f1c2a9e0b7d")
+    work = stagecoach_env / "work"
+    work.mkdir()
+    defs = write_spec(stagecoach_env, f"""
+  scoring:
+    retry: {{count: 2, delay: 1s, backoff: constant}}
+    steps:
+      - {{name: extract, kind: python, script: scripts/extract.py, env: {{WORK: {work}}}}}
+      - name: count
+        kind: python
+        script: scripts/count.py
+        env: {{WORK: {work}, API_TOKEN: {{env: SCORE_API_TOKEN}}}}
+      - {{name: broken, kind: python, script: scripts/broken.py}}
+      - {{name: never, kind: sql, into: work.never, sql: "select 1 as x"}}
+""")
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def(f"{WF}_scoring_job").execute_in_process(
+            instance=instance, raise_on_error=False,
+            tags={"stagecoach/triggered_by": "ops@acme.test"})
+        logs = "\n".join(e.message for e in instance.all_logs(result.run_id))
+    assert step_statuses(result) == {"scoring__extract": "success", "scoring__count": "success",
+                                     "scoring__broken": "failure"}
+    assert (work / "attempts").read_text() == "2"  # exit 75 was retried, once
+    assert "extracted for 20" in logs and "by ops@acme.test" in logs
+    assert "counted 3 rows from extract.csv" in logs  # argv[1]: the previous step's output
+    assert "tok-5f1c2a9e0b7d" not in logs  # the secret is masked in the run log
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert [e.step_key for e in retries] == ["scoring__count"]  # a bad script is not retried
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "the model file is missing" in failure.event_specific_data.error.message
