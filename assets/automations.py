@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import operator
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ import dagster as dg
 from assets import spec
 from assets.common import WAREHOUSE_KEY, connection_key, owners_of
 from assets.templating import date_context, render_sql, render_text
-from resources.warehouse import WarehouseError, WarehouseResource
+from resources.warehouse import WarehouseError, WarehouseResource, qualified, quote_ident
 
 MUTEX_TAG = "stagecoach/mutex"  # deploy/*.yaml limit runs sharing a value to one at a time
 AUTOMATION_TAG = "stagecoach/automation"
@@ -213,7 +214,89 @@ def _run_ssh(context: dg.OpExecutionContext, workflow: spec.Workflow, step: spec
     return {"exit_code": 0}
 
 
+def _pivot_column(value: object, taken: set[str]) -> str:
+    """A column name for a pivoted value: lower_snake_case, unique."""
+    base = re.sub(r"[^a-z0-9]+", "_", str(value).lower()).strip("_") or "blank"
+    name = base if base[0].isalpha() else f"v_{base}"
+    name, n = name[:60], 2
+    while name in taken:
+        name, n = f"{base[:56]}_{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def _run_pivot(context: dg.OpExecutionContext, workflow: spec.Workflow, step: spec.PivotStep,
+               params: dict[str, Any], files: list[str]) -> dict[str, Any]:
+    warehouse = _database(context, workflow.workflow.name, None)
+    source = qualified(*step.from_.split("."))
+    pivot = quote_ident(step.columns)
+    try:
+        distinct = [r[0] for r in warehouse.fetch(
+            f"SELECT DISTINCT {pivot} FROM {source} WHERE {pivot} IS NOT NULL ORDER BY 1 "
+            f"LIMIT {step.max_columns + 1}")]
+    except Exception as error:
+        raise _final(f"step {context.op.name}: cannot read {step.from_}: "
+                     f"{_first_line(error)}") from None
+    if len(distinct) > step.max_columns:
+        raise _final(f"step {context.op.name}: {step.columns} has more than "
+                     f"{step.max_columns} distinct values; raise `max_columns` or pivot on a "
+                     "column with fewer values")
+    taken = set(step.index)
+    placeholders, cells = {}, []
+    for i, value in enumerate(distinct):
+        placeholders[f"v{i}"] = value
+        cells.append(f"{step.aggregate.upper()}(CASE WHEN {pivot} = "
+                     f"{warehouse.placeholder.format(f'v{i}')} THEN {quote_ident(step.values)} "
+                     f"END) AS {quote_ident(_pivot_column(value, taken))}")
+    index = ", ".join(quote_ident(c) for c in step.index)
+    sql = (f"SELECT {index}{''.join(', ' + c for c in cells)} FROM {source} "
+           f"GROUP BY {index} ORDER BY {index}")
+    schema, table = step.into.split(".")
+    try:
+        rows = warehouse.replace_table(schema, table, sql, placeholders)
+    except Exception as error:
+        raise _final(f"step {context.op.name}: the pivot failed: {_first_line(error)}") from None
+    context.log.info(f"{step.into}: {rows} rows, {len(distinct)} pivoted columns")
+    return {"table": step.into, "rows": rows, "pivoted_columns": len(distinct)}
+
+
+def _run_concat(context: dg.OpExecutionContext, workflow: spec.Workflow,
+                step: spec.ConcatStep, params: dict[str, Any], files: list[str]
+                ) -> dict[str, Any]:
+    warehouse = _database(context, workflow.workflow.name, None)
+    columns: dict[str, list[str]] = {}
+    try:
+        for source in step.sources:
+            [empty] = list(warehouse.batches(f"SELECT * FROM {qualified(*source.split('.'))} "
+                                             "LIMIT 0"))
+            columns[source] = list(empty.schema.names)
+    except Exception as error:
+        raise _final(f"step {context.op.name}: cannot read {source}: "
+                     f"{_first_line(error)}") from None
+    aligned = list(dict.fromkeys(c for names in columns.values() for c in names
+                                 if c != step.source_column))
+    selects, values = [], {}
+    for i, source in enumerate(step.sources):
+        have = set(columns[source])
+        parts = [quote_ident(c) if c in have else f"NULL AS {quote_ident(c)}" for c in aligned]
+        if step.source_column:
+            values[f"s{i}"] = source
+            parts.append(f"{warehouse.placeholder.format(f's{i}')} AS "
+                         f"{quote_ident(step.source_column)}")
+        selects.append(f"SELECT {', '.join(parts)} FROM {qualified(*source.split('.'))}")
+    schema, table = step.into.split(".")
+    try:
+        rows = warehouse.replace_table(schema, table, " UNION ALL ".join(selects), values)
+    except Exception as error:
+        raise _final(f"step {context.op.name}: the concatenation failed (columns of one name "
+                     f"must have compatible types): {_first_line(error)}") from None
+    context.log.info(f"{step.into}: {rows} rows from {len(step.sources)} tables, "
+                     f"{len(aligned)} columns")
+    return {"table": step.into, "rows": rows}
+
+
 RUNNERS: dict[type, Callable[..., dict[str, Any]]] = {
+    spec.PivotStep: _run_pivot, spec.ConcatStep: _run_concat,
     spec.SqlStep: lambda context, workflow, step, params, files: _run_sql(
         context, workflow.workflow.name, step, params),
     spec.AlarmStep: lambda context, workflow, step, params, files: _run_alarm(
@@ -228,7 +311,8 @@ def _step_op(workflow: spec.Workflow, automation_name: str, automation: spec.Aut
     runner = RUNNERS[type(step)]
     connection = getattr(step, "connection", None)
     resources = ({connection_key(wf, connection) if connection else WAREHOUSE_KEY}
-                 if isinstance(step, spec.SqlStep | spec.AlarmStep) else set())
+                 if isinstance(step, spec.SqlStep | spec.AlarmStep | spec.PivotStep
+                                 | spec.ConcatStep) else set())
     retry = step.retry or automation.retry
     defaults = {**workflow.workflow.params, **automation.params}
     config = {"params": dg.Field(dg.Permissive(), default_value=defaults, is_required=False,

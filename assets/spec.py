@@ -560,7 +560,36 @@ class SshStep(AutomationStep):
     timeout: Duration | None = None
 
 
-Step = Annotated[SqlStep | AlarmStep | PythonStep | SshStep, Field(discriminator="kind")]
+TableName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")]
+ColumnName = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class PivotStep(AutomationStep):
+    """A warehouse table pivoted into another: one row per `index`, one column per distinct
+    value of `columns`, holding `aggregate(values)`."""
+
+    kind: Literal["pivot"]
+    from_: Annotated[TableName, Field(alias="from")]
+    into: TableName
+    index: list[ColumnName] = Field(min_length=1)
+    columns: ColumnName
+    values: ColumnName
+    aggregate: Literal["sum", "count", "min", "max", "avg"] = "sum"
+    max_columns: int = Field(200, ge=1, le=1000)
+
+
+class ConcatStep(AutomationStep):
+    """Warehouse tables stacked into one, columns aligned by name (missing ones are NULL)."""
+
+    kind: Literal["concat"]
+    sources: list[TableName] = Field(min_length=2)
+    into: TableName
+    source_column: ColumnName | None = Field(None, description="A column naming each row's "
+                                                               "source table.")
+
+
+Step = Annotated[SqlStep | AlarmStep | PythonStep | SshStep | PivotStep | ConcatStep,
+                 Field(discriminator="kind")]
 
 
 class Automation(Model):

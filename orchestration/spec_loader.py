@@ -37,7 +37,7 @@ from resources.alert_templates import check_overrides
 CONNECTION_KINDS = ("folder", "sftp", "ftp", "smb", "s3", "smtp", "sql")
 TRIGGER_KINDS = ("file_change", "table_change", "sql_change", "python", "webhook")
 ALERT_KINDS = ("slack", "mail", "twilio", "teams", "webhook", "shell", "dataset")
-STEP_KINDS = ("sql", "alarm", "python", "ssh")
+STEP_KINDS = ("sql", "alarm", "python", "ssh", "pivot", "concat")
 UNION_MEMBERS = {*CONNECTION_KINDS, *TRIGGER_KINDS, *ALERT_KINDS, *STEP_KINDS, "str", "EnvRef"}
 FILE_KINDS = ("folder", "sftp", "ftp", "smb", "s3")
 SECRET_FIELDS = {"password", "private_key_passphrase", "access_key_id", "secret_access_key", "url",

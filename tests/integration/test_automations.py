@@ -260,3 +260,45 @@ def test_python_steps_chain_files_and_retry_only_when_asked(
     assert [e.step_key for e in retries] == ["scoring__count"]  # a bad script is not retried
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "the model file is missing" in failure.event_specific_data.error.message
+
+
+@pytest.mark.parametrize("warehouse_kind", ["duckdb", "postgres"])
+def test_pivot_and_concatenate_on_each_warehouse(stagecoach_env: Path, warehouse_kind: str,
+                                                 request: pytest.FixtureRequest,
+                                                 monkeypatch: pytest.MonkeyPatch):
+    url = None
+    if warehouse_kind == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        monkeypatch.setenv("STAGECOACH_WAREHOUSE_URL", url)
+    defs = write_spec(stagecoach_env, """
+  regional:
+    steps:
+      - {name: sales, kind: sql, into: pv.sales, sql: "
+          select 'north' as region, 'jan' as month, 10 as amount union all
+          select 'north', 'feb', 5 union all select 'north', 'feb', 7 union all
+          select 'south', 'jan', 3 union all select 'south', 'Mar 2026', 4"}
+      - {name: by_month, kind: pivot, from: pv.sales, into: pv.by_month, index: [region],
+         columns: month, values: amount, aggregate: sum}
+      - {name: shop, kind: sql, into: pv.shop, sql: "select 'east' as region, 1 as stores"}
+      - {name: stacked, kind: concat, sources: [pv.by_month, pv.shop], into: pv.all_regions,
+         source_column: source}
+""")
+    with dg.instance_for_test() as instance:
+        result = run(defs, "regional", instance)
+    assert result.success, [e.event_specific_data.error.message for e in result.all_events
+                            if e.is_step_failure]
+    query = ("select region, feb, jan, mar_2026, stores, source from pv.all_regions "
+             "order by region")
+    if url:
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(sa.text(query))]
+            conn.execute(sa.text("drop schema pv cascade"))
+            conn.commit()
+        engine.dispose()
+    else:
+        rows = warehouse(stagecoach_env, query)
+    assert [(r[0], *(None if v is None else int(v) for v in r[1:5]), r[5]) for r in rows] == [
+        ("east", None, None, None, 1, "pv.shop"),
+        ("north", 12, 10, None, None, "pv.by_month"),
+        ("south", None, 3, 4, None, "pv.by_month")]
