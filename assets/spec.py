@@ -232,6 +232,8 @@ class DomainTable(Model):
     from_: Annotated[str, Field(alias="from")]
     columns: dict[str, ColumnMapping] = Field(min_length=1)
     primary_key: list[str] | None = None
+    quality: list[QualityCheck] = Field(default_factory=list, description="Data-quality "
+                                        "checks run after each load, as asset checks.")
     bad_rows: Literal["fail", "reject", "skip"] = Field(
         "fail", description="Rows that cannot be loaded (wrong field count, bad encoding, a "
                             "line over max_line_bytes, a null in a not-null column, a repeated "
@@ -252,8 +254,56 @@ class DomainTable(Model):
 # ---------------------------------------------------------------- databases and queries
 
 
+class QualityBase(Model):
+    name: Name | None = Field(None, description="Default: <kind>[_<column>].")
+    blocking: bool = Field(True, description="A failure stops the steps downstream of the "
+                                             "table (Dataiku's run-depending-on-a-check).")
+    description: str | None = None
+
+
+class RowCountCheck(QualityBase):
+    kind: Literal["row_count"]
+    min: int | None = Field(None, ge=0)
+    max: int | None = Field(None, ge=0)
+
+
+class NotNullCheck(QualityBase):
+    kind: Literal["not_null"]
+    columns: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(min_length=1)
+
+
+class UniqueCheck(QualityBase):
+    kind: Literal["unique"]
+    columns: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(min_length=1)
+
+
+class AcceptedValuesCheck(QualityBase):
+    kind: Literal["accepted_values"]
+    column: Annotated[str, Field(pattern=NAME_PATTERN)]
+    values: list[str | int | float | bool] = Field(min_length=1)
+
+
+class FreshnessCheck(QualityBase):
+    kind: Literal["freshness"]
+    column: Annotated[str, Field(pattern=NAME_PATTERN)] = Field(
+        description="A timestamp column (UTC when it has no zone).")
+    max_age: Duration
+
+
+class SqlCheck(QualityBase):
+    kind: Literal["sql"]
+    name: Name
+    sql: str = Field(description="Returns the number of failing rows: 0 passes.")
+
+
+QualityCheck = Annotated[RowCountCheck | NotNullCheck | UniqueCheck | AcceptedValuesCheck
+                         | FreshnessCheck | SqlCheck, Field(discriminator="kind")]
+
+
 class SqlTable(Model):
     sql: str | None = None
+    quality: list[QualityCheck] = Field(default_factory=list, description="Data-quality "
+                                        "checks run after each build, as asset checks.")
     sql_file: str | None = Field(None, description="Path of a .sql file, relative to the spec.")
     depends_on: list[str] = Field(
         default_factory=list,

@@ -16,9 +16,10 @@ from assets.activations import build_activation_asset
 from assets.automations import build_automation
 from assets.common import ARCHIVE_KEY, STAGING_KEY, WAREHOUSE_KEY, connection_key
 from assets.couriers import build_courier_asset
-from assets.feeds import build_domain_asset
+from assets.feeds import build_domain_asset, domain_key
+from assets.quality import build_quality_checks
 from assets.resend import build_resend_job
-from assets.sql_tables import build_database_assets, build_query_asset
+from assets.sql_tables import build_database_assets, build_query_asset, table_key
 from orchestration import settings
 from orchestration.alert_channels import channel_factory
 from orchestration.alert_channels import describe as describe_reporter
@@ -52,6 +53,8 @@ def build_workflow_definitions(loaded: LoadedWorkflow, warehouse_kind: str = "du
     assets += [build_query_asset(workflow, n, q, warehouse_kind)
                for n, q in workflow.queries.items()]
     assets += [build_activation_asset(workflow, n, a) for n, a in workflow.activations.items()]
+    checks = [c for key, table, quality in quality_targets(workflow)
+              for c in build_quality_checks(key, table, quality)]
     job = dg.define_asset_job(
         workflow_job_name(name),
         selection=dg.AssetSelection.groups(name),
@@ -85,8 +88,20 @@ def build_workflow_definitions(loaded: LoadedWorkflow, warehouse_kind: str = "du
         sensors += [sensor] if sensor else []
     sensors += build_alert_sensors(workflow, reporters_of(workflow), jobs,
                                    instigator_jobs(schedules, sensors), settings.run_url).sensors
-    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
-                          resources=resources)
+    return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules,
+                          sensors=sensors, resources=resources)
+
+
+def quality_targets(workflow: spec.Workflow) -> list[tuple[dg.AssetKey, str, list]]:
+    """(asset key, warehouse table, its `quality:` checks) of every table that has some."""
+    targets = [(domain_key(n), f"domain.{n}", t.quality)
+               for n, t in workflow.domain_tables.items()]
+    targets += [(table_key(f"{db}.{t}"), f"{db}.{t}", table.quality)
+                for db, database in workflow.databases.items()
+                for t, table in database.tables.items()]
+    targets += [(table_key(f"query.{n}"), f"query.{n}", q.quality)
+                for n, q in workflow.queries.items()]
+    return [target for target in targets if target[2]]
 
 
 def reporters_of(workflow: spec.Workflow) -> list[Reporter]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +286,11 @@ else:
     YAML_LOADER = _LibyamlSafeLoader
 
 
+@cache  # one per spec section: building one costs up to 5 ms (unions)
+def _adapter(model: Any) -> TypeAdapter:
+    return TypeAdapter(model)
+
+
 def _compose_and_construct(text: str, loader_class: type) -> tuple[yaml.Node | None, Any]:
     """(node tree, data) of a YAML document in one pass: the nodes keep every line number and
     the data is built from them, not parsed a second time."""
@@ -363,7 +369,7 @@ class _Validator:
     # -- structure
     def _validate(self, model: Any, value: Any, path: Path_) -> Any:
         try:
-            return TypeAdapter(model).validate_python(value)
+            return _adapter(model).validate_python(value)
         except ValidationError as invalid:
             for problem in invalid.errors():
                 self._pydantic_error(path, problem)
@@ -541,6 +547,8 @@ class _Validator:
         for name, table in s["domain_tables"].items():
             path = ("domain_tables", name)
             self._known("couriers", table.from_, (*path, "from"), "courier")
+            self._check_quality(path, table.quality, set(table.columns) | {"_source_file",
+                                                                           "_partition"})
             for key in table.primary_key or []:
                 if key not in table.columns:
                     self.error((*path, "primary_key"), f"{key!r} is not one of the columns "
@@ -558,8 +566,10 @@ class _Validator:
             for t, table in database.tables.items():
                 path = ("databases", db, "tables", t)
                 graph[f"{db}.{t}"] = self._sql_deps(path, table, catalog, params)
+                self._check_quality(path, table.quality, None)
         for name, query in s["queries"].items():
             graph[f"query.{name}"] = self._sql_deps(("queries", name), query, catalog, params)
+            self._check_quality(("queries", name), query.quality, None)
         self._check_cycles(graph)
         for name, activation in s["activations"].items():
             self._check_activation(("activations", name), activation, connections, params)
@@ -673,6 +683,26 @@ class _Validator:
                 self.error((*where, "callable"), problem)
         for name, alert in s["alerts"].items():
             self._check_alert(("alerts", name), alert, connections, jobs)
+
+    def _check_quality(self, path: Path_, checks: list[Any], columns: set[str] | None) -> None:
+        """Check names unique per table; columns known where the table's columns are."""
+        from assets.quality import check_name
+
+        seen: set[str] = set()
+        for i, check in enumerate(checks):
+            where = (*path, "quality", i)
+            name = check_name(check)
+            if name in seen:
+                self.error(where, f"two checks are named {name!r}; give one a `name:`")
+            seen.add(name)
+            named = [*getattr(check, "columns", []), *([check.column] if getattr(
+                check, "column", None) else [])]
+            for column in named if columns is not None else []:
+                if column not in columns:
+                    self.error(where, f"unknown column {column!r} (known: "
+                                      f"{', '.join(sorted(columns))})")
+            if isinstance(check, spec.RowCountCheck) and check.min is None and check.max is None:
+                self.error(where, "a row_count check needs `min:` and/or `max:`")
 
     def _check_automation(self, path: Path_, automation: spec.Automation,
                           connections: Mapping[str, Any], params: Mapping[str, Any]) -> None:
