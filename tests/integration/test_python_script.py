@@ -7,6 +7,7 @@ instance: the event log (what the UI's run page shows) and the step's captured c
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import secrets
@@ -265,11 +266,11 @@ def test_a_timeout_stops_the_script_and_what_it_started(
         time.sleep(60)
     """)
     started = time.monotonic()
-    run = run_in_job(instance, script, timeout_seconds=2)
+    run = run_in_job(instance, script, timeout_seconds=4)
     took = time.monotonic() - started
 
     assert not run.result.success
-    assert f"script {script} ran past its timeout of 2 s and was stopped" in run.failure
+    assert f"script {script} ran past its timeout of 4 s and was stopped" in run.failure
     assert "started" in run.failure  # its last lines
     assert took < 30
     for pid in map(int, pids.read_text().split()):
@@ -322,22 +323,32 @@ def test_requirements_install_once_into_a_cached_venv(instance: dg.DagsterInstan
 
 @pytest.mark.timeout(600)
 def test_concurrent_creators_build_the_venv_once(tmp_path: Path):
+    """Two creators arrive while a third (this test) holds the build lock: when it lets go,
+    one of them builds and the other uses that build."""
     venvs = tmp_path / "venvs"
+    venvs.mkdir()
+    key = venv_key(["tomli==2.0.1"])
     results: list[Path] = []
     logs: list[str] = []
 
     def create() -> None:
         results.append(script_venv(["tomli==2.0.1"], venvs, logs.append, tmp_path / "s.py"))
 
-    threads = [threading.Thread(target=create) for _ in range(2)]
-    for thread in threads:
-        thread.start()
+    with open(venvs / f".{key}.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        threads = [threading.Thread(target=create) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(logs) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert logs == ["waiting for another run that is installing tomli==2.0.1"] * 2
+        fcntl.flock(held, fcntl.LOCK_UN)
     for thread in threads:
         thread.join()
 
     assert len(results) == 2 and results[0] == results[1]
     assert sum(line.startswith("installing tomli==2.0.1") for line in logs) == 1
-    assert any(line.startswith("waiting for another run") for line in logs)
     builds = [p for p in venvs.iterdir() if ".build-" in p.name]
     assert builds == [results[0].resolve()]
 
