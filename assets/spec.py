@@ -715,6 +715,10 @@ class HttpReporter(AlertReporter):
     backoff_seconds: float = Field(1.0, ge=0, le=60, description="Wait before the first retry, "
                                                                  "doubled each time.")
     timeout_seconds: float = Field(5.0, gt=0, le=300, description="Per attempt.")
+    ca_file: str | None = Field(None, description="PEM CA bundle that signed the server's "
+                                                  "certificate; default the system's store.")
+    verify_tls: bool = Field(True, description="false: encrypt without checking the server's "
+                                               "certificate (explicit opt-out).")
 
 
 class SlackAlert(HttpReporter):

@@ -40,8 +40,8 @@ def _env(setting: spec.Setting | None, what: str) -> Any:
 
 def _smtp(connection: spec.SmtpConnection, what: str) -> SmtpResource:
     fields = {name: _env(getattr(connection, name), what) for name in (
-        "host", "port", "username", "password", "security", "ca_file", "from_address",
-        "timeout_seconds")}
+        "host", "port", "username", "password", "security", "ca_file", "verify_tls",
+        "from_address", "timeout_seconds")}
     return SmtpResource(**{k: v for k, v in fields.items() if v is not None})
 
 
@@ -65,7 +65,8 @@ def channel_factory(workflow: spec.Workflow, name: str, alert: Any,
     """A function building reporter `name`'s channel, reading its variables when called."""
     what = f"alert reporter {name!r} ({alert.kind})"
 
-    http = ({k: getattr(alert, k) for k in ("retries", "backoff_seconds", "timeout_seconds")}
+    http = ({k: getattr(alert, k) for k in ("retries", "backoff_seconds", "timeout_seconds",
+                                             "ca_file", "verify_tls")}
             if isinstance(alert, spec.HttpReporter) else {})
 
     def build() -> AlertChannel:
