@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: setup demo test reliability servers dev lint bench bench-delivery clean
+.PHONY: setup demo test reliability servers dev lint bench bench-delivery bench-scale clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,11 @@ bench: setup  ## ingest benchmark (2 GB CSV): Stagecoach vs DuckDB's own read_cs
 bench-delivery: setup servers  ## 1 GiB over SFTP vs OpenSSH's sftp; sealing vs gpg+zip+md5sum
 	$(BIN)/python benchmarks/sftp_delivery.py
 	$(BIN)/python benchmarks/sealing.py
+
+bench-scale: setup  ## 1,000 couriers + 1,000 activations: load vs hand-written Definitions; one missing-files tick over 10,000 files
+	@$(BIN)/python benchmarks/definitions_load.py; load=$$?; \
+	$(BIN)/python benchmarks/missing_files_tick.py; tick=$$?; \
+	exit $$((load || tick))  # both run; a missed target fails the target
 
 clean:
 	rm -rf data .pytest_cache
