@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 demo: setup  ## generate the demo's files and run the whole workflow on DuckDB
 	$(BIN)/python -m orchestration demo
 
-servers:  ## the test servers' programs (OpenSSH, Samba, GnuPG); PostgreSQL is expected on 127.0.0.1:5432
+servers:  ## the test servers' programs (OpenSSH, Samba, GnuPG, unzip, Chromium); PostgreSQL (127.0.0.1:5432, with initdb for throwaway servers) and Redis (6379) are expected running
 	@bash scripts/install-test-servers.sh
 
 test: setup servers  ## every test, against real servers on loopback
