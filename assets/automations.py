@@ -31,6 +31,8 @@ MUTEX_TAG = "stagecoach/mutex"  # deploy/*.yaml limit runs sharing a value to on
 AUTOMATION_TAG = "stagecoach/automation"
 EX_TEMPFAIL = 75  # sysexits.h: a script exiting with it asks for its step's retry policy
 TRIGGERED_BY_TAG = "stagecoach/triggered_by"  # who launched a run; scripts get it as a variable
+RUN_AS_TAG = "stagecoach/run_as"  # the profile whose connections a run's steps use
+CANCEL_RETRY_TAG = "stagecoach/cancel_retry"  # set by an operator: no further step retries
 CONDITIONS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
     "==": operator.eq, "!=": operator.ne}
@@ -57,8 +59,9 @@ def _retry_policy(retry: spec.StepRetry) -> dg.RetryPolicy | None:
         return None
     return dg.RetryPolicy(
         max_retries=retry.count, delay=spec.seconds_of(retry.delay),
-        backoff=dg.Backoff.EXPONENTIAL if retry.backoff == "exponential" else None,
-        jitter=dg.Jitter.PLUS_MINUS)
+        backoff=dg.Backoff.EXPONENTIAL if retry.backoff == "exponential" else None)
+    # No jitter: Dagster's PLUS_MINUS adds ±delay (a 30 s delay could be 0 s) and FULL
+    # shrinks it; a retry waits the time the spec says.
 
 
 def _is_bad_sql(error: Exception) -> bool:
@@ -165,7 +168,19 @@ def _run_variables(context: dg.OpExecutionContext, params: dict[str, Any]) -> di
     values = _template_values(context, params)
     return {**{f"STAGECOACH_PARAM_{k.upper()}": str(v) for k, v in params.items()},
             "STAGECOACH_DS": values["ds"], "STAGECOACH_RUN_ID": context.run_id,
-            "STAGECOACH_TRIGGERED_BY": context.run.tags.get(TRIGGERED_BY_TAG, "")}
+            "STAGECOACH_TRIGGERED_BY": triggered_by(context.run.tags)}
+
+
+def triggered_by(tags: Mapping[str, str]) -> str:
+    """Who or what launched a run: its tag (a webhook caller, a launchpad tag, a schedule),
+    else the sensor, else a manual launch (Dagster OSS records no user)."""
+    if who := tags.get(TRIGGERED_BY_TAG):
+        return who
+    if sensor := tags.get("dagster/sensor_name"):
+        return f"sensor:{sensor}"
+    if schedule := tags.get("dagster/schedule_name"):
+        return f"schedule:{schedule}"
+    return "manual"
 
 
 def _run_python(context: dg.OpExecutionContext, workflow: spec.Workflow,
@@ -304,13 +319,58 @@ RUNNERS: dict[type, Callable[..., dict[str, Any]]] = {
     spec.PythonStep: _run_python, spec.SshStep: _run_ssh}
 
 
+def _run_as(context: dg.OpExecutionContext, workflow: spec.Workflow, step: Any,
+            allowed: frozenset[str]) -> Any:
+    """The step with its connection swapped for the run's profile's (`stagecoach/run_as`);
+    only a profile the automation or an enclosing chain names is honoured."""
+    profile = context.run.tags.get(RUN_AS_TAG)
+    if not profile:
+        return step
+    if profile not in allowed:
+        raise _final(f"step {context.op.name}: the run asks to run as profile {profile!r}, "
+                     f"which this automation does not name (run_as: "
+                     f"{', '.join(sorted(allowed)) or 'none'}); remove the "
+                     f"{RUN_AS_TAG} tag or add the profile to the spec")
+    swapped = workflow.profiles[profile].connections.get(getattr(step, "connection", None))
+    return step.model_copy(update={"connection": swapped}) if swapped else step
+
+
+def _refuse_cancelled_retry(context: dg.OpExecutionContext) -> None:
+    """An operator's cancel-retry (a run tag) ends the run before a retry attempt starts."""
+    if context.retry_number == 0:
+        return
+    run = context.instance.get_run_by_id(context.run_id)
+    if run is not None and (cancelled := run.tags.get(CANCEL_RETRY_TAG)):
+        raise _final(f"step {context.op.name}: retry {context.retry_number} not run: the "
+                     f"retries were cancelled ({cancelled})")
+
+
+def request_cancel_retry(instance: dg.DagsterInstance, run_id: str, by: str) -> str:
+    """Tag a run so that no pending or later step retry of it runs; the run then fails.
+
+    Returns what was done, for the operator; raises ValueError for a run that cannot be
+    cancelled (unknown, or already over)."""
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        raise ValueError(f"no run {run_id!r} in this instance")
+    if run.is_finished:
+        raise ValueError(f"run {run_id} already ended ({run.status.value}); it has no retry "
+                         "left to cancel")
+    instance.add_run_tags(run_id, {CANCEL_RETRY_TAG: f"by {by} at "
+                                                     f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z"})
+    return (f"run {run_id} ({run.job_name}): retries cancelled; a step waiting to retry fails "
+            "at its next attempt and the run ends as failed")
+
+
 def _step_op(workflow: spec.Workflow, automation_name: str, automation: spec.Automation,
-             index: int, step_name: str, first: bool) -> dg.OpDefinition:
+             index: int, step_name: str, first: bool, profiles: frozenset[str]
+             ) -> dg.OpDefinition:
     wf = workflow.workflow.name
     step = automation.steps[index]
     runner = RUNNERS[type(step)]
     connection = getattr(step, "connection", None)
-    resources = ({connection_key(wf, connection) if connection else WAREHOUSE_KEY}
+    swaps = {workflow.profiles[p].connections.get(connection) for p in profiles} - {None}
+    resources = ({connection_key(wf, c) if c else WAREHOUSE_KEY for c in {connection, *swaps}}
                  if isinstance(step, spec.SqlStep | spec.AlarmStep | spec.PivotStep
                                  | spec.ConcatStep) else set())
     retry = step.retry or automation.retry
@@ -321,14 +381,17 @@ def _step_op(workflow: spec.Workflow, automation_name: str, automation: spec.Aut
 
     @dg.op(name=f"{automation_name}__{step_name}", required_resource_keys=resources,
            retry_policy=_retry_policy(retry), config_schema=config,
-           ins={} if first else {"state": dg.In(dict)}, out=dg.Out(dict),
+           ins={"after": dg.In(dg.Nothing)} if first else {"state": dg.In(dict)},
+           out=dg.Out(dict),
            description=step.description or f"Step {index + 1} of automation "
                                            f"`{automation_name}`: {step.kind}.",
            tags={"stagecoach/step_kind": step.kind})
     def _step(context, **inputs: Any) -> dict:
+        _refuse_cancelled_retry(context)
         state = ({"params": dict(context.op_config["params"]), "files": []} if first
                  else inputs["state"])
-        outcome = runner(context, workflow, step, state["params"], state["files"])
+        outcome = runner(context, workflow, _run_as(context, workflow, step, profiles),
+                         state["params"], state["files"])
         context.add_output_metadata({"step": step_name, "kind": step.kind, **{
             k: v for k, v in outcome.items() if isinstance(v, int | float | str | bool)}})
         return {**state, "files": outcome.get("files", state["files"])}
@@ -336,38 +399,143 @@ def _step_op(workflow: spec.Workflow, automation_name: str, automation: spec.Aut
     return _step
 
 
-def build_automation(workflow: spec.Workflow, name: str, automation: spec.Automation
-                     ) -> AutomationBundle:
-    """The job of one automation (its steps chained in order) and its schedule, if any."""
+def _profiles_of(workflow: spec.Workflow) -> dict[str, frozenset[str]]:
+    """Automation → the run_as profiles its runs may use: its own and its chains'."""
+    profiles: dict[str, set[str]] = {name: set() for name in workflow.automations}
+
+    def give(name: str, profile: str) -> None:
+        profiles[name].add(profile)
+        for child in workflow.automations[name].chain:
+            give(child, profile)
+
+    for name, automation in workflow.automations.items():
+        if automation.run_as:
+            give(name, automation.run_as)
+    return {name: frozenset(p) for name, p in profiles.items()}
+
+
+def leaf_automations(automations: Mapping[str, spec.Automation], name: str) -> list[str]:
+    """The step automations a (chain) automation runs, in order."""
+    chain = automations[name].chain
+    return [leaf for child in chain for leaf in leaf_automations(automations, child)] \
+        if chain else [name]
+
+
+def _mutex_of(workflow: spec.Workflow, name: str) -> str | None:
+    """A chain holds its own mutex, else the one its children share (the loader refuses
+    children with different ones)."""
+    own = workflow.automations[name].mutex
+    return own or next((m for leaf in leaf_automations(workflow.automations, name)
+                        if (m := workflow.automations[leaf].mutex)), None)
+
+
+def build_automations(workflow: spec.Workflow) -> AutomationBundle:
+    """Every automation's job (steps chained in order; a chain's children in order or side
+    by side) and schedule. A step's op is one definition, shared by its automation's job and
+    by every chain that runs it."""
     wf = workflow.workflow.name
-    job_name = automation_job_name(wf, name)
-    ops = [_step_op(workflow, name, automation, i, step_name, i == 0)
-           for i, step_name in enumerate(automation.step_names())]
+    profiles = _profiles_of(workflow)
+    ops = {name: [_step_op(workflow, name, automation, i, step_name, i == 0, profiles[name])
+                  for i, step_name in enumerate(automation.step_names())]
+           for name, automation in workflow.automations.items() if not automation.chain}
 
-    @dg.graph(name=f"{name}_chain")
-    def _chain() -> None:
-        state = ops[0]()
-        for op in ops[1:]:
-            state = op(state)
+    def compose(name: str, after: list[Any]) -> list[Any]:
+        """Invoke `name`'s ops after `after`; returns the outputs the next child waits on."""
+        automation = workflow.automations[name]
+        if not automation.chain:
+            first, *rest = ops[name]
+            state = first(after=after) if after else first()
+            for op in rest:
+                state = op(state)
+            return [state]
+        if automation.mode == "parallel":
+            return [done for child in automation.chain for done in compose(child, after)]
+        for child in automation.chain:
+            after = compose(child, after)
+        return after
 
-    tags = {"stagecoach/workflow": wf, AUTOMATION_TAG: name}
-    if automation.mutex:
-        tags[MUTEX_TAG] = automation.mutex
-    owners = owners_of(workflow, automation)
-    job = _chain.to_job(
-        name=job_name, tags=tags,
-        description=automation.description or f"Automation `{name}`: "
-                    + " → ".join(automation.step_names()),
-        metadata={"steps": [f"{n} ({s.kind})" for n, s in zip(
-            automation.step_names(), automation.steps, strict=True)],
-                  **({"owners": owners} if owners else {})})
-    bundle = AutomationBundle(jobs=[job])
-    if automation.schedule is not None:
-        timezone = automation.schedule.timezone or workflow.workflow.timezone
-        enabled = automation.enabled and automation.schedule.enabled
-        bundle.schedules.append(dg.ScheduleDefinition(
-            name=f"{wf}_{name}_schedule", job=job, cron_schedule=automation.schedule.cron,
-            execution_timezone=timezone, description=f"{automation.schedule.cron} ({timezone})",
-            default_status=dg.DefaultScheduleStatus.RUNNING if enabled
-            else dg.DefaultScheduleStatus.STOPPED))
+    bundle = AutomationBundle()
+    for name, automation in workflow.automations.items():
+        graph = dg.graph(name=f"{name}_chain")(_composer(compose, name))
+        bundle.jobs.append(_automation_job(workflow, name, automation, graph))
+        if automation.schedule is not None:
+            bundle.schedules.append(_schedule(workflow, name, automation, bundle.jobs[-1]))
+    if workflow.automations:
+        bundle.jobs.append(_cancel_retry_job(wf))
     return bundle
+
+
+def _composer(compose: Callable[[str, list[Any]], list[Any]], name: str) -> Callable[[], None]:
+    def _body() -> None:
+        compose(name, [])
+
+    return _body
+
+
+def _automation_job(workflow: spec.Workflow, name: str, automation: spec.Automation,
+                    graph: dg.GraphDefinition) -> dg.JobDefinition:
+    wf = workflow.workflow.name
+    tags = {"stagecoach/workflow": wf, AUTOMATION_TAG: name}
+    if mutex := _mutex_of(workflow, name):
+        tags[MUTEX_TAG] = mutex
+    owners = owners_of(workflow, automation)
+    if automation.chain:
+        joiner = " → " if automation.mode == "series" else " ∥ "
+        summary = f"Chain `{name}` ({automation.mode}): " + joiner.join(automation.chain)
+        metadata: dict[str, Any] = {"children": list(automation.chain),
+                                    "mode": automation.mode}
+    else:
+        summary = f"Automation `{name}`: " + " → ".join(automation.step_names())
+        metadata = {"steps": [f"{n} ({s.kind})" for n, s in zip(
+            automation.step_names(), automation.steps, strict=True)]}
+    if automation.run_as:
+        metadata["run_as"] = automation.run_as
+    config = None
+    if automation.chain and automation.params:  # the chain's values override its children's
+        config = {"ops": {}}
+        for leaf in leaf_automations(workflow.automations, name):
+            child = workflow.automations[leaf]
+            config["ops"][f"{leaf}__{child.step_names()[0]}"] = {"config": {"params": {
+                **workflow.workflow.params, **child.params, **automation.params}}}
+    return graph.to_job(
+        name=automation_job_name(wf, name), tags=tags, config=config,
+        description=automation.description or summary,
+        metadata={**metadata, **({"owners": owners} if owners else {})})
+
+
+def _schedule(workflow: spec.Workflow, name: str, automation: spec.Automation,
+              job: dg.JobDefinition) -> dg.ScheduleDefinition:
+    schedule = automation.schedule
+    assert schedule is not None
+    timezone = schedule.timezone or workflow.workflow.timezone
+    enabled = automation.enabled and schedule.enabled
+    schedule_name = f"{workflow.workflow.name}_{name}_schedule"
+    tags = {TRIGGERED_BY_TAG: f"schedule:{schedule_name}"}
+    if automation.run_as:
+        tags[RUN_AS_TAG] = automation.run_as
+    return dg.ScheduleDefinition(
+        name=schedule_name, job=job, cron_schedule=schedule.cron, tags=tags,
+        execution_timezone=timezone, description=f"{schedule.cron} ({timezone})"
+        + (f", runs as {automation.run_as}" if automation.run_as else ""),
+        default_status=dg.DefaultScheduleStatus.RUNNING if enabled
+        else dg.DefaultScheduleStatus.STOPPED)
+
+
+def _cancel_retry_job(wf: str) -> dg.JobDefinition:
+    """Cancel-retry from the UI: launch this job with the run's id."""
+
+    @dg.op(name=f"{wf}_cancel_retry", config_schema={
+        "run_id": dg.Field(str, description="The run whose pending retries to cancel."),
+        "by": dg.Field(str, default_value="the launchpad", description="Who cancels.")})
+    def _cancel(context) -> None:
+        context.log.info(request_cancel_retry(context.instance, context.op_config["run_id"],
+                                              context.op_config["by"]))
+
+    @dg.graph(name=f"{wf}_cancel_retry")
+    def _graph() -> None:
+        _cancel()
+
+    return _graph.to_job(name=f"{wf}_cancel_retry_job", tags={"stagecoach/workflow": wf},
+                         description="Cancel-retry: the given run's steps waiting to retry "
+                                     "fail at their next attempt instead, and the run ends "
+                                     "as failed (also `python -m orchestration cancel-retry`).")

@@ -644,9 +644,17 @@ Step = Annotated[SqlStep | AlarmStep | PythonStep | SshStep | PivotStep | Concat
 
 class Automation(Model):
     """Serenytics/Dataiku automations: steps run one after the other; the first failure stops
-    the chain and the steps after it are reported as not run."""
+    the chain and the steps after it are reported as not run. A chain automation runs other
+    automations instead (`chain:`), in order or side by side (`mode:`)."""
 
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(default_factory=list)
+    chain: list[Name] = Field(default_factory=list, description="Child automations, run in "
+                                                                "this order (run rank).")
+    mode: Literal["series", "parallel"] = Field("series", description="`series`: the first "
+                                                "failed child stops the chain; `parallel`: all "
+                                                "run, the chain fails if one does.")
+    run_as: Name | None = Field(None, description="A `profiles:` entry whose connections the "
+                                                  "scheduled runs use.")
     schedule: Schedule | None = None
     mutex: Name | None = Field(None, description="Automations sharing a mutex never run at "
                                                  "the same time: the later one waits.")
@@ -659,6 +667,15 @@ class Automation(Model):
 
     def step_names(self) -> list[str]:
         return [step.name or f"step{i + 1}_{step.kind}" for i, step in enumerate(self.steps)]
+
+
+class Profile(Model):
+    """Run-as credentials (Serenytics' run-as-user): connections swapped for others, holding
+    another account's credentials, in the runs of automations that name the profile."""
+
+    connections: dict[Name, Name] = Field(min_length=1, description="Connection → the one "
+                                                                    "used in its place.")
+    description: str | None = None
 
 
 # ---------------------------------------------------------------- alerts
@@ -807,5 +824,6 @@ class Workflow(Model):
     courier_groups: dict[Name, CourierGroup] = Field(default_factory=dict)
     orchestration_groups: dict[Name, OrchestrationGroup] = Field(default_factory=dict)
     triggers: dict[Name, Trigger] = Field(default_factory=dict)
+    profiles: dict[Name, Profile] = Field(default_factory=dict)
     automations: dict[Name, Automation] = Field(default_factory=dict)
     alerts: dict[Name, Alert] = Field(default_factory=dict)

@@ -1,8 +1,10 @@
-"""`python -m orchestration validate [PATH] | demo | history | download ID | webhook | docs`."""
+"""`python -m orchestration validate [PATH] | demo | history | download ID | webhook | docs |
+cancel-retry RUN_ID`."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import sys
 from pathlib import Path
@@ -89,6 +91,21 @@ def docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cancel_retry(args: argparse.Namespace) -> int:
+    """Stop a run's pending step retries: its next attempt fails and the run ends failed."""
+    import dagster as dg
+
+    from assets.automations import request_cancel_retry
+
+    with dg.DagsterInstance.get() as instance:
+        try:
+            print(request_cancel_retry(instance, args.run_id, args.by))
+        except ValueError as refused:
+            print(f"cancel-retry: {refused}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestration")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -121,7 +138,13 @@ def main(argv: list[str] | None = None) -> int:
                       help=f"a spec file or folder (default {workflows_dir()})")
     flow.add_argument("--workflow", action="append", help="only this workflow (repeatable)")
     flow.add_argument("--out", type=Path, help="a file (default: standard output)")
+    stop = commands.add_parser("cancel-retry", help="no further step retries for a run (it "
+                                                    "ends as failed); uses $DAGSTER_HOME")
+    stop.add_argument("run_id")
+    stop.add_argument("--by", default=getpass.getuser(), help="who cancels (default: you)")
     args = parser.parse_args(argv)
+    if args.command == "cancel-retry":
+        return cancel_retry(args)
     if args.command == "docs":
         return docs(args)
     if args.command == "validate":

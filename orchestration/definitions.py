@@ -16,7 +16,7 @@ import dagster as dg
 
 from assets import spec
 from assets.activations import build_activation_asset
-from assets.automations import build_automation
+from assets.automations import build_automations
 from assets.common import ARCHIVE_KEY, STAGING_KEY, WAREHOUSE_KEY, connection_key
 from assets.couriers import build_courier_asset
 from assets.feeds import build_domain_asset, domain_key
@@ -80,9 +80,8 @@ def build_workflow_definitions(loaded: LoadedWorkflow, warehouse_kind: str = "du
         bundle = build_orchestration_group(workflow, group_name, group, courier_jobs)
         jobs, schedules, sensors = (jobs + bundle.jobs, schedules + bundle.schedules,
                                     sensors + bundle.sensors)
-    for automation_name, automation in workflow.automations.items():
-        bundle = build_automation(workflow, automation_name, automation)
-        jobs, schedules = jobs + bundle.jobs, schedules + bundle.schedules
+    automations = build_automations(workflow)
+    jobs, schedules = jobs + automations.jobs, schedules + automations.schedules
     groups = {**workflow.courier_groups, **workflow.orchestration_groups}
     for trigger_name, trigger in workflow.triggers.items():
         target = groups.get(trigger.job)

@@ -53,6 +53,7 @@ SECTIONS: dict[str, Any] = {
     "courier_groups": spec.CourierGroup,
     "orchestration_groups": spec.OrchestrationGroup,
     "triggers": spec.Trigger,
+    "profiles": spec.Profile,
     "automations": spec.Automation,
     "alerts": spec.Alert,
 }
@@ -653,8 +654,11 @@ class _Validator:
                 self._known("courier_groups", group.after, (*path, "after"), "courier group")
         jobs = {"workflow", *self.known["courier_groups"], *self.known["orchestration_groups"],
                 *self.known["automations"]}
+        for name, profile in s["profiles"].items():
+            self._check_profile(("profiles", name), profile, connections)
         for name, automation in s["automations"].items():
             self._check_automation(("automations", name), automation, connections, params)
+            self._check_chain(("automations", name), name, s["automations"])
             if name in s["courier_groups"] or name in s["orchestration_groups"]:
                 self.error(("automations", name), f"a group is also named {name!r}; names make "
                                                   "job names, so they must differ")
@@ -703,6 +707,61 @@ class _Validator:
                                       f"{', '.join(sorted(columns))})")
             if isinstance(check, spec.RowCountCheck) and check.min is None and check.max is None:
                 self.error(where, "a row_count check needs `min:` and/or `max:`")
+
+    def _check_profile(self, path: Path_, profile: spec.Profile,
+                       connections: Mapping[str, Any]) -> None:
+        for original, swapped in profile.connections.items():
+            where = (*path, "connections", original)
+            if not (self._known("connections", original, where, "connection")
+                    and self._known("connections", swapped, where, "connection")):
+                continue
+            kinds = (connections[original].kind, connections[swapped].kind)
+            if kinds[0] != kinds[1]:
+                self.error(where, f"{original!r} is a {kinds[0]} connection and {swapped!r} "
+                                  f"a {kinds[1]} one; a profile swaps a connection for one "
+                                  "of the same kind")
+
+    def _check_chain(self, path: Path_, name: str,
+                     automations: Mapping[str, spec.Automation]) -> None:
+        """Steps or children, known children, no loops, one mutex per run, known profile."""
+        automation = automations[name]
+        if bool(automation.steps) == bool(automation.chain):
+            self.error(path, "an automation has either `steps:` (what it does) or `chain:` "
+                             "(the automations it runs), " + (
+                                 "not both" if automation.steps else "and this one has neither"))
+        if "mode" in automation.model_fields_set and not automation.chain:
+            self.error((*path, "mode"), "`mode` is for a `chain:` (series or parallel); an "
+                                        "automation's steps always run in order")
+        if automation.run_as:
+            self._known("profiles", automation.run_as, (*path, "run_as"), "profile")
+        for i, child in enumerate(automation.chain):
+            where = (*path, "chain", i)
+            if not self._known("automations", child, where, "automation"):
+                continue
+            if automation.chain.index(child) != i:
+                self.error(where, f"{child!r} is twice in this chain; run it once")
+            if (loop := self._chain_loop(child, automations, [name])) is not None:
+                self.error(where, "a chain cannot run itself: " + " → ".join(loop))
+        if self.errors or not automation.chain:
+            return
+        from assets.automations import leaf_automations
+
+        mutexes = {automations[leaf].mutex
+                   for leaf in leaf_automations(automations, name)} - {None}
+        if len(mutexes) > 1 and not automation.mutex:
+            self.error((*path, "chain"), f"the children hold different mutexes "
+                                         f"({', '.join(sorted(mutexes))}) and a run holds one: "
+                                         "give the chain a `mutex:` of its own, or the "
+                                         "children the same one")
+
+    def _chain_loop(self, name: str, automations: Mapping[str, spec.Automation],
+                    trail: list[str]) -> list[str] | None:
+        if name in trail:
+            return [*trail, name]
+        for child in getattr(automations.get(name), "chain", []):
+            if (loop := self._chain_loop(child, automations, [*trail, name])) is not None:
+                return loop
+        return None
 
     def _check_automation(self, path: Path_, automation: spec.Automation,
                           connections: Mapping[str, Any], params: Mapping[str, Any]) -> None:

@@ -64,7 +64,7 @@ CATALOGUE = [
     ("unknown section", ("queries:\n", "segmentz: {}\nqueries:\n"),
      ["wf.yaml:27 segmentz: unknown section 'segmentz' (known: workflow, connections, "
       "couriers, domain_tables, databases, queries, activations, courier_groups, "
-      "orchestration_groups, triggers, automations, alerts)"]),
+      "orchestration_groups, triggers, profiles, automations, alerts)"]),
     ("dangling connection", ("    from: landing\n    path: orders",
                              "    from: vendr_sftp\n    path: orders"),
      ["wf.yaml:15 couriers.orders.from: unknown connection 'vendr_sftp' (known: landing, "
@@ -213,7 +213,8 @@ CATALOGUE = [
      ["wf.yaml:34 activations.export.file: type: forwarded files are sent as they arrived; "
       "only `file.name` applies"]),
     ("automation without steps", ("queries:\n", "automations:\n  nightly: {}\nqueries:\n"),
-     ["wf.yaml:28 automations.nightly.steps: is required"]),
+     ["wf.yaml:28 automations.nightly: an automation has either `steps:` (what it does) or "
+      "`chain:` (the automations it runs), and this one has neither"]),
 ]
 
 
@@ -523,3 +524,72 @@ def test_bad_automation(old: str, new: str, expected: list[str], tmp_path: Path)
     assert old in WITH_AUTOMATIONS, "the mutation must apply to the valid base"
     text = WITH_AUTOMATIONS.replace(old, new, 1)
     assert errors_of(text, tmp_path) == [e.replace("{tmp}", str(tmp_path)) for e in expected]
+
+
+CHAINS = """\
+  publish:
+    mutex: exports
+    steps:
+      - {kind: sql, sql: "select 1"}
+  nightly:
+    chain: [scores, publish]
+    run_as: batch
+profiles:
+  batch:
+    connections: {vendor_sftp: vendor_sftp_batch}
+"""
+WITH_CHAINS = WITH_AUTOMATIONS.replace("connections:\n", """connections:
+  vendor_sftp_batch:
+    kind: sftp
+    host: sftp.example.com
+    username: acme_batch
+    password: {env: VENDOR_SFTP_BATCH_PASSWORD}
+""", 1) + CHAINS
+
+CHAIN_CATALOGUE = [
+    ("unknown child", ("chain: [scores, publish]", "chain: [scores, publsh]"), [
+        "wf.yaml:53 automations.nightly.chain.1: unknown automation 'publsh' (known: nightly, "
+        "publish, scores)"]),
+    ("chain runs itself", ("chain: [scores, publish]", "chain: [scores, nightly]"), [
+        "wf.yaml:53 automations.nightly.chain.1: a chain cannot run itself: nightly → nightly"]),
+    ("child twice", ("chain: [scores, publish]", "chain: [scores, publish, scores]"), [
+        "wf.yaml:53 automations.nightly.chain.2: 'scores' is twice in this chain; run it once"]),
+    ("steps and chain", ("    chain: [scores, publish]\n", "    chain: [scores, publish]\n"
+                         "    steps: [{kind: sql, sql: select 1}]\n"), [
+        "wf.yaml:52 automations.nightly: an automation has either `steps:` (what it does) or "
+        "`chain:` (the automations it runs), not both"]),
+    ("mode without chain", ("    mutex: exports\n", "    mutex: exports\n    mode: parallel\n"),
+     ["wf.yaml:50 automations.publish.mode: `mode` is for a `chain:` (series or parallel); an "
+      "automation's steps always run in order"]),
+    ("unknown mode", ("    run_as: batch\n", "    run_as: batch\n    mode: sideways\n"), [
+        "wf.yaml:55 automations.nightly.mode: unknown value; input should be 'series' or "
+        "'parallel'"]),
+    ("children with different mutexes", ("  scores:\n", "  scores:\n    mutex: scoring\n"), [
+        "wf.yaml:54 automations.nightly.chain: the children hold different mutexes (exports, "
+        "scoring) and a run holds one: give the chain a `mutex:` of its own, or the children "
+        "the same one"]),
+    ("unknown profile", ("run_as: batch", "run_as: bot"), [
+        "wf.yaml:54 automations.nightly.run_as: unknown profile 'bot' (known: batch)"]),
+    ("profile swaps kinds", ("{vendor_sftp: vendor_sftp_batch}", "{vendor_sftp: landing}"), [
+        "wf.yaml:57 profiles.batch.connections.vendor_sftp: 'vendor_sftp' is a sftp connection "
+        "and 'landing' a folder one; a profile swaps a connection for one of the same kind"]),
+    ("profile names an unknown connection", ("{vendor_sftp: vendor_sftp_batch}",
+                                             "{vendor_sftp: vendor_ftp}"), [
+        "wf.yaml:57 profiles.batch.connections.vendor_sftp: unknown connection 'vendor_ftp' "
+        "(known: landing, vendor_sftp, vendor_sftp_batch)"]),
+]
+
+
+def test_chains_load(tmp_path: Path) -> None:
+    workflow = load_workflow_text(WITH_CHAINS, "wf.yaml", tmp_path)
+    assert workflow.automations["nightly"].chain == ["scores", "publish"]
+    assert workflow.profiles["batch"].connections == {"vendor_sftp": "vendor_sftp_batch"}
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(("old", "new", "expected"),
+                         [pytest.param(old, new, expected, id=name)
+                          for name, (old, new), expected in CHAIN_CATALOGUE])
+def test_bad_chain(old: str, new: str, expected: list[str], tmp_path: Path) -> None:
+    assert old in WITH_CHAINS, "the mutation must apply to the valid base"
+    assert errors_of(WITH_CHAINS.replace(old, new, 1), tmp_path) == expected
