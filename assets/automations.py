@@ -33,9 +33,19 @@ EX_TEMPFAIL = 75  # sysexits.h: a script exiting with it asks for its step's ret
 TRIGGERED_BY_TAG = "stagecoach/triggered_by"  # who launched a run; scripts get it as a variable
 RUN_AS_TAG = "stagecoach/run_as"  # the profile whose connections a run's steps use
 CANCEL_RETRY_TAG = "stagecoach/cancel_retry"  # set by an operator: no further step retries
+PARENT_RUN_TAG = "stagecoach/parent_run"  # on a chain's child run: the chain's run
 CONDITIONS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
     "==": operator.eq, "!=": operator.ne}
+
+
+@dataclass(frozen=True)
+class ChildJob:
+    """A group's job a chain can run: launched through the webserver, followed to its end."""
+
+    job: str
+    partition: Callable[[datetime], str | None]  # what a run asked for at that time loads
+    dagster_url: Callable[[], str]  # read at run time: the webserver's GraphQL API
 
 
 @dataclass
@@ -399,6 +409,49 @@ def _step_op(workflow: spec.Workflow, automation_name: str, automation: spec.Aut
     return _step
 
 
+def _job_child_op(chain: str, child: str, target: ChildJob) -> dg.OpDefinition:
+    """Runs a group's job as a chain's child: launched over GraphQL (tagged with the chain's
+    run and partition), followed until it ends; a failed or cancelled child fails the chain,
+    and a chain run that is terminated terminates its child."""
+
+    @dg.op(name=f"{chain}__run_{child}", ins={"after": dg.In(dg.Nothing)}, out=dg.Out(dict),
+           description=f"Runs job `{target.job}` and waits for it (child of chain `{chain}`).",
+           tags={"stagecoach/step_kind": "job"})
+    def _run_job(context) -> dict:
+        from resources.dagster_runs import DagsterRuns, LaunchFailed
+
+        partition = context.run.tags.get("dagster/partition") or target.partition(
+            datetime.now(UTC))
+        tags = {PARENT_RUN_TAG: context.run_id, TRIGGERED_BY_TAG: f"chain:{chain}",
+                **({"dagster/partition": partition} if partition else {})}
+        location = context.dagster_run.remote_job_origin
+        if location is None:
+            raise _final(f"step {context.op.name}: job `{target.job}` can only be launched "
+                         "from a run the webserver or daemon started (not in-process)")
+        runs = DagsterRuns(target.dagster_url(), location.location_name)
+        try:
+            run_id = runs.launch(target.job, tags, {})
+        except LaunchFailed as refused:
+            raise _final(f"step {context.op.name}: Dagster refused to launch "
+                         f"`{target.job}`: {refused}") from None
+        context.log.info(f"launched `{target.job}` run {run_id}"
+                         + (f" for partition {partition}" if partition else ""))
+        try:
+            status = runs.wait(run_id, on_change=lambda now: context.log.info(
+                f"`{target.job}` run {run_id}: {now.value}"))
+        except BaseException:  # the chain was terminated (or lost the webserver): stop it too
+            runs.terminate(run_id)
+            raise
+        context.add_output_metadata({"child_run": run_id, "status": status.value,
+                                     **({"partition": partition} if partition else {})})
+        if status != dg.DagsterRunStatus.SUCCESS:
+            raise _final(f"step {context.op.name}: `{target.job}` run {run_id} ended "
+                         f"{status.value}; the chain stops")
+        return {}
+
+    return _run_job
+
+
 def _profiles_of(workflow: spec.Workflow) -> dict[str, frozenset[str]]:
     """Automation → the run_as profiles its runs may use: its own and its chains'."""
     profiles: dict[str, set[str]] = {name: set() for name in workflow.automations}
@@ -415,7 +468,9 @@ def _profiles_of(workflow: spec.Workflow) -> dict[str, frozenset[str]]:
 
 
 def leaf_automations(automations: Mapping[str, spec.Automation], name: str) -> list[str]:
-    """The step automations a (chain) automation runs, in order."""
+    """The step automations a (chain) automation runs, in order (job children left out)."""
+    if name not in automations:
+        return []
     chain = automations[name].chain
     return [leaf for child in chain for leaf in leaf_automations(automations, child)] \
         if chain else [name]
@@ -429,7 +484,8 @@ def _mutex_of(workflow: spec.Workflow, name: str) -> str | None:
                         if (m := workflow.automations[leaf].mutex)), None)
 
 
-def build_automations(workflow: spec.Workflow) -> AutomationBundle:
+def build_automations(workflow: spec.Workflow, child_jobs: Mapping[str, ChildJob]
+                      ) -> AutomationBundle:
     """Every automation's job (steps chained in order; a chain's children in order or side
     by side) and schedule. A step's op is one definition, shared by its automation's job and
     by every chain that runs it."""
@@ -439,8 +495,15 @@ def build_automations(workflow: spec.Workflow) -> AutomationBundle:
                   for i, step_name in enumerate(automation.step_names())]
            for name, automation in workflow.automations.items() if not automation.chain}
 
-    def compose(name: str, after: list[Any]) -> list[Any]:
+    jobs_run = {(chain, child): _job_child_op(chain, child, child_jobs[child])
+                for chain, automation in workflow.automations.items()
+                for child in automation.chain if child not in workflow.automations}
+
+    def compose(name: str, after: list[Any], chain: str = "") -> list[Any]:
         """Invoke `name`'s ops after `after`; returns the outputs the next child waits on."""
+        if name not in workflow.automations:  # a group's job, run by an op of its chain
+            run_job = jobs_run[(chain, name)]
+            return [run_job(after=after) if after else run_job()]
         automation = workflow.automations[name]
         if not automation.chain:
             first, *rest = ops[name]
@@ -449,9 +512,9 @@ def build_automations(workflow: spec.Workflow) -> AutomationBundle:
                 state = op(state)
             return [state]
         if automation.mode == "parallel":
-            return [done for child in automation.chain for done in compose(child, after)]
+            return [done for child in automation.chain for done in compose(child, after, name)]
         for child in automation.chain:
-            after = compose(child, after)
+            after = compose(child, after, name)
         return after
 
     bundle = AutomationBundle()
@@ -531,11 +594,11 @@ def _cancel_retry_job(wf: str) -> dg.JobDefinition:
         context.log.info(request_cancel_retry(context.instance, context.op_config["run_id"],
                                               context.op_config["by"]))
 
-    @dg.graph(name=f"{wf}_cancel_retry")
-    def _graph() -> None:
+    @dg.job(name=f"{wf}_cancel_retry_job", tags={"stagecoach/workflow": wf},
+            description="Cancel-retry: the given run's steps waiting to retry fail at their "
+                        "next attempt instead, and the run ends as failed (also `python -m "
+                        "orchestration cancel-retry`).")
+    def _job() -> None:
         _cancel()
 
-    return _graph.to_job(name=f"{wf}_cancel_retry_job", tags={"stagecoach/workflow": wf},
-                         description="Cancel-retry: the given run's steps waiting to retry "
-                                     "fail at their next attempt instead, and the run ends "
-                                     "as failed (also `python -m orchestration cancel-retry`).")
+    return _job

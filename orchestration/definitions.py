@@ -10,13 +10,14 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
 
 from assets import spec
 from assets.activations import build_activation_asset
-from assets.automations import build_automations
+from assets.automations import ChildJob, build_automations
 from assets.common import ARCHIVE_KEY, STAGING_KEY, WAREHOUSE_KEY, connection_key
 from assets.couriers import build_courier_asset
 from assets.feeds import build_domain_asset, domain_key
@@ -34,7 +35,7 @@ from resources.staging import StagingResource
 from resources.warehouse import WarehouseResource
 from sensors.alerts import Reporter, build_alert_sensors
 from sensors.common import job_name
-from sensors.groups import build_courier_group, build_orchestration_group
+from sensors.groups import build_courier_group, build_orchestration_group, run_partition
 from sensors.triggers import build_trigger_sensor
 
 
@@ -80,7 +81,10 @@ def build_workflow_definitions(loaded: LoadedWorkflow, warehouse_kind: str = "du
         bundle = build_orchestration_group(workflow, group_name, group, courier_jobs)
         jobs, schedules, sensors = (jobs + bundle.jobs, schedules + bundle.schedules,
                                     sensors + bundle.sensors)
-    automations = build_automations(workflow)
+    automations = build_automations(workflow, {
+        group: ChildJob(job_name(name, group), partial(run_partition, workflow, group),
+                        settings.dagster_url)
+        for group in [*workflow.courier_groups, *workflow.orchestration_groups]})
     jobs, schedules = jobs + automations.jobs, schedules + automations.schedules
     groups = {**workflow.courier_groups, **workflow.orchestration_groups}
     for trigger_name, trigger in workflow.triggers.items():

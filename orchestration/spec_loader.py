@@ -734,9 +734,16 @@ class _Validator:
                                         "automation's steps always run in order")
         if automation.run_as:
             self._known("profiles", automation.run_as, (*path, "run_as"), "profile")
+        groups = {*self.known["courier_groups"], *self.known["orchestration_groups"]}
         for i, child in enumerate(automation.chain):
             where = (*path, "chain", i)
-            if not self._known("automations", child, where, "automation"):
+            if child in groups:
+                if automation.chain.index(child) != i:
+                    self.error(where, f"{child!r} is twice in this chain; run it once")
+                continue
+            if child not in self.known["automations"]:
+                known = ", ".join(sorted({*self.known["automations"], *groups}))
+                self.error(where, f"unknown automation or group {child!r} (known: {known})")
                 continue
             if automation.chain.index(child) != i:
                 self.error(where, f"{child!r} is twice in this chain; run it once")

@@ -57,14 +57,13 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from orchestration import settings
 from orchestration.spec_loader import LoadedWorkflow, load_workflows
+from resources.dagster_runs import DagsterRuns, LaunchFailed
 from sensors.common import TRIGGER_TAG, job_name
 
 LOCATION_NAME = "stagecoach"  # workspace.yaml's location_name
-REPOSITORY_NAME = "__repository__"  # where Dagster puts the jobs of a plain Definitions
 CALLER_TAG = "stagecoach/webhook_caller"
 REQUEST_ID_TAG = "stagecoach/webhook_request_id"
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -84,10 +83,6 @@ log = logging.getLogger("stagecoach.webhook")
 
 class WebhookConfigError(Exception):
     """The server cannot start: a token variable is missing, or no trigger is a webhook."""
-
-
-class LaunchFailed(Exception):
-    """Dagster refused or could not be reached; the message is safe to show the caller."""
 
 
 @dataclass(frozen=True)
@@ -211,39 +206,11 @@ Launcher = Callable[[str, dict[str, str], dict[str, Any]], str]
 
 def graphql_launcher(dagster_url: str) -> Launcher:
     """Launches runs over the GraphQL API of the webserver at `dagster_url`."""
-    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
-
-    parts = urlsplit(dagster_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        return DagsterRuns(dagster_url, LOCATION_NAME).launch
+    except ValueError:
         raise WebhookConfigError(f"--dagster-url / {settings.DAGSTER_URL_ENV} must look like "
-                                 f"http://HOST:PORT, not {dagster_url!r}")
-    client = DagsterGraphQLClient(parts.hostname, port_number=parts.port,
-                                  use_https=parts.scheme == "https", timeout=60,
-                                  path_prefix=parts.path.rstrip("/"))
-
-    def launch(job: str, tags: dict[str, str], run_config: dict[str, Any]) -> str:
-        try:
-            return client.submit_job_execution(
-                job, repository_location_name=LOCATION_NAME, repository_name=REPOSITORY_NAME,
-                run_config=run_config, tags=tags)
-        except DagsterGraphQLClientError as failed:
-            raise LaunchFailed(_graphql_message(failed.args)) from failed
-
-    return launch
-
-
-def _graphql_message(args: tuple[Any, ...]) -> str:
-    """Dagster's answer as one text: (kind, message or config errors) for a refused launch; a
-    transport error's first line (the rest repeats the whole query and its variables)."""
-    if not args:
-        return "GraphQL error"
-    if len(args) == 1:
-        return (str(args[0]).strip().splitlines() or ["GraphQL error"])[0]
-    detail = args[1]
-    if isinstance(detail, list):  # RunConfigValidationInvalid: a list of {message, ...}
-        detail = "; ".join(str(d.get("message", d)) if isinstance(d, dict) else str(d)
-                           for d in detail)
-    return f"{args[0]}: {detail}"
+                                 f"http://HOST:PORT, not {dagster_url!r}") from None
 
 
 def sanitise_caller(value: str) -> str:

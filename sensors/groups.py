@@ -80,6 +80,20 @@ def _run_day(workflow: spec.Workflow, partitioned: bool, tick: datetime) -> tupl
     return day.isoformat(), datetime(day.year, day.month, day.day, tzinfo=local.tzinfo)
 
 
+def group_partitioned(workflow: spec.Workflow, name: str) -> bool:
+    """Whether a group's job is daily-partitioned: it loads or delivers a dated courier."""
+    if name in workflow.courier_groups:
+        return any(workflow.couriers[c].dated for c in workflow.courier_groups[name].couriers)
+    return any(workflow.activations[a].courier and
+               workflow.couriers[workflow.activations[a].courier or ""].dated
+               for a in workflow.orchestration_groups[name].activations)
+
+
+def run_partition(workflow: spec.Workflow, name: str, tick: datetime) -> str | None:
+    """The partition a run of group `name` asked for at `tick` loads (as its schedule's)."""
+    return _run_day(workflow, group_partitioned(workflow, name), tick)[0]
+
+
 # ---------------------------------------------------------------- courier groups
 
 
@@ -102,7 +116,7 @@ def build_courier_group(workflow: spec.Workflow, name: str, group: spec.CourierG
                         ) -> GroupBundle:
     wf = workflow.workflow.name
     job = job_name(wf, name)
-    partitioned = any(workflow.couriers[c].dated for c in group.couriers)
+    partitioned = group_partitioned(workflow, name)
     bundle = GroupBundle(jobs=[dg.define_asset_job(
         job, selection=courier_group_selection(workflow, group),
         description=group.description or (
@@ -254,9 +268,7 @@ def build_orchestration_group(workflow: spec.Workflow, name: str,
         tags=_job_tags(wf, name, job_name(wf, name), group.concurrency, group.duration_alert))
     bundle = GroupBundle(jobs=[job_def])
     job = job_name(wf, name)
-    partitioned = any(workflow.activations[a].courier and
-                      workflow.couriers[workflow.activations[a].courier or ""].dated
-                      for a in group.activations)
+    partitioned = group_partitioned(workflow, name)
     if group.schedule is not None:
         timezone = group.schedule.timezone or workflow.workflow.timezone
 

@@ -127,13 +127,13 @@ def alive_process(process: psutil.Process) -> bool:
 
 @contextlib.contextmanager
 def running_dagster_dev(root: Path, workflows: Path, env: Mapping[str, str],
-                        token: str = "") -> Iterator[DagsterDev]:
+                        token: str = "", port: int | None = None) -> Iterator[DagsterDev]:
     """`dagster dev -w workspace.yaml` on a free loopback port with `env`, until the stagecoach
     location has loaded (a location error fails the test with Dagster's message)."""
     dagster = REPO / ".venv" / "bin" / "dagster"
     if not os.access(dagster, os.X_OK):
         need_server("dagster dev", f"{dagster} is missing (pip install -e '.[dev]')")
-    port, log = free_port(), root / "dagster_dev.log"
+    port, log = port or free_port(), root / "dagster_dev.log"
     dev = DagsterDev(port, root, workflows, root / "outbox", token, log)
     started = time.monotonic()
     with open(log, "wb") as out:

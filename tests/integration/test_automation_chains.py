@@ -51,6 +51,7 @@ def test_a_series_chain_stops_at_its_failed_child(stagecoach_env: Path):
     assert not result.success
     assert step_statuses(result) == {"load__numbers": "success", "broken__bad": "failure"}
     assert tables(stagecoach_env) == {"numbers"}  # publish never ran
+    dg.Definitions.validate_loadable(defs)  # op, graph and job names unique in the location
     job = defs.resolve_job_def(f"{WF}_nightly_job")
     assert job.metadata["children"].value == ["load", "broken", "publish"]
     assert "load → broken → publish" in (job.description or "")

@@ -548,8 +548,8 @@ WITH_CHAINS = WITH_AUTOMATIONS.replace("connections:\n", """connections:
 
 CHAIN_CATALOGUE = [
     ("unknown child", ("chain: [scores, publish]", "chain: [scores, publsh]"), [
-        "wf.yaml:53 automations.nightly.chain.1: unknown automation 'publsh' (known: nightly, "
-        "publish, scores)"]),
+        "wf.yaml:53 automations.nightly.chain.1: unknown automation or group 'publsh' (known: "
+        "nightly, publish, scores)"]),
     ("chain runs itself", ("chain: [scores, publish]", "chain: [scores, nightly]"), [
         "wf.yaml:53 automations.nightly.chain.1: a chain cannot run itself: nightly → nightly"]),
     ("child twice", ("chain: [scores, publish]", "chain: [scores, publish, scores]"), [
