@@ -23,7 +23,8 @@ from typing import Any
 import dagster as dg
 
 from assets import spec
-from assets.common import WAREHOUSE_KEY, connection_key, owners_of
+from assets.common import STAGING_KEY, WAREHOUSE_KEY, connection_key, owners_of
+from assets.table_copies import copy_query, source_table
 from assets.templating import date_context, render_sql, render_text
 from resources.warehouse import WarehouseError, WarehouseResource, qualified, quote_ident
 
@@ -105,6 +106,10 @@ def _run_sql(context: dg.OpExecutionContext, wf: str, step: spec.SqlStep,
     bound = render_sql(step.sql or "", _template_values(context, params),
                        database.placeholder.format)
     try:
+        if step.into and step.connection:  # rows from another database into the warehouse
+            rows = copy_query(context, wf, step.connection, bound.text, bound.params,
+                              step.into)
+            return {"table": step.into, "rows": rows}
         if step.into:
             schema, table = step.into.split(".")
             rows = database.replace_table(schema, table, bound.text, bound.params)
@@ -320,7 +325,24 @@ def _run_concat(context: dg.OpExecutionContext, workflow: spec.Workflow,
     return {"table": step.into, "rows": rows}
 
 
+def _run_sync(context: dg.OpExecutionContext, workflow: spec.Workflow, step: spec.SyncStep,
+              params: dict[str, Any], files: list[str]) -> dict[str, Any]:
+    total = 0
+    for source, into in step.tables.items():
+        try:
+            total += copy_query(context, workflow.workflow.name, step.connection,
+                                f"SELECT * FROM {source_table(source)}", None, into)
+        except Exception as error:
+            if _is_bad_sql(error):
+                raise _final(f"step {context.op.name}: copying {source} from "
+                             f"`{step.connection}` failed: {_first_line(error)}; check the "
+                             "table's name (not retried)") from None
+            raise
+    return {"tables": len(step.tables), "rows": total}
+
+
 RUNNERS: dict[type, Callable[..., dict[str, Any]]] = {
+    spec.SyncStep: _run_sync,
     spec.PivotStep: _run_pivot, spec.ConcatStep: _run_concat,
     spec.SqlStep: lambda context, workflow, step, params, files: _run_sql(
         context, workflow.workflow.name, step, params),
@@ -382,7 +404,9 @@ def _step_op(workflow: spec.Workflow, automation_name: str, automation: spec.Aut
     swaps = {workflow.profiles[p].connections.get(connection) for p in profiles} - {None}
     resources = ({connection_key(wf, c) if c else WAREHOUSE_KEY for c in {connection, *swaps}}
                  if isinstance(step, spec.SqlStep | spec.AlarmStep | spec.PivotStep
-                                 | spec.ConcatStep) else set())
+                                 | spec.ConcatStep | spec.SyncStep) else set())
+    if isinstance(step, spec.SyncStep) or (isinstance(step, spec.SqlStep) and step.into):
+        resources |= {WAREHOUSE_KEY, STAGING_KEY}  # rows copied in through a staged file
     retry = step.retry or automation.retry
     defaults = {**workflow.workflow.params, **automation.params}
     config = {"params": dg.Field(dg.Permissive(), default_value=defaults, is_required=False,

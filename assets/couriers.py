@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pyarrow.parquet as pq
 
 from assets import bad_rows, spec
 from assets.common import (
@@ -236,22 +235,12 @@ def _pull_query(context: dg.AssetExecutionContext, conn: Any, courier: spec.Cour
                 values: dict[str, Any], folder: Path) -> tuple[list[dict], dict]:
     bound = render_sql(courier.query or "", values, conn.placeholder.format)
     target = folder / "result.parquet"
-    partial = folder / ".result.parquet.partial"
-    rows, writer = 0, None
     try:
-        for batch in conn.batches(bound.text, bound.params):
-            writer = writer or pq.ParquetWriter(partial, batch.schema)
-            writer.write_batch(batch)
-            rows += batch.num_rows
-            context.log.info(f"{rows:,} rows read so far")
+        rows = conn.export_parquet(bound.text, bound.params, target,
+                                   lambda n: context.log.info(f"{n:,} rows read so far"))
     except Exception as failed:
-        partial.unlink(missing_ok=True)
         raise dg.Failure(f"courier query on connection `{courier.from_}` failed: "
                          f"{str(failed).splitlines()[0]}") from failed
-    finally:
-        if writer is not None:
-            writer.close()
-    partial.replace(target)
     return ([{"path": str(target), "source": f"query on {courier.from_}",
               "size": target.stat().st_size, "rows": rows}],
             {"type": "parquet"})

@@ -563,7 +563,8 @@ class AutomationStep(Model):
 
 
 class SqlStep(AutomationStep):
-    """SQL query to storage: statements, or a SELECT that (re)builds `into`."""
+    """SQL query to storage: statements, or a SELECT that (re)builds `into` (on a `sql`
+    connection, its rows are copied into the warehouse)."""
 
     kind: Literal["sql"]
     sql: str | None = None
@@ -572,7 +573,7 @@ class SqlStep(AutomationStep):
                                                       "warehouse.")
     into: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$",
                              description="schema.table in the warehouse, rebuilt from the "
-                                         "SELECT's rows (all or nothing).")
+                                         "SELECT's rows (all or nothing), wherever it runs.")
 
 
 class AlarmStep(AutomationStep):
@@ -638,8 +639,23 @@ class ConcatStep(AutomationStep):
                                                                "source table.")
 
 
-Step = Annotated[SqlStep | AlarmStep | PythonStep | SshStep | PivotStep | ConcatStep,
-                 Field(discriminator="kind")]
+SOURCE_NAME = r"[A-Za-z_][A-Za-z0-9_$]*"
+SourceTable = Annotated[str, Field(pattern=rf"^{SOURCE_NAME}(\.{SOURCE_NAME})?$")]
+
+
+class SyncStep(AutomationStep):
+    """Whole tables of a `sql` connection copied into warehouse tables (Serenytics' "sync
+    datasource to storage"); each table all or nothing."""
+
+    kind: Literal["sync"]
+    connection: Name
+    tables: dict[SourceTable, TableName] = Field(
+        min_length=1, description="Source table (`table` or `schema.table`, as the source "
+                                  "spells it) → warehouse schema.table.")
+
+
+Step = Annotated[SqlStep | AlarmStep | PythonStep | SshStep | PivotStep | ConcatStep
+                 | SyncStep, Field(discriminator="kind")]
 
 
 class Automation(Model):

@@ -38,7 +38,7 @@ from resources.alert_templates import check_overrides
 CONNECTION_KINDS = ("folder", "sftp", "ftp", "smb", "s3", "smtp", "sql")
 TRIGGER_KINDS = ("file_change", "table_change", "sql_change", "python", "webhook")
 ALERT_KINDS = ("slack", "mail", "twilio", "teams", "webhook", "shell", "dataset")
-STEP_KINDS = ("sql", "alarm", "python", "ssh", "pivot", "concat")
+STEP_KINDS = ("sql", "alarm", "python", "ssh", "pivot", "concat", "sync")
 UNION_MEMBERS = {*CONNECTION_KINDS, *TRIGGER_KINDS, *ALERT_KINDS, *STEP_KINDS, "str", "EnvRef"}
 FILE_KINDS = ("folder", "sftp", "ftp", "smb", "s3")
 SECRET_FIELDS = {"password", "private_key_passphrase", "access_key_id", "secret_access_key", "url",
@@ -779,7 +779,8 @@ class _Validator:
                 self.error((*where, "name"), f"two steps are named {name!r}; step names must "
                                              "differ")
             values = {**params, **automation.params}
-            wanted = {spec.SshStep: ("sftp",), spec.SqlStep: ("sql",), spec.AlarmStep: ("sql",)}
+            wanted = {spec.SshStep: ("sftp",), spec.SqlStep: ("sql",), spec.AlarmStep: ("sql",),
+                      spec.SyncStep: ("sql",)}
             connection = getattr(step, "connection", None)
             if connection and self._known("connections", connection, (*where, "connection"),
                                           "connection"):
@@ -791,9 +792,6 @@ class _Validator:
                                                        f"connection, not {kind}")
             if isinstance(step, spec.SqlStep):
                 self._template(step.sql, (*where, "sql"), values, sql=True)
-                if step.into and step.connection:
-                    self.error((*where, "into"), "`into` builds a warehouse table: it runs on "
-                                                 "the warehouse, so leave `connection` out")
             if isinstance(step, spec.AlarmStep):
                 self._template(step.query, (*where, "query"), values, sql=True)
             if isinstance(step, spec.PythonStep):

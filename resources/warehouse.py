@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
 
@@ -133,6 +134,37 @@ class WarehouseResource(dg.ConfigurableResource):
                 yield pa.RecordBatch.from_pylist(records, schema=schema)
             if schema is None:
                 yield pa.RecordBatch.from_pydict({n: pa.array([], pa.string()) for n in names})
+
+    def export_parquet(self, sql: str, params: Mapping[str, Any] | None, target: Path,
+                       progress: Callable[[int], None] | None = None) -> int:
+        """Stream a query's rows into a Parquet file, written under a partial name and renamed
+        when whole; `progress` hears the running row count. Returns the rows written."""
+        partial = target.with_name(f".{target.name}.partial")
+        rows, writer = 0, None
+        try:
+            for batch in self.batches(sql, params):
+                writer = writer or pq.ParquetWriter(partial, batch.schema)
+                writer.write_batch(batch)
+                rows += batch.num_rows
+                if progress is not None:
+                    progress(rows)
+        except BaseException:
+            if writer is not None:
+                writer.close()
+                writer = None
+            partial.unlink(missing_ok=True)
+            raise
+        finally:
+            if writer is not None:
+                writer.close()
+        partial.replace(target)
+        return rows
+
+    def load_parquet(self, schema: str, table: str, path: Path) -> int:
+        """Replace `schema.table` with a Parquet file's rows through each backend's bulk path
+        (DuckDB's reader; COPY into PostgreSQL), all or nothing. Returns the row count."""
+        return self.load_files(schema, table, "SELECT * FROM read_parquet($path)",
+                               {"path": str(path)}, None, [])
 
     def fetch(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
         if self.is_duckdb:

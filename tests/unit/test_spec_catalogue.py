@@ -486,7 +486,7 @@ WITH_AUTOMATIONS = VALID + AUTOMATIONS
 AUTOMATION_CATALOGUE = [
     ("unknown step kind", ("name: remote, kind: ssh", "name: remote, kind: rsh"), [
       "wf.yaml:42 automations.scores.steps.2: unknown kind 'rsh' (known: 'sql', 'alarm', "
-      "'python', 'ssh', 'pivot', 'concat')"]),
+      "'python', 'ssh', 'pivot', 'concat', 'sync')"]),
     ("ssh through a folder connection", ("connection: vendor_sftp", "connection: landing"), [
       "wf.yaml:42 automations.scores.steps.2.connection: an ssh step needs a sftp "
       "connection, not folder"]),
@@ -508,12 +508,24 @@ AUTOMATION_CATALOGUE = [
                                "      - {name: score, kind: python, script: score.py}"), [
       "wf.yaml:42 automations.scores.steps.2.script: no such script '{tmp}/score.py' (a .py"
       " file, or a folder with main.py, relative to the spec file)"]),
-    ("sql into with a connection", ("kind: sql, into:", "kind: sql, connection: landing, into:"),
+    ("sql into from a folder", ("kind: sql, into:", "kind: sql, connection: landing, into:"),
      [
       "wf.yaml:39 automations.scores.steps.0.connection: a sql step needs a sql connection,"
-      " not folder",
-      "wf.yaml:39 automations.scores.steps.0.into: `into` builds a warehouse table: it runs"
-      " on the warehouse, so leave `connection` out"]),
+      " not folder"]),
+    ("sync from an sftp connection", ("{name: build, kind: sql, into: work.scores, sql: \"select "
+                                      "* from domain.orders\"}",
+                                      "{name: build, kind: sync, connection: vendor_sftp, "
+                                      "tables: {orders: work.orders}}"), [
+      "wf.yaml:39 automations.scores.steps.0.connection: a sync step needs a sql connection,"
+      " not sftp"]),
+    ("sync into a bad table name", ("{name: build, kind: sql, into: work.scores, sql: \"select "
+                                    "* from domain.orders\"}",
+                                    "{name: build, kind: sync, connection: vendor_sftp, "
+                                    "tables: {\"orders; drop\": Work.Orders}}"), [
+      "wf.yaml:39 automations.scores.steps.0.tables.orders; drop: 'Work.Orders' does not"
+      " match the pattern ^[a-z][a-z0-9_]*\\.[a-z][a-z0-9_]*$",
+      "wf.yaml:39 automations.scores.steps.0.tables.orders; drop.[key]: 'orders; drop' does"
+      " not match the pattern ^[A-Za-z_][A-Za-z0-9_$]*(\\.[A-Za-z_][A-Za-z0-9_$]*)?$"]),
 ]
 
 
