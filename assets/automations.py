@@ -26,6 +26,7 @@ from assets import spec
 from assets.common import STAGING_KEY, WAREHOUSE_KEY, connection_key, owners_of
 from assets.table_copies import copy_query, source_table
 from assets.templating import date_context, render_sql, render_text
+from resources.ssh_command import CONN_PREFIX
 from resources.warehouse import WarehouseError, WarehouseResource, qualified, quote_ident
 
 MUTEX_TAG = "stagecoach/mutex"  # deploy/*.yaml limit runs sharing a value to one at a time
@@ -206,6 +207,7 @@ def _run_python(context: dg.OpExecutionContext, workflow: spec.Workflow,
     values = {**_template_values(context, params), "files": files}
     args = [render_text(a, values) for a in step.args] if step.args else files[:1]
     env = _run_variables(context, params)
+    env |= _connection_variables(context, workflow, step.connections)
     env |= _env_values(step.env, context.op.name)
     try:
         outcome = run_python_script(
@@ -219,6 +221,23 @@ def _run_python(context: dg.OpExecutionContext, workflow: spec.Workflow,
     if outcome.output_files:
         result["files"] = list(outcome.output_files)
     return result
+
+
+def _connection_variables(context: dg.OpExecutionContext, workflow: spec.Workflow,
+                          names: list[str]) -> dict[str, str]:
+    """STAGECOACH_CONN_<NAME>_<FIELD> for each named connection (the run-as profile's in its
+    place, under the name the script knows), secrets read from their variables now."""
+    profile = context.run.tags.get(RUN_AS_TAG)
+    swaps = workflow.profiles[profile].connections if profile in workflow.profiles else {}
+    variables = {}
+    for name in names:
+        connection = workflow.connections[swaps.get(name, name)]
+        fields = {k: getattr(connection, k) for k in type(connection).model_fields
+                  if k not in ("kind", "description") and getattr(connection, k) is not None}
+        for field_name, value in _env_values(fields, context.op.name).items():
+            variables[f"{CONN_PREFIX}{name.upper()}_{field_name.upper()}"] = (
+                str(value).lower() if isinstance(value, bool) else str(value))
+    return variables
 
 
 def _run_ssh(context: dg.OpExecutionContext, workflow: spec.Workflow, step: spec.SshStep,

@@ -595,6 +595,9 @@ class PythonStep(AutomationStep):
     script: str = Field(description="A .py file or a folder with main.py, relative to the spec.")
     args: list[str] = Field(default_factory=list, description="Templated; argv[1:].")
     env: dict[str, Setting] = Field(default_factory=dict)
+    connections: list[Name] = Field(default_factory=list, description="Connections whose "
+                                    "details the script gets as STAGECOACH_CONN_<NAME>_<FIELD> "
+                                    "variables (secrets read from their env variables).")
     requirements: list[str] = Field(default_factory=list)
     timeout: Duration | None = None
 

@@ -797,6 +797,8 @@ class _Validator:
             if isinstance(step, spec.PythonStep):
                 for j, arg in enumerate(step.args):
                     self._template(arg, (*where, "args", j), values)
+                for j, name in enumerate(step.connections):
+                    self._known("connections", name, (*where, "connections", j), "connection")
 
     def _check_alert(self, path: Path_, alert: Any, connections: Mapping[str, Any],
                      jobs: set[str]) -> None:

@@ -51,12 +51,16 @@ class CommandResult:
     tail: str  # the last TAIL_LINES lines of stdout and stderr combined, secrets masked
 
 
+CONN_PREFIX = "STAGECOACH_CONN_"  # connection details given to a script: masked
+
+
 def secret_masker(env: Mapping[str, str] | None) -> Callable[[str], str]:
     """A function replacing each env value (except Stagecoach's own STAGECOACH_* parameters
-    and values under MASK_MIN_CHARS characters) with *** in a line of output: a safety net
-    for a script that prints what it was given."""
+    and values under MASK_MIN_CHARS characters; connection details are masked) with *** in a
+    line of output: a safety net for a script that prints what it was given."""
     values = sorted({str(value) for name, value in (env or {}).items()
-                     if not name.startswith("STAGECOACH_") and len(str(value)) >= MASK_MIN_CHARS},
+                     if (not name.startswith("STAGECOACH_") or name.startswith(CONN_PREFIX))
+                     and len(str(value)) >= MASK_MIN_CHARS},
                     key=len, reverse=True)
     if not values:
         return lambda line: line

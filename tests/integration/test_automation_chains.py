@@ -228,3 +228,41 @@ def _wait_for_retry(instance: dg.DagsterInstance) -> str:
                 return record.dagster_run.run_id
         time.sleep(0.2)
     raise AssertionError("the step never asked for a retry")
+
+
+CONNECTION_SCRIPT = """\
+import os, pathlib, sys
+pathlib.Path(sys.argv[1]).write_text(os.environ["STAGECOACH_CONN_CRM_URL"])
+print("connecting to", os.environ["STAGECOACH_CONN_CRM_URL"])
+"""
+
+
+@pytest.mark.security
+def test_scripts_get_connection_details_and_the_run_as_swap(
+        stagecoach_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    usual, batch = "postgresql://usual:s3cr3t-usual@db.invalid/crm", \
+        "postgresql://batch:s3cr3t-batch@db.invalid/crm"
+    monkeypatch.setenv("CRM_DB_URL", usual)
+    monkeypatch.setenv("CRM_BATCH_DB_URL", batch)
+    (stagecoach_env / "workflows").mkdir(exist_ok=True)
+    (stagecoach_env / "workflows" / "connect.py").write_text(CONNECTION_SCRIPT)
+    seen = tmp_path / "seen.txt"
+    defs = write_spec(stagecoach_env, f"""
+  export:
+    run_as: batch
+    steps:
+      - {{kind: python, script: connect.py, args: ["{seen}"], connections: [crm]}}
+""", extra="""
+  crm_batch: {kind: sql, url: {env: CRM_BATCH_DB_URL}}
+profiles:
+  batch: {connections: {crm: crm_batch}}
+""")
+    job = defs.resolve_job_def(f"{WF}_export_job")
+    with dg.instance_for_test() as instance:
+        for tags, expected in (({}, usual), ({RUN_AS_TAG: "batch"}, batch)):
+            result = job.execute_in_process(instance=instance, tags=tags)
+            assert result.success
+            assert seen.read_text() == expected
+            logs = " ".join(e.user_message for e in instance.all_logs(result.run_id))
+            assert "connecting to ***" in logs
+            assert "s3cr3t" not in logs
