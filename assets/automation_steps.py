@@ -126,8 +126,7 @@ def _fetch(context: dg.OpExecutionContext, workflow: str, step: Any) -> tuple[st
     except SourceRefused as refused:
         raise final(f"step {op}: the query source refused: {refused}") from None
     except SourceUnreachable as down:  # retryable: the step's retry policy applies
-        raise RuntimeError(f"step {op}: the query source {where} cannot be used: {down}"
-                           ) from None
+        raise RuntimeError(f"step {op}: query source {down}") from None
     if fetched.warning:
         context.log.warning(f"step {op}: {fetched.warning}")
     return fetched.text, where

@@ -73,7 +73,8 @@ def _table(data: TableData, width: float, styles: dict) -> list:
         ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
         ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f5f7fa")])]))
-    parts = [Paragraph(escape(data.title), styles["Heading2"]), table]
+    heading = styles["Heading2"].clone("table_heading", keepWithNext=1)  # never orphaned
+    parts = [Paragraph(escape(data.title), heading), table]
     if not data.rows:
         parts.append(Paragraph("No rows.", styles["Italic"]))
     if data.cut:

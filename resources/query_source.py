@@ -71,8 +71,10 @@ def fetch_url(url: str, token: str | None, header: str, scheme: str | None,
     if token:
         request.add_header(header, f"{scheme} {token}" if scheme else token)
     try:
-        with _OPENER.open(request, timeout=timeout_seconds,
-                          context=tls_context(ca_file, True)) as reply:
+        tls = tls_context(ca_file, True)
+        opener = _OPENER if tls is None else urllib.request.build_opener(
+            _NoRedirect, urllib.request.HTTPSHandler(context=tls))
+        with opener.open(request, timeout=timeout_seconds) as reply:
             data = reply.read(MAX_QUERY_BYTES + 1)
     except urllib.error.HTTPError as answer:
         status = answer.code
