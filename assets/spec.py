@@ -594,7 +594,7 @@ class UrlSource(Model):
         return {"url": value} if isinstance(value, str) else value
 
 
-StatementType = Annotated[str, Field(pattern=r"^[a-z]+( [a-z]+)?$")]
+StatementType = Annotated[str, Field(pattern=r"^[a-z]+( [a-z]+){0,3}$")]
 
 
 class SqlStep(AutomationStep):
@@ -608,9 +608,9 @@ class SqlStep(AutomationStep):
     sql_url: UrlSource | None = Field(None, description="A URL serving the SQL, fetched at "
                                                         "each run.")
     allow_statements: list[StatementType] | None = Field(
-        None, min_length=1, description="Statement types a fetched query may run (first "
+        None, min_length=1, description="Statement types a fetched query may run (its first "
         "keywords, e.g. select, `create table`); others are removed. Default: select, with, "
-        "insert, update, delete, create, drop, merge.")
+        "insert, update, delete, merge, drop, and create of a table, view, schema or index.")
     connection: Name | None = Field(None, description="A `sql` connection; default the "
                                                       "warehouse.")
     into: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$",

@@ -11,7 +11,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-DEFAULT_ALLOWED = ("select", "with", "insert", "update", "delete", "create", "drop", "merge")
+# `create` only for tables, views, schemas and indexes: CREATE SECRET, EXTENSION, FUNCTION or
+# MACRO from a fetched query would reach beyond the data.
+DEFAULT_ALLOWED = (
+    "select", "with", "insert", "update", "delete", "merge", "drop", "create table",
+    "create temp table", "create temporary table", "create or replace table",
+    "create or replace temp table", "create view", "create or replace view", "create schema",
+    "create index", "create unique index")
+MAX_RULE_WORDS = 4
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SPACE = re.compile(r"\s+")
@@ -25,14 +32,16 @@ class SqlTextError(ValueError):
 @dataclass(frozen=True)
 class Statement:
     text: str  # from its first character to its last code character (no trailing comment)
-    words: tuple[str, ...]  # its first two keywords, lower case ("create", "table")
+    words: tuple[str, ...]  # its first keywords, lower case ("create", "table")
+    masked: str = ""  # the text without comments, every string shown as '…' (for logs)
 
     @property
     def kind(self) -> str:
         return self.words[0] if self.words else ""
 
     def short(self, width: int = 80) -> str:
-        one_line = " ".join(self.text.split())
+        """One line for a log: strings masked (a SET may carry a password)."""
+        one_line = " ".join(self.masked.split())
         return one_line if len(one_line) <= width else one_line[:width - 1] + "…"
 
 
@@ -69,7 +78,8 @@ def _skip_block_comment(text: str, i: int) -> int:
 
 
 def _tokens(text: str) -> list[tuple[str, int, int]]:
-    """(kind, start, end) of every lexical piece that matters: code, string, comment, `;`."""
+    """(kind, start, end) of every lexical piece that matters: code, string, name, comment,
+    `;`."""
     pieces: list[tuple[str, int, int]] = []
     i = 0
     while i < len(text):
@@ -85,7 +95,7 @@ def _tokens(text: str) -> list[tuple[str, int, int]]:
             escaped = ch == "'" and i > 0 and text[i - 1] in "eE" and (
                 i == 1 or not (text[i - 2].isalnum() or text[i - 2] == "_"))
             end = _skip_quoted(text, i, ch, escaped)
-            pieces.append(("string", i, end))
+            pieces.append(("string" if ch == "'" else "name", i, end))
         elif ch == "$" and (tag := _DOLLAR_TAG.match(text, i)) and not (
                 i > 0 and (text[i - 1].isalnum() or text[i - 1] == "_")):
             close = text.find(tag.group(0), tag.end())
@@ -110,26 +120,30 @@ def _tokens(text: str) -> list[tuple[str, int, int]]:
 def split_statements(text: str) -> list[Statement]:
     """The statements of `text`, in order; empty ones (only comments) are dropped."""
     statements: list[Statement] = []
-    start, last_code, code = None, None, []
+    pieces: list[tuple[str, int, int]] = []
     for kind, begin, end in [*_tokens(text), (";", len(text), len(text))]:
-        if kind == ";":
-            if start is not None and last_code is not None:
-                words = tuple(w.lower() for w in _WORD.findall(" ".join(code))[:2])
-                statements.append(Statement(text[start:last_code], words))
-            start, last_code, code = None, None, []
+        if kind != ";":
+            pieces.append((kind, begin, end))
             continue
-        if start is None:
-            start = begin
-        if kind != "comment":
-            last_code = end
-            code.append(text[begin:end] if kind == "code" else "''")
+        code = [p for p in pieces if p[0] != "comment"]
+        if code:
+            words = _WORD.findall(" ".join(text[b:e] if k != "string" else "''"
+                                           for k, b, e in code))
+            masked, at = [], code[0][1]
+            for k, b, e in code:
+                masked += [text[at:b], "'…'" if k == "string" else text[b:e]]
+                at = e
+            statements.append(Statement(text[pieces[0][1]:code[-1][2]],
+                                        tuple(w.lower() for w in words[:MAX_RULE_WORDS]),
+                                        "".join(masked)))
+        pieces = []
     return statements
 
 
 def keep_allowed(text: str, allowed: tuple[str, ...] | list[str]
                  ) -> tuple[list[Statement], list[Statement]]:
     """(kept, removed): a statement is kept when its first keywords start with an allowed
-    entry ("select", or "create table" for a narrower rule)."""
+    entry ("select", "create table": up to four words)."""
     rules = [tuple(entry.lower().split()) for entry in allowed]
     kept, removed = [], []
     for statement in split_statements(text):

@@ -43,7 +43,23 @@ def test_two_word_rules_narrow_a_type() -> None:
     kept, removed = keep_allowed("create table a (x int); create secret s (type s3); "
                                  "CREATE   TABLE b (y int)", ["create table", "select"])
     assert [s.short() for s in kept] == ["create table a (x int)", "CREATE TABLE b (y int)"]
-    assert [s.words for s in removed] == [("create", "secret")]
+    assert [s.words[:2] for s in removed] == [("create", "secret")]
+
+
+def test_by_default_create_reaches_only_tables_views_schemas_and_indexes() -> None:
+    kept, removed = keep_allowed(
+        "create or replace table a as select 1; create temp table b (x int); create view v as "
+        "select 1; create schema s; create unique index i on a (x); CREATE SECRET s3 (TYPE s3, "
+        "KEY_ID 'AKIA-not-a-real-key', SECRET 'hunter2'); create extension plpython3u; "
+        "create or replace macro m(x) as x; create function f() returns int as $$ 1 $$",
+        DEFAULT_ALLOWED)
+    assert [s.words[:3] for s in kept] == [("create", "or", "replace"), ("create", "temp",
+                                                                         "table"),
+                                           ("create", "view", "v"), ("create", "schema", "s"),
+                                           ("create", "unique", "index")]
+    assert [s.words[1] for s in removed] == ["secret", "extension", "or", "function"]
+    assert removed[0].short() == "CREATE SECRET s3 (TYPE s3, KEY_ID '…', SECRET '…')"
+    assert removed[3].short() == "create function f() returns int as '…'"
 
 
 @pytest.mark.bad_input

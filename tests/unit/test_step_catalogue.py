@@ -67,7 +67,7 @@ STEP_CATALOGUE = [
       "fetched at run time (`query_source:` or `query_url:`)"]),
     ("allow-list in capitals", ("allow_statements: [select]", "allow_statements: [SELECT]"),
      ["wf.yaml:43 automations.reports.steps.2.allow_statements.0: 'SELECT' does not match "
-      "the pattern ^[a-z]+( [a-z]+)?$"]),
+      "the pattern ^[a-z]+( [a-z]+){0,3}$"]),
     ("etl filter with a second statement", ('filter: "amount > {{ params.threshold }}"',
                                             'filter: "amount > 1; drop table sales.daily"'),
      ["wf.yaml:45 automations.reports.steps.3.filter: holds a `;`: give one SQL expression, "
