@@ -788,9 +788,9 @@ class _Validator:
         expressions += [(("filter",), step.filter)] if step.filter else []
         for key, expression in expressions:
             if problem := expression_problem(expression):
-                self.error((*path, *key), f"{problem}")
-        if step.filter:
-            self._template(step.filter, (*path, "filter"), params, sql=True)
+                self.error((*path, *key), problem)
+            else:
+                self._template(expression, (*path, *key), params, sql=True)
         grouped = bool(step.group_by or step.aggregates)
         if grouped and step.columns:
             self.error((*path, "columns"), "with `group_by` or `aggregates` the output is the "
