@@ -20,7 +20,14 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import cm
-from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import (
+    CondPageBreak,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
 
 from resources.files import partial_name
 
@@ -63,18 +70,26 @@ def _cell(value: object) -> str:
 def _table(data: TableData, width: float, styles: dict) -> list:
     small = styles["BodyText"].clone("cell", fontSize=7.5, leading=9)
     head = small.clone("head", fontName="Helvetica-Bold")
-    # Cells are Paragraphs (they wrap); their text is escaped: a value is never markup.
-    grid = [[Paragraph(escape(c), head) for c in data.columns]]
-    grid += [[Paragraph(escape(_cell(v)), small) for v in row] for row in data.rows]
     columns = max(len(data.columns), 1)
+    fits = int((width / columns) / (7.5 * 0.6))  # characters of a column, roughly
+
+    def cell(value: object) -> object:
+        """Short text as it is (fast); longer text as a Paragraph, which wraps. Its text is
+        escaped: a value is never markup."""
+        text = _cell(value)
+        return text if len(text) <= fits and "\n" not in text else Paragraph(escape(text), small)
+
+    grid = [[Paragraph(escape(c), head) for c in data.columns]]
+    grid += [[cell(v) for v in row] for row in data.rows]
     table = Table(grid, colWidths=[width / columns] * columns, repeatRows=1)
     table.setStyle(TableStyle([
+        ("FONT", (0, 1), (-1, -1), "Helvetica", 7.5, 9),
         ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#dde4ee")),
         ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
         ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f5f7fa")])]))
-    heading = styles["Heading2"].clone("table_heading", keepWithNext=1)  # never orphaned
-    parts = [Paragraph(escape(data.title), heading), table]
+    # A heading starts a page when fewer than a few rows would fit under it (never orphaned).
+    parts = [CondPageBreak(3 * cm), Paragraph(escape(data.title), styles["Heading2"]), table]
     if not data.rows:
         parts.append(Paragraph("No rows.", styles["Italic"]))
     if data.cut:

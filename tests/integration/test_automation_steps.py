@@ -327,3 +327,54 @@ def test_a_report_chart_needs_numbers(stagecoach_env: Path):
                                 "'many', not a number"]
     assert not (stagecoach_env / "data" / "reports" / WF / result.run_id).exists() or not list(
         (stagecoach_env / "data" / "reports" / WF / result.run_id).iterdir())
+
+
+def test_a_report_reads_a_postgresql_connection_and_stops_at_max_rows(
+        stagecoach_env: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CRM_DB_URL", postgres_url)
+    defs = write_spec(stagecoach_env, """
+  crm_report:
+    steps:
+      - name: report
+        kind: report
+        title: Accounts
+        connection: crm
+        tables:
+          - {title: Accounts, max_rows: 25, sql: "select n as id, 'account ' || n as name
+             from generate_series(1, 100000) as n order by n"}
+        chart: {type: line, x: day, y: signups, sql: "select 'ignored' as other,
+                'd' || n as day, n * n as signups from generate_series(1, 12) as n"}
+""")
+    with dg.instance_for_test() as instance:
+        result = run(defs, "crm_report", instance)
+    assert result.success, failures(result)
+    [pdf] = (stagecoach_env / "data" / "reports" / WF / result.run_id).iterdir()
+    lines = "\n".join(p.extract_text() for p in pypdf.PdfReader(pdf).pages).splitlines()
+    assert "account 25" in lines and "account 26" not in lines
+    assert "signups by day" in lines and "d12" in lines and "ignored" not in lines
+
+
+@pytest.mark.bad_input
+def test_into_needs_exactly_one_statement_from_a_fetched_query(
+        stagecoach_env: Path, stoppable_http: tuple[HttpRecorder, object]):
+    server, _ = stoppable_http
+    two, none = server.unique_path("two"), server.unique_path("none")
+    server.script(two, then=Reply(200, "select 1 as x; select 2 as x"))
+    server.script(none, then=Reply(200, "SET threads = 1; -- nothing else"))
+    defs = write_spec(stagecoach_env, f"""
+  two_selects:
+    steps:
+      - {{name: one, kind: sql, into: work.one, sql_url: "{server.url}{two}"}}
+  nothing_left:
+    steps:
+      - {{name: one, kind: sql, sql_url: "{server.url}{none}"}}
+""")
+    with dg.instance_for_test() as instance:
+        two_selects, nothing_left = (run(defs, name, instance)
+                                     for name in ("two_selects", "nothing_left"))
+    assert failures(two_selects) == ["step two_selects__one: `into` needs one SELECT; the "
+                                     "fetched query has 2 statements"]
+    [message] = failures(nothing_left)
+    assert re.fullmatch(r"step nothing_left__one: the query from http://127\.0\.0\.1:\d+/none-\w+"
+                        r" has no statement left to run \(allowed: select, .*\; removed 1\)",
+                        message), message
