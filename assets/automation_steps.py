@@ -8,7 +8,9 @@ step allows (the rest removed, with a warning), and shown in the op's output as 
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import dagster as dg
@@ -94,8 +96,6 @@ def _url_source(step: Any) -> spec.UrlSource | None:
 
 
 def _token(source: spec.UrlSource, step: str) -> str | None:
-    import os
-
     if source.token is None:
         return None
     if source.token.env not in os.environ:
@@ -111,18 +111,17 @@ def _fetch(context: dg.OpExecutionContext, workflow: str, step: Any) -> tuple[st
     if file_source is not None:
         files = getattr(context.resources, connection_key(workflow, file_source.connection))
         where = f"connection {file_source.connection}: {file_source.path}"
-        fetch = lambda: fetch_file(files, file_source.path)  # noqa: E731
+        fetch = partial(fetch_file, files, file_source.path)
     else:
         assert url_source is not None
         token = _token(url_source, op)
         where = describe_url(url_source.url)
-        fetch = lambda: fetch_url(  # noqa: E731
-            url_source.url, token, url_source.header, url_source.scheme, url_source.ca_file,
-            url_source.timeout_seconds)
+        fetch = partial(fetch_url, url_source.url, token, url_source.header, url_source.scheme,
+                        url_source.ca_file, url_source.timeout_seconds)
     digest = hashlib.sha256(where.encode()).hexdigest()[:12]
     cache = getattr(context.resources, STAGING_KEY).folder(QUERY_CACHE, workflow)
     try:
-        fetched = cached_fetch(fetch, cache / f"{op}-{digest}.sql", where)
+        fetched = cached_fetch(fetch, cache / f"{op}-{digest}.sql")
     except SourceRefused as refused:
         raise final(f"step {op}: the query source refused: {refused}") from None
     except SourceUnreachable as down:  # retryable: the step's retry policy applies

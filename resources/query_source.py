@@ -111,7 +111,7 @@ def fetch_file(connection: FileConnection, path: str) -> str:
         return _decoded(local.read_bytes(), where)
 
 
-def cached_fetch(fetch: Callable[[], str], cache_file: Path, where: str) -> Fetched:
+def cached_fetch(fetch: Callable[[], str], cache_file: Path) -> Fetched:
     """The query from its source, else from the copy of the last successful fetch."""
     try:
         text = fetch()
