@@ -378,3 +378,37 @@ def test_into_needs_exactly_one_statement_from_a_fetched_query(
     assert re.fullmatch(r"step nothing_left__one: the query from http://127\.0\.0\.1:\d+/none-\w+"
                         r" has no statement left to run \(allowed: select, .*\; removed 1\)",
                         message), message
+
+
+def test_an_alarm_query_from_s3(stagecoach_env: Path, s3_endpoint: str,
+                                monkeypatch: pytest.MonkeyPatch):
+    import boto3
+
+    monkeypatch.setenv("LAKE_KEY_ID", "testing")
+    monkeypatch.setenv("LAKE_SECRET", "testing")
+    bucket = f"queries-{stagecoach_env.name.replace('_', '-')[-30:]}".lower()
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="acme/checks/rows.sql",
+                      Body=b"\xef\xbb\xbfselect count(*) from range({{ params.size }})")
+    defs = write_spec(stagecoach_env, """
+  lake_check:
+    params: {size: 7}
+    steps:
+      - {name: rows, kind: alarm, query_source: {connection: lake, path: checks/rows.sql},
+         condition: ">", threshold: 5}
+""", extra=f"""  lake:
+    kind: s3
+    bucket: {bucket}
+    prefix: acme
+    endpoint_url: {s3_endpoint}
+    region: us-east-1
+    access_key_id: {{env: LAKE_KEY_ID}}
+    secret_access_key: {{env: LAKE_SECRET}}""")
+    with dg.instance_for_test() as instance:
+        result = run(defs, "lake_check", instance)
+    assert result.success, failures(result)
+    metadata = output_metadata(result, "lake_check__rows")
+    assert (metadata["value"], metadata["alarm"]) == (7.0, True)
+    assert metadata["query_source"] == "connection lake: checks/rows.sql"
