@@ -22,12 +22,18 @@ from typing import Any
 
 import dagster as dg
 
-from assets import spec
+from assets import automation_steps, spec
+from assets.automation_steps import database as _database
+from assets.automation_steps import final as _final
+from assets.automation_steps import first_line as _first_line
+from assets.automation_steps import is_bad_sql as _is_bad_sql
+from assets.automation_steps import step_statements
+from assets.automation_steps import template_values as _template_values
 from assets.common import STAGING_KEY, WAREHOUSE_KEY, connection_key, owners_of
 from assets.table_copies import copy_query, source_table
-from assets.templating import date_context, render_sql, render_text
+from assets.templating import render_sql, render_text
 from resources.ssh_command import CONN_PREFIX
-from resources.warehouse import WarehouseError, WarehouseResource, qualified, quote_ident
+from resources.warehouse import qualified, quote_ident
 
 MUTEX_TAG = "stagecoach/mutex"  # deploy/*.yaml limit runs sharing a value to one at a time
 AUTOMATION_TAG = "stagecoach/automation"
@@ -60,12 +66,6 @@ def automation_job_name(workflow: str, name: str) -> str:
     return f"{workflow}_{name}_job"
 
 
-def _final(description: str) -> dg.Failure:
-    """A failure a retry cannot fix: it bypasses the step's retry policy (a plain dg.Failure
-    would be retried like any other error)."""
-    return dg.Failure(description, allow_retries=False)
-
-
 def _retry_policy(retry: spec.StepRetry) -> dg.RetryPolicy | None:
     if not retry.count:
         return None
@@ -76,47 +76,26 @@ def _retry_policy(retry: spec.StepRetry) -> dg.RetryPolicy | None:
     # shrinks it; a retry waits the time the spec says.
 
 
-def _is_bad_sql(error: Exception) -> bool:
-    """A query a retry cannot fix: syntax, unknown table or column, a constraint."""
-    import duckdb
-    import sqlalchemy as sa
-
-    error = error.__cause__ if isinstance(error, WarehouseError) and error.__cause__ else error
-    if isinstance(error, duckdb.Error):
-        return not isinstance(error, duckdb.IOException | duckdb.ConnectionException)
-    return isinstance(error, sa.exc.ProgrammingError | sa.exc.IntegrityError
-                      | sa.exc.DataError)
-
-
-def _template_values(context: dg.OpExecutionContext, params: dict[str, Any]) -> dict[str, Any]:
-    """The date macros of the run's day (its schedule tick, else today) and the parameters."""
-    scheduled = context.run.tags.get("dagster/scheduled_execution_time")
-    day = (datetime.fromisoformat(scheduled) if scheduled else datetime.now(UTC)).date()
-    return date_context(day, params)
-
-
-def _database(context: dg.OpExecutionContext, workflow: str, connection: str | None
-              ) -> WarehouseResource:
-    key = connection_key(workflow, connection) if connection else WAREHOUSE_KEY
-    return getattr(context.resources, key)
-
-
 def _run_sql(context: dg.OpExecutionContext, wf: str, step: spec.SqlStep,
              params: dict[str, Any]) -> dict[str, Any]:
     database = _database(context, wf, step.connection)
-    bound = render_sql(step.sql or "", _template_values(context, params),
-                       database.placeholder.format)
+    values = _template_values(context, params)
+    bound = [render_sql(sql, values, database.placeholder.format)
+             for sql in step_statements(context, wf, step, params)]
     try:
+        if step.into and len(bound) != 1:
+            raise _final(f"step {context.op.name}: `into` needs one SELECT; the fetched "
+                         f"query has {len(bound)} statements")
         if step.into and step.connection:  # rows from another database into the warehouse
-            rows = copy_query(context, wf, step.connection, bound.text, bound.params,
+            rows = copy_query(context, wf, step.connection, bound[0].text, bound[0].params,
                               step.into)
             return {"table": step.into, "rows": rows}
         if step.into:
             schema, table = step.into.split(".")
-            rows = database.replace_table(schema, table, bound.text, bound.params)
+            rows = database.replace_table(schema, table, bound[0].text, bound[0].params)
             context.log.info(f"{step.into}: {rows} rows")
             return {"table": step.into, "rows": rows}
-        database.execute(f"step {context.op.name}", (bound.text, bound.params))
+        database.execute(f"step {context.op.name}", *((b.text, b.params) for b in bound))
         return {}
     except Exception as error:
         if _is_bad_sql(error):
@@ -125,15 +104,14 @@ def _run_sql(context: dg.OpExecutionContext, wf: str, step: spec.SqlStep,
         raise
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _run_alarm(context: dg.OpExecutionContext, wf: str, step: spec.AlarmStep,
                params: dict[str, Any]) -> dict[str, Any]:
     database = _database(context, wf, step.connection)
-    bound = render_sql(step.query, _template_values(context, params),
+    statements = step_statements(context, wf, step, params)
+    if len(statements) != 1:
+        raise _final(f"step {context.op.name}: an alarm runs one query; the fetched text has "
+                     f"{len(statements)} statements")
+    bound = render_sql(statements[0], _template_values(context, params),
                        database.placeholder.format)
     try:
         rows = database.fetch(bound.text, bound.params)
@@ -367,7 +345,7 @@ RUNNERS: dict[type, Callable[..., dict[str, Any]]] = {
         context, workflow.workflow.name, step, params),
     spec.AlarmStep: lambda context, workflow, step, params, files: _run_alarm(
         context, workflow.workflow.name, step, params),
-    spec.PythonStep: _run_python, spec.SshStep: _run_ssh}
+    spec.PythonStep: _run_python, spec.SshStep: _run_ssh, **automation_steps.RUNNERS}
 
 
 def _run_as(context: dg.OpExecutionContext, workflow: spec.Workflow, step: Any,
@@ -423,9 +401,11 @@ def _step_op(workflow: spec.Workflow, automation_name: str, automation: spec.Aut
     swaps = {workflow.profiles[p].connections.get(connection) for p in profiles} - {None}
     resources = ({connection_key(wf, c) if c else WAREHOUSE_KEY for c in {connection, *swaps}}
                  if isinstance(step, spec.SqlStep | spec.AlarmStep | spec.PivotStep
-                                 | spec.ConcatStep | spec.SyncStep) else set())
+                                 | spec.ConcatStep | spec.SyncStep | spec.ReportStep)
+                 else set())
     if isinstance(step, spec.SyncStep) or (isinstance(step, spec.SqlStep) and step.into):
         resources |= {WAREHOUSE_KEY, STAGING_KEY}  # rows copied in through a staged file
+    resources |= automation_steps.step_resources(wf, step)
     retry = step.retry or automation.retry
     defaults = {**workflow.workflow.params, **automation.params}
     config = {"params": dg.Field(dg.Permissive(), default_value=defaults, is_required=False,

@@ -12,7 +12,14 @@ from datetime import date
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from assets.templating import is_dated
 
@@ -562,6 +569,34 @@ class AutomationStep(Model):
     retry: StepRetry | None = Field(None, description="Overrides the automation's `retry`.")
 
 
+class FileSource(Model):
+    """A query kept as a file on a file connection, fetched at every run."""
+
+    connection: Name = Field(description="A folder, sftp, ftp, smb or s3 connection.")
+    path: str = Field(min_length=1, description="The file, relative to the connection's base.")
+
+
+class UrlSource(Model):
+    """A query served over HTTP(S), fetched at every run (`sql_url: https://...` for short)."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    token: Secret | None = Field(None, description="Sent in `header`, from an environment "
+                                                   "variable; only over https (or loopback).")
+    header: str = Field("Authorization", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    scheme: str | None = Field("Bearer", description="Put before the token in the header "
+                                                     "(`Bearer <token>`); null: the bare token.")
+    ca_file: str | None = Field(None, description="PEM CA bundle for the server's certificate.")
+    timeout_seconds: float = Field(30, gt=0, le=600)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: object) -> object:
+        return {"url": value} if isinstance(value, str) else value
+
+
+StatementType = Annotated[str, Field(pattern=r"^[a-z]+( [a-z]+){0,3}$")]
+
+
 class SqlStep(AutomationStep):
     """SQL query to storage: statements, or a SELECT that (re)builds `into` (on a `sql`
     connection, its rows are copied into the warehouse)."""
@@ -569,6 +604,14 @@ class SqlStep(AutomationStep):
     kind: Literal["sql"]
     sql: str | None = None
     sql_file: str | None = Field(None, description="A .sql file, relative to the spec.")
+    sql_source: FileSource | None = Field(None, description="A .sql file on a file "
+                                                            "connection, fetched at each run.")
+    sql_url: UrlSource | None = Field(None, description="A URL serving the SQL, fetched at "
+                                                        "each run.")
+    allow_statements: list[StatementType] | None = Field(
+        None, min_length=1, description="Statement types a fetched query may run (its first "
+        "keywords, e.g. select, `create table`); others are removed. Default: select, with, "
+        "insert, update, delete, merge, drop, and create of a table, view, schema or index.")
     connection: Name | None = Field(None, description="A `sql` connection; default the "
                                                       "warehouse.")
     into: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$",
@@ -580,7 +623,10 @@ class AlarmStep(AutomationStep):
     """A query's one value against a threshold; when the condition holds, an alarm."""
 
     kind: Literal["alarm"]
-    query: str
+    query: str | None = None
+    query_source: FileSource | None = Field(None, description="As a sql step's `sql_source`.")
+    query_url: UrlSource | None = Field(None, description="As a sql step's `sql_url`.")
+    allow_statements: list[StatementType] | None = Field(None, min_length=1)
     connection: Name | None = None
     condition: Literal[">", ">=", "<", "<=", "==", "!="]
     threshold: float
@@ -657,8 +703,54 @@ class SyncStep(AutomationStep):
                                   "spells it) → warehouse schema.table.")
 
 
-Step = Annotated[SqlStep | AlarmStep | PythonStep | SshStep | PivotStep | ConcatStep
-                 | SyncStep, Field(discriminator="kind")]
+
+class EtlStep(AutomationStep):
+    """A warehouse table into another through one SELECT: computed columns, a filter, then
+    columns or a group by with aggregates. Expressions are SQL text, the spec author's own."""
+
+    kind: Literal["etl"]
+    from_: Annotated[TableName, Field(alias="from")]
+    into: TableName
+    computed: dict[ColumnName, str] = Field(default_factory=dict, description="name: SQL "
+                                            "expression over the source's columns.")
+    filter: str | None = Field(None, description="SQL condition (over source and computed "
+                                                 "columns), templated: values are bound.")
+    columns: list[ColumnName] = Field(default_factory=list, description="Kept columns; "
+                                      "default all (or the group_by columns).")
+    group_by: list[ColumnName] = Field(default_factory=list)
+    aggregates: dict[ColumnName, str] = Field(default_factory=dict, description="name: SQL "
+                                              "aggregate, e.g. sum(amount).")
+
+
+class ReportTable(Model):
+    sql: str = Field(description="A SELECT, templated (values are bound).")
+    title: str | None = None
+    max_rows: int = Field(50, ge=1, le=5000, description="Rows past it are cut, with a note.")
+
+
+class ReportChart(Model):
+    type: Literal["bar", "line"]
+    sql: str = Field(description="A SELECT whose `x` and `y` columns are drawn.")
+    x: ColumnName | None = Field(None, description="Label column; default the first.")
+    y: ColumnName | None = Field(None, description="Numeric column; default the second.")
+    title: str | None = None
+    max_points: int = Field(100, ge=2, le=1000)
+
+
+class ReportStep(AutomationStep):
+    """Query results as a PDF: tables and a chart; the file is handed to the next step."""
+
+    kind: Literal["report"]
+    title: str
+    file_name: str | None = Field(None, description="Templated; default <step>_<ds>.pdf.")
+    connection: Name | None = Field(None, description="A `sql` connection; default the "
+                                                      "warehouse.")
+    tables: list[ReportTable] = Field(default_factory=list, max_length=20)
+    chart: ReportChart | None = None
+
+
+Step = Annotated[SqlStep | AlarmStep | PythonStep | SshStep | PivotStep | ConcatStep | EtlStep
+                 | ReportStep | SyncStep, Field(discriminator="kind")]
 
 
 class Automation(Model):

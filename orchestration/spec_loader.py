@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -30,15 +31,17 @@ from yaml.resolver import Resolver
 from assets import spec
 from assets.sealing import MAIL_SAMPLE, public_key_problem
 from assets.sql_refs import SqlCatalog
+from assets.sql_statements import expression_problem
 from assets.templating import check_template
 from orchestration import settings
 from resources.alert_templates import check_overrides
+from resources.files import path_problem
 
 # Labels pydantic puts in an error's location for the member of a union that was tried.
 CONNECTION_KINDS = ("folder", "sftp", "ftp", "smb", "s3", "smtp", "sql")
 TRIGGER_KINDS = ("file_change", "table_change", "sql_change", "python", "webhook")
 ALERT_KINDS = ("slack", "mail", "twilio", "teams", "webhook", "shell", "dataset")
-STEP_KINDS = ("sql", "alarm", "python", "ssh", "pivot", "concat", "sync")
+STEP_KINDS = ("sql", "alarm", "python", "ssh", "pivot", "concat", "etl", "report", "sync")
 UNION_MEMBERS = {*CONNECTION_KINDS, *TRIGGER_KINDS, *ALERT_KINDS, *STEP_KINDS, "str", "EnvRef"}
 FILE_KINDS = ("folder", "sftp", "ftp", "smb", "s3")
 SECRET_FIELDS = {"password", "private_key_passphrase", "access_key_id", "secret_access_key", "url",
@@ -475,7 +478,16 @@ class _Validator:
         """Files a step names, relative to the spec: read (SQL, a remote script) or made
         absolute (a Python script or its folder)."""
         if isinstance(step, spec.SqlStep):
-            return self._resolve_sql(path, step)
+            given = [k for k in ("sql", "sql_file", "sql_source", "sql_url") if getattr(step, k)]
+            if len(given) != 1:
+                self.error(path, "give exactly one of `sql:`, `sql_file:`, `sql_source:` or "
+                                 "`sql_url:`")
+                return step
+            return step if step.sql_source or step.sql_url else self._resolve_sql(path, step)
+        if isinstance(step, spec.AlarmStep):
+            given = [k for k in ("query", "query_source", "query_url") if getattr(step, k)]
+            if len(given) != 1:
+                self.error(path, "give exactly one of `query:`, `query_source:` or `query_url:`")
         if isinstance(step, spec.SshStep):
             if bool(step.command) == bool(step.script_file):
                 self.error(path, "give exactly one of `command:` or `script_file:`")
@@ -780,7 +792,7 @@ class _Validator:
                                              "differ")
             values = {**params, **automation.params}
             wanted = {spec.SshStep: ("sftp",), spec.SqlStep: ("sql",), spec.AlarmStep: ("sql",),
-                      spec.SyncStep: ("sql",)}
+                      spec.ReportStep: ("sql",), spec.SyncStep: ("sql",)}
             connection = getattr(step, "connection", None)
             if connection and self._known("connections", connection, (*where, "connection"),
                                           "connection"):
@@ -799,6 +811,81 @@ class _Validator:
                     self._template(arg, (*where, "args", j), values)
                 for j, name in enumerate(step.connections):
                     self._known("connections", name, (*where, "connections", j), "connection")
+            if isinstance(step, spec.SqlStep | spec.AlarmStep):
+                self._check_query_source(where, step, connections)
+            if isinstance(step, spec.EtlStep):
+                self._check_etl(where, step, values)
+            if isinstance(step, spec.ReportStep):
+                self._check_report(where, step, values)
+
+    def _check_query_source(self, path: Path_, step: spec.SqlStep | spec.AlarmStep,
+                            connections: Mapping[str, Any]) -> None:
+        """A query fetched at run time: a file connection and a safe path, or a URL whose
+        token never travels in clear text."""
+        prefix = "sql" if isinstance(step, spec.SqlStep) else "query"
+        source, url = getattr(step, f"{prefix}_source"), getattr(step, f"{prefix}_url")
+        if step.allow_statements and source is None and url is None:
+            self.error((*path, "allow_statements"), f"only applies to a query fetched at run "
+                                                    f"time (`{prefix}_source:` or "
+                                                    f"`{prefix}_url:`)")
+        if source is not None:
+            where = (*path, f"{prefix}_source")
+            if self._known("connections", source.connection, (*where, "connection"),
+                           "connection"):
+                kind = getattr(connections.get(source.connection), "kind", None)
+                if kind not in FILE_KINDS:
+                    self.error((*where, "connection"), f"a query source needs a "
+                                                       f"{', '.join(FILE_KINDS)} connection, "
+                                                       f"not {kind}")
+            if problem := path_problem(source.path):
+                self.error((*where, "path"), f"{source.path!r} {problem}; give a path "
+                                             "relative to the connection's base")
+        if url is not None and url.token is not None:
+            host = urlsplit(url.url).hostname or ""
+            if url.url.startswith("http://") and host not in ("127.0.0.1", "localhost", "::1"):
+                self.error((*path, f"{prefix}_url", "url"), "a token is sent only over https "
+                                                            "(http would show it to the "
+                                                            "network); use an https URL")
+
+    def _check_etl(self, path: Path_, step: spec.EtlStep, params: Mapping[str, Any]) -> None:
+        expressions = [(("computed", n), e) for n, e in step.computed.items()]
+        expressions += [(("aggregates", n), e) for n, e in step.aggregates.items()]
+        expressions += [(("filter",), step.filter)] if step.filter else []
+        for key, expression in expressions:
+            if problem := expression_problem(expression):
+                self.error((*path, *key), problem)
+            else:
+                self._template(expression, (*path, *key), params, sql=True)
+        grouped = bool(step.group_by or step.aggregates)
+        if grouped and step.columns:
+            self.error((*path, "columns"), "with `group_by` or `aggregates` the output is the "
+                                           "group_by columns and the aggregates: leave "
+                                           "`columns` out")
+        names = [*step.group_by, *step.aggregates] if grouped else []
+        for name in {n for n in names if names.count(n) > 1}:
+            self.error((*path, "aggregates", name), f"{name!r} is both a group_by column and "
+                                                    "an aggregate; rename the aggregate")
+        for name in step.computed if not grouped and step.columns else []:
+            if name not in step.columns:
+                self.error((*path, "computed", name), f"computed column {name!r} is not in "
+                                                      "`columns`, so it would be dropped; "
+                                                      "add it there")
+
+    def _check_report(self, path: Path_, step: spec.ReportStep,
+                      params: Mapping[str, Any]) -> None:
+        if not step.tables and step.chart is None:
+            self.error(path, "a report needs `tables:` and/or a `chart:` (what to show)")
+        for i, table in enumerate(step.tables):
+            self._template(table.sql, (*path, "tables", i, "sql"), params, sql=True)
+        if step.chart is not None:
+            self._template(step.chart.sql, (*path, "chart", "sql"), params, sql=True)
+            if step.chart.x and step.chart.x == step.chart.y:
+                self.error((*path, "chart", "y"), "x and y must be two different columns")
+        if step.file_name:
+            self._template(step.file_name, (*path, "file_name"), params)
+            if not step.file_name.endswith(".pdf") or "/" in step.file_name:
+                self.error((*path, "file_name"), "a report's file name is one plain name "
+                                                 "ending in .pdf")
 
     def _check_alert(self, path: Path_, alert: Any, connections: Mapping[str, Any],
                      jobs: set[str]) -> None:

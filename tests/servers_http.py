@@ -18,7 +18,8 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -145,21 +146,45 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
-@pytest.fixture(scope="session")
-def http_recorder() -> Iterator[HttpRecorder]:
-    recorder = HttpRecorder()
+@contextmanager
+def serving(recorder: HttpRecorder) -> Iterator[Callable[[], None]]:
+    """Serve `recorder` on a free loopback port until the block ends; yields `stop`, which a
+    test may call early (a server going away: its port then refuses connections)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(recorder))
     server.daemon_threads = True
     recorder.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               name="http-recorder", daemon=True)
     thread.start()
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        if not stopped:
+            stopped = True
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=10)
+
     with pytest.MonkeyPatch.context() as env:  # never through a proxy, whatever the machine says
         for name in ("NO_PROXY", "no_proxy"):
             env.setenv(name, "127.0.0.1,localhost")
         try:
-            yield recorder
+            yield stop
         finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=10)
+            stop()
+
+
+@pytest.fixture(scope="session")
+def http_recorder() -> Iterator[HttpRecorder]:
+    recorder = HttpRecorder()
+    with serving(recorder):
+        yield recorder
+
+
+@pytest.fixture
+def stoppable_http() -> Iterator[tuple[HttpRecorder, Callable[[], None]]]:
+    """A server of this test's own, and the function that stops it mid-test."""
+    recorder = HttpRecorder()
+    with serving(recorder) as stop:
+        yield recorder, stop

@@ -486,7 +486,7 @@ WITH_AUTOMATIONS = VALID + AUTOMATIONS
 AUTOMATION_CATALOGUE = [
     ("unknown step kind", ("name: remote, kind: ssh", "name: remote, kind: rsh"), [
       "wf.yaml:42 automations.scores.steps.2: unknown kind 'rsh' (known: 'sql', 'alarm', "
-      "'python', 'ssh', 'pivot', 'concat', 'sync')"]),
+      "'python', 'ssh', 'pivot', 'concat', 'etl', 'report', 'sync')"]),
     ("ssh through a folder connection", ("connection: vendor_sftp", "connection: landing"), [
       "wf.yaml:42 automations.scores.steps.2.connection: an ssh step needs a sftp "
       "connection, not folder"]),
