@@ -37,7 +37,7 @@ from sensors.alert_ledger import (
     pruned_key,
 )
 from tests import servers_http, servers_mail
-from tests.postgres_databases import fresh_database
+from tests.conftest import fresh_database
 from tests.servers_http import HttpRecorder, Reply, closed_port_url
 from tests.servers_mail import SmtpServer
 
