@@ -21,6 +21,21 @@ queries:
   everyone:
     sql: "select customer_id, name, city from domain.people order by customer_id\""""
 
+# members.csv from `inbox` (relative: the workflows folder) into domain.members, keyed and checked.
+MEMBERS_WORKFLOW = """
+workflow: {name: members_load}
+connections:
+  inbox: {kind: folder, path: inbox}
+couriers:
+  members: {from: inbox, path: members.csv}
+domain_tables:
+  members:
+    from: members
+    columns:
+      member_id: {tag: id, required: true, not_null: true}
+      email: {tag: email}
+"""
+
 
 def people_spec(name: str, landing: Path | str, *, workflow: str = "", connections: str = "",
                 courier: str = "path: people.csv", couriers: str = "",
