@@ -272,7 +272,9 @@ def _on_failure(context: dg.RunFailureSensorContext, alerts: AlertContext, run: 
                 values: dict[str, Any], checks: bool) -> None:
     try:
         steps = context.get_step_failure_events()
-    except Exception:  # the event log unreadable: alert without the step
+    except Exception as error:  # the event log unreadable: alert without the step
+        context.log.warning(f"failed steps of run {run.run_id} not read "
+                            f"({type(error).__name__}): the alert names no step")
         steps = []
     if steps:
         values["failed_step"] = steps[0].step_key
