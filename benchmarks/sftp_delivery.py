@@ -65,8 +65,6 @@ import os
 import random
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -78,8 +76,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests import servers_ssh  # noqa: E402 (the project root is on the path from here)
+
 MIB = 1 << 20
-SSHD = "/usr/sbin/sshd"
 MIN_RATIO = 0.7
 FLAT_MIB = 64  # "memory flat": the transfer adds less than this to the child's peak RSS
 VARIANTS = {
@@ -159,65 +159,10 @@ class SessionCpu(threading.Thread):
         return sum(self.seen.values())
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
 def start_sshd(folder: Path) -> Server:
-    """sshd configured as the tests' fixture: ed25519 keys, internal-sftp, loopback only."""
-    for name in ("hostkey", "userkey"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)],
-                       check=True, capture_output=True, timeout=30)
-    (folder / "authorized_keys").write_text((folder / "userkey.pub").read_text())
-    (folder / "authorized_keys").chmod(0o600)
-    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
-    log = folder / "sshd.log"
-    for _ in range(3):  # another process may take the free port before sshd binds it
-        port = _free_port()
-        (folder / "sshd_config").write_text(
-            f"Port {port}\n"
-            "ListenAddress 127.0.0.1\n"
-            f"HostKey {folder / 'hostkey'}\n"
-            f"AuthorizedKeysFile {folder / 'authorized_keys'}\n"
-            "StrictModes no\n"
-            "UsePAM no\n"
-            "PasswordAuthentication yes\n"
-            "KbdInteractiveAuthentication no\n"
-            f"PidFile {folder / 'sshd.pid'}\n"
-            "Subsystem sftp internal-sftp\n"
-        )
-        with open(log, "ab") as err:
-            process = subprocess.Popen([SSHD, "-f", str(folder / "sshd_config"), "-D", "-e"],
-                                       stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-        if _wait_for_port(port, process):
-            kind, key = (folder / "hostkey.pub").read_text().split()[:2]
-            (folder / "known_hosts").write_text(f"[127.0.0.1]:{port} {kind} {key}\n")
-            return Server(folder, port, process)
-        stop_sshd(process)
-    raise RuntimeError(f"sshd did not start; its log:\n{log.read_text(errors='replace')}")
-
-
-def stop_sshd(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    """sshd as the tests' `sshd` fixture starts it: ed25519 keys, internal-sftp, loopback only."""
+    process, port = servers_ssh.start_sshd(folder)
+    return Server(folder, port, process)
 
 
 # ---------------------------------------------------------------- the payload
@@ -607,8 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         return run_child(args)
-    if not os.access(SSHD, os.X_OK) or not shutil.which("sftp"):
-        print(f"needs OpenSSH: {SSHD} and sftp (apt-get install openssh-server openssh-client)")
+    if not os.access(servers_ssh.SSHD, os.X_OK) or not shutil.which("sftp"):
+        print(f"needs OpenSSH: {servers_ssh.SSHD} and sftp "
+              "(apt-get install openssh-server openssh-client)")
         return 1
 
     workdir = args.workdir.resolve()
@@ -629,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sshd pid {server.process.pid} on 127.0.0.1:{server.port}", flush=True)
         runs = run_all(variants, server, payload, expected_md5, runs_dir, max(1, args.repeat))
     finally:
-        stop_sshd(server.process)
+        servers_ssh.stop(server.process)
         shutil.rmtree(server.folder, ignore_errors=True)
         shutil.rmtree(runs_dir, ignore_errors=True)
     return 0 if report(runs, payload.stat().st_size, max(1, args.repeat)) else 1

@@ -8,15 +8,15 @@ destination confirmed the whole file, so a crash mid-transfer never reads as del
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from resources.bookkeeping import SCHEMA, BookkeepingTable, new_id, now  # noqa: F401 (new_id re-exported)
 from resources.warehouse import WarehouseResource
 
-SCHEMA, TABLE = "stagecoach", "file_history"
+TABLE = "file_history"
 TARGET = f'"{SCHEMA}"."{TABLE}"'
 
 SENDING, DELIVERED, FAILED, EMPTY = "sending", "delivered", "failed", "empty_not_sent"
@@ -54,30 +54,11 @@ _TYPES = {"size": "BIGINT", "row_count": "BIGINT", "created_at": "TIMESTAMP",
           "delivered_at": "TIMESTAMP"}
 
 
-def new_id() -> str:
-    return uuid.uuid4().hex[:16]
-
-
-def now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)  # stored as UTC without a zone, portably
-
-
-class DeliveryLedger:
+class DeliveryLedger(BookkeepingTable):
     """Reads and writes the ledger table through any warehouse (DuckDB, PostgreSQL...)."""
 
     def __init__(self, warehouse: WarehouseResource):
-        self.warehouse = warehouse
-        self._ready = False
-
-    def _p(self, name: str) -> str:
-        return self.warehouse.placeholder.format(name)
-
-    def ensure(self) -> None:
-        """Create the table (or add columns a newer Stagecoach records) once per process."""
-        if not self._ready:
-            self.warehouse.ensure_table(SCHEMA, TABLE, {c: _TYPES.get(c, "TEXT")
-                                                        for c in COLUMNS}, primary_key="id")
-            self._ready = True
+        super().__init__(warehouse, TABLE, COLUMNS, _TYPES)
 
     def record(self, entry: LedgerEntry) -> LedgerEntry:
         self.ensure()

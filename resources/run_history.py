@@ -20,10 +20,10 @@ import sqlalchemy as sa
 from pydantic import PrivateAttr
 
 from resources.alerting import AlertDeliveryError, AlertMessage
-from resources.ledger import new_id, now
+from resources.bookkeeping import SCHEMA, BookkeepingTable, new_id, now
 from resources.warehouse import WarehouseError, WarehouseResource
 
-SCHEMA, TABLE = "stagecoach", "run_history"
+TABLE = "run_history"
 TARGET = f'"{SCHEMA}"."{TABLE}"'
 ALERT, RUN = "alert", "run"
 ERROR_MAX_CHARS = 4000
@@ -70,22 +70,11 @@ def _capped(text: str | None) -> str | None:
     return text[: ERROR_MAX_CHARS - 3] + "..."
 
 
-class RunHistory:
+class RunHistory(BookkeepingTable):
     """Appends to and reads the run-history table through any warehouse."""
 
     def __init__(self, warehouse: WarehouseResource):
-        self.warehouse = warehouse
-        self._ready = False
-
-    def _p(self, name: str) -> str:
-        return self.warehouse.placeholder.format(name)
-
-    def ensure(self) -> None:
-        """Create the table (or add the columns a newer Stagecoach records) once per process."""
-        if not self._ready:
-            self.warehouse.ensure_table(SCHEMA, TABLE, {c: _TYPES.get(c, "TEXT")
-                                                        for c in COLUMNS}, primary_key="id")
-            self._ready = True
+        super().__init__(warehouse, TABLE, COLUMNS, _TYPES)
 
     def _append(self, record: RunRecord) -> RunRecord:
         self.ensure()

@@ -23,11 +23,11 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import dagster as dg
 import paramiko
 from pydantic import Field
 
 from resources.sftp import open_ssh_client
+from resources.ssh_connection import SshConnection
 
 TAIL_LINES = 20
 MASK = "***"
@@ -120,20 +120,9 @@ class _Lines:
         return "\n".join(self.tail)
 
 
-class SshCommandResource(dg.ConfigurableResource):
+class SshCommandResource(SshConnection):
     """A host Stagecoach runs commands on over SSH; its host key is always checked."""
 
-    host: str
-    port: int = 22
-    username: str
-    password: str | None = None
-    private_key_path: str | None = None
-    private_key_passphrase: str | None = None
-    known_hosts: str | None = Field(None, description="Default ~/.ssh/known_hosts.")
-    host_key: str | None = Field(
-        None, description="The server's public host key pinned, as in known_hosts without the "
-        "host ('ssh-ed25519 AAAA…'); when set, only this key is accepted and known_hosts is "
-        "not read.")
     timeout_seconds: float = Field(30, description="For connecting and logging in; the "
                                    "command's own limit is `run(timeout_seconds=...)`.")
 

@@ -12,9 +12,13 @@ that follow it.
 - alarm: an asset check that failed in a run (a query's row-count bounds).
 
 Every delivery is also written to a ledger in the instance's key-value store before the next
-one: an evaluation that Dagster times out and runs again (its cursor not saved) skips what
-already went out. A reporter that cannot deliver is logged on the tick and the others still
-send; nothing here raises, since a run-status sensor that raises moves on without retrying.
+one (sensors/alert_ledger.py): an evaluation that Dagster times out and runs again (its cursor
+not saved) skips what already went out. A reporter that cannot deliver is logged on the tick and
+the others still send. The sensor's own bookkeeping failing (the ledger, the run's checks not
+readable) is logged at error level naming the reporter and raised, after the other reporters
+had their turn, so the tick shows as failed: Dagster's run-status sensors catch the exception,
+mark the tick FAILURE with it and still move their cursor on (they are not retried: their
+run's alert may be lost); the other sensors keep their cursor and try again on the next tick.
 """
 
 from __future__ import annotations
@@ -23,15 +27,24 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.selector import RepositorySelector
+from dagster._core.definitions.selector import InstigatorSelector
+from dagster._core.remote_origin import RemoteInstigatorOrigin, RemoteRepositoryOrigin
 from dagster._core.scheduler.instigation import InstigatorTick, InstigatorType, TickStatus
 
 from assets import spec
 from resources.alert_templates import first_lines, human_duration, render_alert
 from resources.alerting import AlertChannel, AlertDeliveryError, AlertMessage
+from sensors.alert_ledger import (
+    KEEP_SECONDS,
+    ledger_key,
+    prune_due,
+    prune_ledger,
+    pruned_key,
+)
 from sensors.common import DURATION_ALERT_TAG, MISSING_FILES_TAG, missing_in_skip_reason
 
 WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run when retries are on
@@ -39,7 +52,6 @@ RETRY_NUMBER_TAG = "dagster/retry_number"
 INTERVAL_SECONDS = 15
 STALE_TICK_SECONDS = 3600  # older ticks (a sensor stopped for a while) are passed over
 TICKS_PER_EVALUATION = 50  # per instigator: a backlog drains over several evaluations
-LEDGER_PREFIX = "stagecoach/alert"
 
 
 @dataclass(frozen=True)
@@ -76,20 +88,64 @@ class AlertContext:
         return {"reporters": [r.description for r in self.reporters]}
 
     def _ledger_key(self, reporter: Reporter, condition: str) -> str:
-        return f"{LEDGER_PREFIX}/{self.workflow}/{reporter.name}/{condition}"
+        return ledger_key(self.workflow, reporter.name, condition)
+
+    def _read_ledger(self, context: Any, what: str, reporters: Sequence[Reporter],
+                     keys: set[str]) -> tuple[Mapping[str, str], bool]:
+        """The ledger entries among `keys`, and whether the ledger is due for pruning."""
+        try:
+            found = context.instance.run_storage.get_cursor_values(
+                {*keys, pruned_key(self.workflow)})
+        except Exception as error:
+            names = ", ".join(r.name for r in reporters)
+            context.log.error(f"{what}: the alert ledger of reporter(s) {names} could not be "
+                              f"read ({type(error).__name__}); nothing sent")
+            raise
+        return found, prune_due(found, self.workflow, time.time())
+
+    def _write_ledger(self, context: Any, what: str, reporter: Reporter, key: str,
+                      failures: list[Exception]) -> bool:
+        """Note a delivery in the ledger; a failure is logged and kept in `failures`."""
+        try:
+            context.instance.run_storage.set_cursor_values({key: str(int(time.time()))})
+        except Exception as error:
+            context.log.error(f"{what} sent by reporter {reporter.name} but not written to the "
+                              f"alert ledger ({type(error).__name__}): it may be sent again")
+            failures.append(error)
+            return False
+        return True
+
+    def _finish(self, context: Any, prune: bool, failures: list[Exception]) -> None:
+        """Prune the ledger when due, then raise the first bookkeeping failure (the tick
+        fails, after every reporter had its turn)."""
+        if prune and not failures:
+            try:
+                pruned = prune_ledger(context.instance.run_storage, self.workflow, time.time())
+            except Exception as error:
+                context.log.error(f"the alert ledger of {self.workflow} could not be pruned "
+                                  f"({type(error).__name__})")
+                raise
+            if pruned:
+                context.log.info(f"{pruned} alert ledger entries older than "
+                                 f"{human_duration(KEEP_SECONDS)} pruned")
+        if failures:
+            raise failures[0]
 
     def send(self, context: Any, event: str, condition: str, values: dict[str, Any]) -> None:
         """Send one event to every reporter following it, once per `condition` (e.g.
         'failure:<run id>') and reporter, however many times this is called."""
         values = {"workflow": self.workflow, **values}
         targets = [r for r in self.reporters if r.follows(event, values.get("job"))]
-        storage = context.instance.run_storage
-        keys = {self._ledger_key(r, condition) for r in targets}
-        done = storage.get_cursor_values(keys) if keys else {}
+        if not targets:
+            return
+        what = f"{event} alert"
+        done, prune = self._read_ledger(context, what, targets,
+                                        {self._ledger_key(r, condition) for r in targets})
+        failures: list[Exception] = []
         for reporter in targets:
             key = self._ledger_key(reporter, condition)
             if key in done:
-                context.log.info(f"{event} alert already sent by reporter {reporter.name}")
+                context.log.info(f"{what} already sent by reporter {reporter.name}")
                 continue
             try:
                 title, text = render_alert(event, values, reporter.templates.get(event))
@@ -103,28 +159,34 @@ class AlertContext:
                 duration_seconds=values.get("duration_seconds"),
                 failed_step=values.get("failed_step"), error=first_lines(values.get("error")),
                 run_url=values.get("run_url"), details=dict(values.get("details") or {}))
-            if _attempt(context.log, f"{event} alert", reporter,
-                        lambda r=reporter, m=message: r.make_channel().send_alert(m)):
-                storage.set_cursor_values({key: str(int(time.time()))})
-                context.log.info(f"{event} alert sent by reporter {reporter.name} ({title})")
+            if (_attempt(context.log, what, reporter,
+                         lambda r=reporter, m=message: r.make_channel().send_alert(m))
+                    and self._write_ledger(context, what, reporter, key, failures)):
+                context.log.info(f"{what} sent by reporter {reporter.name} ({title})")
+        self._finish(context, prune, failures)
 
     def record_run(self, context: Any, values: dict[str, Any], started: float | None,
                    ended: float | None, tags: Mapping[str, str]) -> None:
         """A row per finished run in the run-history table of each dataset reporter."""
-        storage = context.instance.run_storage
-        for reporter in self.reporters:
-            if not reporter.records_runs or (reporter.jobs is not None
-                                             and values.get("job") not in reporter.jobs):
-                continue
-            key = self._ledger_key(reporter, f"run:{values['run_id']}")
-            if key in storage.get_cursor_values({key}):
+        targets = [r for r in self.reporters if r.records_runs and (
+            r.jobs is None or values.get("job") in r.jobs)]
+        if not targets:
+            return
+        condition = f"run:{values['run_id']}"
+        done, prune = self._read_ledger(context, "run record", targets,
+                                        {self._ledger_key(r, condition) for r in targets})
+        failures: list[Exception] = []
+        for reporter in targets:
+            key = self._ledger_key(reporter, condition)
+            if key in done:
                 continue
             if _attempt(context.log, "run record", reporter,
                         lambda r=reporter: r.make_channel().record_run(  # type: ignore
                             self.workflow, values.get("job"), values.get("run_id"),
                             values["status"], started, ended, values.get("failed_step"),
                             values.get("error"), tags)):
-                storage.set_cursor_values({key: str(int(time.time()))})
+                self._write_ledger(context, "run record", reporter, key, failures)
+        self._finish(context, prune, failures)
 
     def run_values(self, run: dg.DagsterRun, record: Any
                    ) -> tuple[dict[str, Any], float | None, float | None]:
@@ -175,6 +237,101 @@ def _current(context: dg.RunStatusSensorContext) -> tuple[dg.DagsterRun, Any]:
     return run, record
 
 
+@dataclass(frozen=True)
+class RunSensorKind:
+    """One run-status alert sensor: the run status it follows and what it does with a run."""
+
+    status: dg.DagsterRunStatus
+    name: str  # `<workflow>_<name>_sensor`
+    description: str  # `{wf}` stands for the workflow's name
+    event: str | None  # the alert it sends; None: it only records runs
+    react: Callable[[Any, AlertContext, dg.DagsterRun, dict[str, Any], bool], None]
+    records: bool = True  # also writes the run to the run history (dataset reporters)
+    alarms: bool = False  # also needed for alarms (asset checks that failed in the run)
+
+
+def _on_start(context: Any, alerts: AlertContext, run: dg.DagsterRun, values: dict[str, Any],
+              checks: bool) -> None:
+    # The event, not the run's status now (a short run may have finished already).
+    values["status"] = dg.DagsterRunStatus.STARTED.value
+    alerts.send(context, "start", f"start:{run.run_id}", values)
+
+
+def _on_success(context: Any, alerts: AlertContext, run: dg.DagsterRun,
+                values: dict[str, Any], checks: bool) -> None:
+    retry = _int(run.tags.get(RETRY_NUMBER_TAG))
+    if retry:
+        values["details"] = {"note": f"on attempt {retry + 1}, after {retry} failed "
+                                     f"attempt{'s' if retry > 1 else ''}"}
+    alerts.send(context, "success", f"success:{run.run_id}", values)
+    if checks:
+        _report_alarms(context, alerts, values)
+
+
+def _on_failure(context: dg.RunFailureSensorContext, alerts: AlertContext, run: dg.DagsterRun,
+                values: dict[str, Any], checks: bool) -> None:
+    try:
+        steps = context.get_step_failure_events()
+    except Exception as error:  # the event log unreadable: alert without the step
+        context.log.warning(f"failed steps of run {run.run_id} not read "
+                            f"({type(error).__name__}): the alert names no step")
+        steps = []
+    if steps:
+        values["failed_step"] = steps[0].step_key
+        values["error"] = _root_error(steps[0].event_specific_data.error)
+    else:
+        values["error"] = context.failure_event.message
+    if run.tags.get(WILL_RETRY_TAG) == "true":
+        context.log.info(f"run {run.run_id} will be retried: its last attempt alerts")
+        return
+    alerts.send(context, "failure", f"failure:{run.run_id}", values)
+    if checks:
+        _report_alarms(context, alerts, values)
+
+
+def _on_cancel(context: Any, alerts: AlertContext, run: dg.DagsterRun, values: dict[str, Any],
+               checks: bool) -> None:
+    """Nothing to alert: a cancelled run is only recorded."""
+
+
+RUN_SENSORS = (
+    RunSensorKind(dg.DagsterRunStatus.STARTED, "run_started_alert",
+                  "Reports each started run of {wf}'s jobs.", "start", _on_start,
+                  records=False),
+    RunSensorKind(dg.DagsterRunStatus.SUCCESS, "run_success_alert",
+                  "Reports each successful run of {wf}'s jobs.", "success", _on_success,
+                  alarms=True),
+    RunSensorKind(dg.DagsterRunStatus.FAILURE, "run_failure_alert",
+                  "Reports each failed run of {wf}'s jobs (a run Dagster will retry: its last "
+                  "attempt).", "failure", _on_failure, alarms=True),
+    RunSensorKind(dg.DagsterRunStatus.CANCELED, "run_canceled_record",
+                  "Records each cancelled run of {wf}'s jobs in the run history.", None,
+                  _on_cancel),
+)
+
+
+def _run_sensor(kind: RunSensorKind, alerts: AlertContext, checks: bool,
+                common: Mapping[str, Any]) -> dg.SensorDefinition:
+    """The run-status sensor of one RunSensorKind (a run-failure sensor for failures, whose
+    context reads the failed steps)."""
+    wf = alerts.workflow
+    decorator = (dg.run_failure_sensor if kind.status == dg.DagsterRunStatus.FAILURE
+                 else partial(dg.run_status_sensor, run_status=kind.status))
+
+    @decorator(name=f"{wf}_{kind.name}_sensor", description=kind.description.format(wf=wf),
+               **common)
+    def _react(context: dg.RunStatusSensorContext) -> None:
+        run, record = _current(context)
+        values, started, ended = alerts.run_values(run, record)
+        try:
+            kind.react(context, alerts, run, values, checks)
+        finally:  # the run is recorded even when its alerts' bookkeeping failed
+            if kind.records:
+                alerts.record_run(context, values, started, ended, run.tags)
+
+    return _react
+
+
 def build_alert_sensors(workflow: spec.Workflow, reporters: Sequence[Reporter],
                         jobs: Sequence[Any], instigators: Mapping[str, str | None],
                         run_url: Callable[[str], str]) -> AlertBundle:
@@ -191,75 +348,10 @@ def build_alert_sensors(workflow: spec.Workflow, reporters: Sequence[Reporter],
     common = {"monitored_jobs": list(jobs), "default_status": dg.DefaultSensorStatus.RUNNING,
               "minimum_interval_seconds": INTERVAL_SECONDS, "metadata": alerts.metadata()}
 
-    if "start" in wanted:
-        @dg.run_status_sensor(run_status=dg.DagsterRunStatus.STARTED,
-                              name=f"{wf}_run_started_alert_sensor",
-                              description=f"Reports each started run of {wf}'s jobs.", **common)
-        def _started(context: dg.RunStatusSensorContext) -> None:
-            run, record = _current(context)
-            values, _, _ = alerts.run_values(run, record)
-            # The event, not the run's status now (a short run may have finished already).
-            values["status"] = dg.DagsterRunStatus.STARTED.value
-            alerts.send(context, "start", f"start:{run.run_id}", values)
-
-        bundle.sensors.append(_started)
-
-    if "success" in wanted or records or checks:
-        @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS,
-                              name=f"{wf}_run_success_alert_sensor",
-                              description=f"Reports each successful run of {wf}'s jobs.",
-                              **common)
-        def _succeeded(context: dg.RunStatusSensorContext) -> None:
-            run, record = _current(context)
-            values, started, ended = alerts.run_values(run, record)
-            retry = _int(run.tags.get(RETRY_NUMBER_TAG))
-            if retry:
-                values["details"] = {"note": f"on attempt {retry + 1}, after {retry} failed "
-                                             f"attempt{'s' if retry > 1 else ''}"}
-            alerts.send(context, "success", f"success:{run.run_id}", values)
-            if checks:
-                _report_alarms(context, alerts, values)
-            alerts.record_run(context, values, started, ended, run.tags)
-
-        bundle.sensors.append(_succeeded)
-
-    if "failure" in wanted or records or checks:
-        @dg.run_failure_sensor(name=f"{wf}_run_failure_alert_sensor",
-                               description=f"Reports each failed run of {wf}'s jobs (a run "
-                                           "Dagster will retry: its last attempt).", **common)
-        def _failed(context: dg.RunFailureSensorContext) -> None:
-            run, record = _current(context)
-            values, started, ended = alerts.run_values(run, record)
-            try:
-                steps = context.get_step_failure_events()
-            except Exception:  # the event log unreadable: alert without the step
-                steps = []
-            if steps:
-                values["failed_step"] = steps[0].step_key
-                values["error"] = _root_error(steps[0].event_specific_data.error)
-            else:
-                values["error"] = context.failure_event.message
-            if run.tags.get(WILL_RETRY_TAG) == "true":
-                context.log.info(f"run {run.run_id} will be retried: its last attempt alerts")
-            else:
-                alerts.send(context, "failure", f"failure:{run.run_id}", values)
-                if checks:
-                    _report_alarms(context, alerts, values)
-            alerts.record_run(context, values, started, ended, run.tags)
-
-        bundle.sensors.append(_failed)
-
-    if records:
-        @dg.run_status_sensor(run_status=dg.DagsterRunStatus.CANCELED,
-                              name=f"{wf}_run_canceled_record_sensor",
-                              description=f"Records each cancelled run of {wf}'s jobs in the "
-                                          "run history.", **common)
-        def _canceled(context: dg.RunStatusSensorContext) -> None:
-            run, record = _current(context)
-            values, started, ended = alerts.run_values(run, record)
-            alerts.record_run(context, values, started, ended, run.tags)
-
-        bundle.sensors.append(_canceled)
+    for kind in RUN_SENSORS:
+        if (kind.event in wanted or (kind.records and records)
+                or (kind.alarms and checks)):
+            bundle.sensors.append(_run_sensor(kind, alerts, checks, common))
 
     timed = [j.name for j in jobs if DURATION_ALERT_TAG in (j.tags or {})]
     if "runtime_exceeded" in wanted and timed:
@@ -285,9 +377,11 @@ def _report_alarms(context: dg.RunStatusSensorContext, alerts: AlertContext,
         expectations = context.instance.get_records_for_run(
             run_id=values["run_id"], of_type=dg.DagsterEventType.STEP_EXPECTATION_RESULT).records
     except Exception as error:
-        context.log.error(f"checks of run {values['run_id']} not read: "
-                          f"{type(error).__name__}")
-        return
+        followers = ", ".join(r.name for r in alerts.reporters if r.follows("alarm",
+                                                                             values["job"]))
+        context.log.error(f"alarm alerts of reporter(s) {followers}: the checks of run "
+                          f"{values['run_id']} could not be read ({type(error).__name__})")
+        raise
     for record in expectations:
         result = record.event_log_entry.dagster_event.event_specific_data.expectation_result
         if result.success:
@@ -354,21 +448,17 @@ def _tick_sensor(alerts: AlertContext, instigators: Mapping[str, str | None]
         seen: dict[str, float] = state.setdefault("ticks", {})
         failing = set(state.get("failing", []))  # instigators whose last tick failed
         sent = 0
-        for instigator in _states_of(context):
-            name = instigator.name
-            if name not in instigators:
-                continue
-            kind = ("schedule" if instigator.instigator_type == InstigatorType.SCHEDULE
-                    else "sensor")
+        for name, origin_id, selector_id in _tick_sources(context, instigators, known):
             after = max(seen.get(name, state["since"]), now - STALE_TICK_SECONDS)
-            ticks = context.instance.get_ticks(instigator.instigator_origin_id,
-                                               instigator.selector_id, after=after)
+            ticks = context.instance.get_ticks(origin_id, selector_id, after=after)
             for tick in sorted(ticks, key=lambda t: t.timestamp)[:TICKS_PER_EVALUATION]:
                 if tick.status == TickStatus.STARTED:
                     break  # its outcome is not known yet: read it again next time
                 if tick.status == TickStatus.FAILURE and name in failing:
                     pass  # still failing: reported at the first failure of the series
                 else:
+                    kind = ("schedule" if tick.instigator_type == InstigatorType.SCHEDULE
+                            else "sensor")
                     sent += _report_tick(context, alerts, name, kind, instigators[name], tick)
                 if tick.status == TickStatus.FAILURE:
                     failing.add(name)
@@ -380,19 +470,30 @@ def _tick_sensor(alerts: AlertContext, instigators: Mapping[str, str | None]
         context.update_cursor(json.dumps(state))
         return dg.SkipReason(f"{sent} tick(s) reported" if sent else "no new tick to report")
 
+    known: dict[str, list[tuple[str, str, str]]] = {}  # repository origin id → its sources
     return _ticks
 
 
-def _states_of(context: dg.SensorEvaluationContext) -> list[Any]:
-    """This code location's schedules and sensors (all of the instance's outside a daemon,
-    e.g. in a test, where the location is not known)."""
+def _tick_sources(context: dg.SensorEvaluationContext, names: Mapping[str, Any],
+                  known: dict[str, list[tuple[str, str, str]]]) -> list[tuple[str, str, str]]:
+    """(name, origin id, selector id) of each of `names` for reading its ticks.
+
+    Under the daemon the ids follow from the code location, the repository and the names, as
+    Dagster derives them: computed once, no storage read. Outside one (e.g. a test, where the
+    location is not known) the instance's schedule and sensor states are read for them.
+    """
     origin = context.code_location_origin
     if origin is None or context.repository_name is None:
-        return list(context.instance.all_instigator_state())
-    selector = RepositorySelector(location_name=origin.location_name,
-                                  repository_name=context.repository_name)
-    return list(context.instance.all_instigator_state(
-        repository_selector_id=selector.selector_id))
+        return [(s.name, s.instigator_origin_id, s.selector_id)
+                for s in context.instance.all_instigator_state() if s.name in names]
+    repository = RemoteRepositoryOrigin(origin, context.repository_name)
+    if (key := repository.get_id()) not in known:
+        known[key] = [(name, RemoteInstigatorOrigin(repository, name).get_id(),
+                       InstigatorSelector(location_name=origin.location_name,
+                                          repository_name=context.repository_name,
+                                          name=name).get_id())
+                      for name in names]
+    return known[key]
 
 
 def _report_tick(context: dg.SensorEvaluationContext, alerts: AlertContext, name: str,

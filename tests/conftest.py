@@ -7,14 +7,12 @@ cannot start skips the tests that need it; in CI (`CI=true`) it fails them.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +22,17 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from tests.servers_ssh import (  # noqa: F401 (re-exported)
+    SSHD,
+    free_port,
+    start_sshd,
+    wait_for_port,
+)
+from tests.servers_ssh import stop as _stop
+
 # The reliability/security suite's report (markers fault, bad_input, security; `make reliability`).
 pytest_plugins = ["tests.reliability_report"]
 
-SSHD = "/usr/sbin/sshd"
 POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 
@@ -36,27 +41,6 @@ def need_server(name: str, reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{name} is required in CI: {reason}", pytrace=False)
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen | None = None,
-                  timeout: float = 10.0) -> bool:
-    """True once 127.0.0.1:port accepts a connection; False if the process died or time ran out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 # ---------------------------------------------------------------- sshd
@@ -74,52 +58,6 @@ class SshServer:
     config_dir: Path
 
 
-def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
-                   check=True, capture_output=True, timeout=30)
-
-
-def known_hosts_line(port: int, public_key_file: Path) -> str:
-    key_type, key = public_key_file.read_text().split()[:2]
-    return f"[127.0.0.1]:{port} {key_type} {key}\n"
-
-
-def _start_sshd(folder: Path) -> tuple[subprocess.Popen, int]:
-    config = folder / "sshd_config"
-    log = folder / "sshd.log"
-    for _ in range(3):  # another process may take the free port before sshd binds it
-        port = free_port()
-        config.write_text(
-            f"Port {port}\n"
-            "ListenAddress 127.0.0.1\n"
-            f"HostKey {folder / 'hostkey'}\n"
-            f"AuthorizedKeysFile {folder / 'authorized_keys'}\n"
-            "StrictModes no\n"
-            "UsePAM no\n"
-            "PasswordAuthentication yes\n"
-            "KbdInteractiveAuthentication no\n"
-            f"PidFile {folder / 'sshd.pid'}\n"
-            "Subsystem sftp internal-sftp\n"
-        )
-        with open(log, "ab") as err:
-            process = subprocess.Popen([SSHD, "-f", str(config), "-D", "-e"],
-                                       stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-        if wait_for_port(port, process):
-            return process, port
-        _stop(process)
-    raise RuntimeError(f"sshd did not start; its log:\n{log.read_text(errors='replace')}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     if not os.access(SSHD, os.X_OK):
@@ -127,20 +65,14 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     folder = tmp_path_factory.mktemp("sshd")
     root = tmp_path_factory.mktemp("sftp_root")
     try:
-        _keygen(folder / "hostkey")
-        _keygen(folder / "userkey")
-        (folder / "authorized_keys").write_text((folder / "userkey.pub").read_text())
-        (folder / "authorized_keys").chmod(0o600)
-        Path("/run/sshd").mkdir(parents=True, exist_ok=True)
-        process, port = _start_sshd(folder)
+        process, port = start_sshd(folder)
     except (OSError, subprocess.SubprocessError, RuntimeError) as failed:
         need_server("sshd", f"cannot start sshd: {failed}")
-    known_hosts = folder / "known_hosts"
-    known_hosts.write_text(known_hosts_line(port, folder / "hostkey.pub"))
     try:
         yield SshServer(host="127.0.0.1", port=port, username=getpass.getuser(),
-                        private_key_path=folder / "userkey", known_hosts_path=known_hosts,
-                        root=root, pid=process.pid, config_dir=folder)
+                        private_key_path=folder / "userkey",
+                        known_hosts_path=folder / "known_hosts", root=root, pid=process.pid,
+                        config_dir=folder)
     finally:
         _stop(process)
 
@@ -210,11 +142,14 @@ def drop_database(admin: sa.Engine, name: str) -> None:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+@contextlib.contextmanager
+def fresh_database(prefix: str) -> Iterator[str]:
+    """Yield the SQLAlchemy URL of a new, empty database `<prefix>_<random>`; drop it on the
+    way out. (The session's `postgres_url` is one; a Dagster instance needs its own, since its
+    tables, runs and cursors must start empty.)"""
     admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT",
                              connect_args={"connect_timeout": 3})
-    name = f"stagecoach_test_{secrets.token_hex(4)}"
+    name = f"{prefix}_{secrets.token_hex(4)}"
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
@@ -227,6 +162,12 @@ def postgres_url() -> Iterator[str]:
     finally:
         drop_database(admin, name)
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with fresh_database("stagecoach_test") as url:
+        yield url
 
 
 # ---------------------------------------------------------------- Stagecoach

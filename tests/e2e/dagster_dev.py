@@ -176,6 +176,42 @@ def wait_for_run(dev: DagsterDev, run_id: str, timeout: float = RUN_TIMEOUT) -> 
     return status
 
 
+SCHEDULE_QUERY = """
+query ($selector: ScheduleSelector!) { scheduleOrError(scheduleSelector: $selector) {
+    __typename ... on Schedule { scheduleState { status } } } }
+"""
+START_SCHEDULE = """
+mutation ($selector: ScheduleSelector!) { startSchedule(scheduleSelector: $selector) {
+    __typename ... on PythonError { message } } }
+"""
+SENSOR_QUERY = """
+query ($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+    __typename ... on Sensor { sensorState { status ticks(limit: 1) { status } } } } }
+"""
+START_SENSOR = """
+mutation ($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {
+    __typename ... on PythonError { message } } }
+"""
+
+
+def instigator_selector(kind: str, name: str) -> dict[str, str]:
+    """The GraphQL selector of the stagecoach location's schedule or sensor `name`."""
+    key = "scheduleName" if kind == "schedule" else "sensorName"
+    return {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, key: name}
+
+
+def start_instigator(dev: DagsterDev, kind: str, name: str) -> None:
+    """Start a schedule or sensor (`kind`) unless it is running already; it must exist."""
+    query, start = ((SCHEDULE_QUERY, START_SCHEDULE) if kind == "schedule"
+                    else (SENSOR_QUERY, START_SENSOR))
+    selector = instigator_selector(kind, name)
+    state = dev.graphql(query, {"selector": selector})[f"{kind}OrError"]
+    assert state["__typename"] == kind.title(), state
+    if state[f"{kind}State"]["status"] != "RUNNING":
+        started = dev.graphql(start, {"selector": selector})
+        assert "PythonError" not in str(started), started
+
+
 RUN_QUERY = """
 query ($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run {
     status tags { key value }

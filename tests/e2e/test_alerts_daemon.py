@@ -15,10 +15,11 @@ import pytest
 
 from tests import servers_http
 from tests.e2e.dagster_dev import (
-    LOCATION,
-    REPOSITORY,
+    SENSOR_QUERY,
     DagsterDev,
+    instigator_selector,
     running_dagster_dev,
+    start_instigator,
     wait_for_run,
 )
 from tests.servers_http import HttpRecorder
@@ -33,24 +34,6 @@ PROBE = '''
 def source_is_down(context):
     raise ConnectionError("inventory API at 127.0.0.1:9 refused the connection")
 '''
-
-SENSOR_QUERY = """
-query ($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
-    __typename ... on Sensor { sensorState { status ticks(limit: 1) { status } } } } }
-"""
-START_SENSOR = """
-mutation ($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {
-    __typename ... on PythonError { message } } }
-"""
-SCHEDULE_QUERY = """
-query ($selector: ScheduleSelector!) { scheduleOrError(scheduleSelector: $selector) {
-    __typename ... on Schedule { scheduleState { status } } } }
-"""
-START_SCHEDULE = """
-mutation ($selector: ScheduleSelector!) { startSchedule(scheduleSelector: $selector) {
-    __typename ... on PythonError { message } } }
-"""
-
 
 def spec(root: Path) -> str:
     return f"""
@@ -97,22 +80,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, http_recorder: HttpRecorder
     for name in ("STAGECOACH_WAREHOUSE_URL", "STAGECOACH_EXECUTOR"):
         env.pop(name, None)
     with running_dagster_dev(root, root / "workflows", env) as dev:
-        _start(dev, "schedule", f"{WF}_morning_schedule")
-        _start(dev, "sensor", f"{WF}_inventory_sensor")
+        start_instigator(dev, "schedule", f"{WF}_morning_schedule")
+        start_instigator(dev, "sensor", f"{WF}_inventory_sensor")
         yield dev, path
-
-
-def _start(dev: DagsterDev, kind: str, name: str) -> None:
-    key = "scheduleName" if kind == "schedule" else "sensorName"
-    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, key: name}
-    query, start = (SCHEDULE_QUERY, START_SCHEDULE) if kind == "schedule" else (SENSOR_QUERY,
-                                                                                 START_SENSOR)
-    field = f"{kind}OrError"
-    state = dev.graphql(query, {"selector": selector})[field]
-    assert state["__typename"] in ("Schedule", "Sensor"), state
-    if state[f"{kind}State"]["status"] != "RUNNING":
-        started = dev.graphql(start, {"selector": selector})
-        assert "PythonError" not in str(started), started
 
 
 TICKS = """
@@ -122,8 +92,7 @@ query ($selector: %(type)s!) { %(kind)sOrError(%(kind)sSelector: $selector) {
 
 
 def _tick_statuses(dev: DagsterDev, kind: str, name: str) -> list[str]:
-    key = "scheduleName" if kind == "schedule" else "sensorName"
-    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, key: name}
+    selector = instigator_selector(kind, name)
     query = TICKS % {"type": f"{kind.title()}Selector", "kind": kind, "name": kind.title()}
     state = dev.graphql(query, {"selector": selector})[f"{kind}OrError"][f"{kind}State"]
     return [t["status"] for t in state["ticks"]]
@@ -169,8 +138,7 @@ def test_a_missing_file_and_a_failing_sensor_alert_once_each(
 def test_a_failed_run_alerts_once_through_the_daemon(daemon: tuple[DagsterDev, str],
                                                      http_recorder: HttpRecorder):
     dev, path = daemon
-    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY,
-                "sensorName": f"{WF}_run_failure_alert_sensor"}
+    selector = instigator_selector("sensor", f"{WF}_run_failure_alert_sensor")
     deadline = time.monotonic() + 60  # the sensor's first tick sets its cursor: wait for it
     while not dev.graphql(SENSOR_QUERY, {"selector": selector})["sensorOrError"][
             "sensorState"]["ticks"]:

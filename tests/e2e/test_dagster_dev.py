@@ -31,8 +31,10 @@ from tests.e2e.dagster_dev import (
     DagsterDev,
     run_details,
     running_dagster_dev,
+    start_instigator,
     wait_for_run,
 )
+from tests.specs import EVERYONE_QUERY, people_spec
 
 pytestmark = pytest.mark.timeout(600)
 WORKFLOW = "e2e"
@@ -43,26 +45,11 @@ PEOPLE = "id,name,city\n1,ada lovelace,London\n2,grace hopper,Arlington\n"
 
 
 def spec(root: Path) -> str:
-    return f"""
-workflow:
-  name: {WORKFLOW}
-  owners: [team:data]
-connections:
-  landing: {{kind: folder, path: {root / 'landing'}}}
-  outbox: {{kind: folder, path: {root / 'outbox'}}}
-couriers:
-  people: {{from: landing, path: people.csv}}
-  nightly_people: {{from: landing, path: nightly.csv}}
-domain_tables:
-  people:
-    from: people
-    columns:
-      customer_id: {{source: id, tag: id}}
-      name: {{tag: name}}
-      city: {{tag: text}}
-queries:
-  everyone:
-    sql: "select customer_id, name, city from domain.people order by customer_id"
+    return people_spec(
+        WORKFLOW, root / "landing", workflow="  owners: [team:data]",
+        connections=f"  outbox: {{kind: folder, path: {root / 'outbox'}}}",
+        couriers="  nightly_people: {from: landing, path: nightly.csv}",
+        rest=EVERYONE_QUERY + f"""
 activations:
   partner:
     query: everyone
@@ -72,8 +59,7 @@ courier_groups:
   # Loads only (no warehouse writes), so its runs never wait for DuckDB's one writer.
   nightly: {{couriers: [nightly_people], run: load, schedule: {{cron: "* * * * *"}}}}
 triggers:
-  hook: {{job: workflow, when: {{kind: webhook, token: {{env: {TOKEN_ENV}}}}}}}
-"""
+  hook: {{job: workflow, when: {{kind: webhook, token: {{env: {TOKEN_ENV}}}}}}}""")
 
 
 @pytest.fixture(scope="module")
@@ -232,14 +218,6 @@ def test_webhook_refuses_to_start_without_its_token(dagster_dev: DagsterDev):
 # ---------------------------------------------------------------- schedules
 
 
-SCHEDULE_QUERY = """
-query ($selector: ScheduleSelector!) { scheduleOrError(scheduleSelector: $selector) {
-    __typename ... on Schedule { scheduleState { status } } } }
-"""
-START_SCHEDULE = """
-mutation ($selector: ScheduleSelector!) { startSchedule(scheduleSelector: $selector) {
-    __typename ... on PythonError { message } } }
-"""
 RUNS_QUERY = """
 query ($job: String!) { runsOrError(filter: {pipelineName: $job}) {
     __typename ... on Runs { results { runId status } } } }
@@ -255,13 +233,7 @@ def test_schedule_tick_launches_a_real_run(dagster_dev: DagsterDev):
         defs.resolve_schedule_def(schedule)
     except dg.DagsterError:  # "no schedule named ...": courier groups make none yet
         pytest.skip("courier groups not wired yet")
-    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY,
-                "scheduleName": schedule}
-    state = dagster_dev.graphql(SCHEDULE_QUERY, {"selector": selector})["scheduleOrError"]
-    assert state["__typename"] == "Schedule", state
-    if state["scheduleState"]["status"] != "RUNNING":
-        started = dagster_dev.graphql(START_SCHEDULE, {"selector": selector})["startSchedule"]
-        assert started["__typename"] != "PythonError", started
+    start_instigator(dagster_dev, "schedule", schedule)
     started_at, deadline = time.monotonic(), time.monotonic() + TICK_TIMEOUT
     seen: list[dict[str, str]] = []
     while time.monotonic() < deadline:

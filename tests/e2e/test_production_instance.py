@@ -26,7 +26,7 @@ import pytest
 import sqlalchemy as sa
 
 from orchestration.demo_data import generate
-from tests.conftest import free_port, need_server, wait_for_port
+from tests.conftest import free_port, fresh_database, need_server, wait_for_port
 from tests.e2e.dagster_dev import (
     LOCATION,
     REPOSITORY,
@@ -39,7 +39,6 @@ from tests.e2e.dagster_dev import (
 )
 from tests.integration.test_postgres import delivered, demo_workflows
 from tests.integration.test_production_config import install_home, instance_env
-from tests.postgres_databases import fresh_database
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -16,6 +16,7 @@ import pytest
 
 from resources.ledger import DeliveryLedger
 from resources.warehouse import WarehouseResource
+from tests.specs import EVERYONE_QUERY, people_spec, write_workflow
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.fault]
 
@@ -46,38 +47,17 @@ def workflow(root: Path, outbox: Path, archive: Path | None) -> Path:
         out.write("id,name,city\n")
         for i in range(ROWS):
             out.write(f"{i},person number {i},City {i % 97}\n")
-    archive_connection = f"  vault: {{kind: folder, path: {archive}}}\n" if archive else ""
-    text = f"""
-workflow:
-  name: full_disk
-  start_date: 2026-11-01
-{"  archive: vault" if archive else ""}
-connections:
-  landing: {{kind: folder, path: {landing}}}
-  outbox: {{kind: folder, path: {outbox}}}
-{archive_connection}
-couriers:
-  people: {{from: landing, path: people.csv}}
-domain_tables:
-  people:
-    from: people
-    columns:
-      customer_id: {{source: id, tag: id}}
-      name: {{tag: name}}
-      city: {{tag: text}}
-queries:
-  everyone:
-    sql: "select customer_id, name, city from domain.people order by customer_id"
+    archive_connection = f"  vault: {{kind: folder, path: {archive}}}" if archive else ""
+    return write_workflow(root, "full_disk", people_spec(
+        "full_disk", landing,
+        workflow="  start_date: 2026-11-01\n" + ("  archive: vault" if archive else ""),
+        connections=f"  outbox: {{kind: folder, path: {outbox}}}\n{archive_connection}",
+        rest=EVERYONE_QUERY + """
 activations:
   partner:
     query: everyone
     to: [outbox]
-    file: {{type: psv, name: people.txt}}
-"""
-    folder = root / "workflows"
-    folder.mkdir()
-    (folder / "full_disk.yaml").write_text(text)
-    return folder
+    file: {type: psv, name: people.txt}"""))
 
 
 def activation_failure(run) -> str:

@@ -26,24 +26,11 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import free_port, need_server, wait_for_port
+from tests.specs import MEMBERS_WORKFLOW
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.fault]
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-MEMBERS_WORKFLOW = """
-workflow: {name: members_load}
-connections:
-  inbox: {kind: folder, path: inbox}
-couriers:
-  members: {from: inbox, path: members.csv}
-domain_tables:
-  members:
-    from: members
-    columns:
-      member_id: {tag: id, required: true, not_null: true}
-      email: {tag: email}
-"""
 
 FINGERPRINT = ("SELECT count(*), md5(coalesce(string_agg(member_id || '|' || "
                "coalesce(email, ''), ',' ORDER BY member_id), '')) FROM domain.members")

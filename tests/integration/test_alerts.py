@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import sqlite3
 import sys
 import threading
 import time
@@ -22,12 +23,21 @@ from urllib.parse import parse_qs
 import dagster as dg
 import duckdb
 import pytest
+from dagster_postgres import PostgresRunStorage
 
 from orchestration import settings
 from orchestration.definitions import build_definitions
 from resources.run_history import SCHEMA, TABLE
 from resources.webhook_channel import TIMESTAMP_HEADER
+from sensors.alert_ledger import (
+    KEEP_SECONDS,
+    PRUNE_EVERY_SECONDS,
+    ledger_key,
+    prune_ledger,
+    pruned_key,
+)
 from tests import servers_http, servers_mail
+from tests.conftest import fresh_database
 from tests.servers_http import HttpRecorder, Reply, closed_port_url
 from tests.servers_mail import SmtpServer
 
@@ -298,10 +308,17 @@ def test_a_long_run_is_reported_once_and_goes_on(setup: Setup, http_recorder: Ht
         cursor = tick(runtime, instance, setup.defs, None)
         cursor = tick(runtime, instance, setup.defs, cursor)  # the same run: not again
         [reported] = json.loads(cursor or "[]")
+        # Alerted, not stopped: no daemon runs here to act on a cancel request or a
+        # `dagster/max_runtime` tag, so look for either on the run the sensor saw going.
+        going = instance.get_run_by_id(reported)
+        assert going.status == dg.DagsterRunStatus.STARTED
+        assert "dagster/max_runtime" not in going.tags
         worker.join(60)
         run = outcome["run"]
-        assert run.status == dg.DagsterRunStatus.SUCCESS  # alerted, not killed
+        assert run.status == dg.DagsterRunStatus.SUCCESS
         assert reported == run.run_id
+        stops = {dg.DagsterEventType.RUN_CANCELING, dg.DagsterEventType.RUN_CANCELED}
+        assert instance.get_records_for_run(run.run_id, of_type=stops).records == []
         assert json.loads(tick(runtime, instance, setup.defs, cursor) or "[]") == []
 
     [alert] = http_recorder.requests(setup.paths["hook"])
@@ -374,3 +391,81 @@ def test_start_and_success_go_only_to_the_reporters_that_ask(setup: Setup,
     assert history_rows(setup.root, run.run_id) == [("alert", "start", "STARTED", None),
                                                     ("alert", "success", "SUCCESS", None),
                                                     ("run", "success", "SUCCESS", None)]
+
+
+DAY = 86400
+
+
+def test_the_ledger_drops_entries_older_than_30_days_hourly(setup: Setup):
+    """The failure sensor prunes its workflow's ledger when it sends, at most once an hour."""
+    sensor = setup.sensor(f"{WF}_run_failure_alert_sensor")
+    now = time.time()
+    old, recent, other = (ledger_key(WF, "hook", "failure:old"),
+                          ledger_key(WF, "hook", "failure:recent"),
+                          ledger_key(f"{WF}x", "hook", "failure:old"))
+    with dg.instance_for_test() as instance:
+        storage = instance.run_storage
+        storage.set_cursor_values({old: str(int(now - KEEP_SECONDS - DAY)),
+                                   recent: str(int(now - KEEP_SECONDS + DAY)),
+                                   other: str(int(now - KEEP_SECONDS - DAY))})
+        cursor = tick(sensor, instance, setup.defs, None)
+        first = run_job(setup.defs, instance)
+        cursor = tick(sensor, instance, setup.defs, cursor)
+        left = storage.get_cursor_values({old, recent, other, pruned_key(WF),
+                                          ledger_key(WF, "hook", f"failure:{first.run_id}")})
+        assert set(left) == {recent, other, pruned_key(WF),
+                             ledger_key(WF, "hook", f"failure:{first.run_id}")}
+        assert now <= int(left[pruned_key(WF)]) + 1
+
+        # Within the hour: an old entry stays; an hour later it goes.
+        storage.set_cursor_values({old: str(int(now - KEEP_SECONDS - DAY))})
+        run_job(setup.defs, instance)
+        cursor = tick(sensor, instance, setup.defs, cursor)
+        assert old in storage.get_cursor_values({old})
+        storage.set_cursor_values({pruned_key(WF): str(int(now - PRUNE_EVERY_SECONDS - 1))})
+        run_job(setup.defs, instance)
+        tick(sensor, instance, setup.defs, cursor)
+        assert storage.get_cursor_values({old, recent}) == {
+            recent: str(int(now - KEEP_SECONDS + DAY))}
+
+
+def test_pruning_on_postgres_reads_the_workflow_name_literally():
+    """On the production storage; `_` in a workflow's name is not a LIKE wildcard."""
+    now = time.time()
+    stale = str(int(now - KEEP_SECONDS - DAY))
+    mine, lookalike = ledger_key("a_b", "r", "x"), ledger_key("aXb", "r", "x")
+    with fresh_database("stagecoach_ledger") as url:
+        storage = PostgresRunStorage(url)
+        try:
+            storage.set_cursor_values({mine: stale, lookalike: stale,
+                                       ledger_key("a_b", "r", "y"): "not a time"})
+            assert prune_ledger(storage, "a_b", now) == 1
+            assert set(storage.get_cursor_values({mine, lookalike})) == {lookalike}
+            assert storage.get_cursor_values({pruned_key("a_b")}) == {
+                pruned_key("a_b"): str(int(now))}
+        finally:
+            storage.dispose()
+
+
+@pytest.mark.fault
+def test_a_broken_ledger_fails_the_tick_naming_the_reporters(setup: Setup,
+                                                            http_recorder: HttpRecorder,
+                                                            capfd: pytest.CaptureFixture):
+    """The instance's key-value table gone: the failure sensor sends nothing, logs the error
+    with the reporters and raises, which Dagster turns into a failed tick."""
+    sensor = setup.sensor(f"{WF}_run_failure_alert_sensor")
+    with dg.instance_for_test() as instance:
+        cursor = tick(sensor, instance, setup.defs, None)
+        run = run_job(setup.defs, instance)
+        runs_db = Path(instance.root_directory) / "history" / "runs.db"
+        with sqlite3.connect(runs_db) as db:
+            db.execute("drop table kvs")
+        context = dg.build_sensor_context(instance=instance, definitions=setup.defs,
+                                          cursor=cursor)
+        [reaction] = sensor.evaluate_tick(context).dagster_run_reactions
+    assert reaction.dagster_run.run_id == run.run_id
+    assert reaction.error is not None and "kvs" in reaction.error.to_string()
+    assert http_recorder.requests(setup.paths["hook"]) == []
+    logged = "\n".join(capfd.readouterr())
+    assert ("failure alert: the alert ledger of reporter(s) down, unset, hook, slack, sms, "
+            "mail, script, history could not be read (OperationalError); nothing sent") in logged

@@ -15,6 +15,7 @@ from resources.ledger import DeliveryLedger, LedgerEntry
 from resources.warehouse import WarehouseResource
 from tests.conftest import need_server
 from tests.gpg_keys import GpgRecipient, make_recipient
+from tests.specs import people_spec, write_workflow
 
 pytestmark = pytest.mark.timeout(300)
 REPO = Path(__file__).resolve().parents[2]
@@ -46,40 +47,21 @@ def spec(root: Path, activation: str, extra_connections: str = "",
          where: str = "") -> str:
     (root / "landing").mkdir(exist_ok=True)
     (root / "landing" / "people.csv").write_text(PEOPLE, encoding="utf-8")
-    return f"""
-workflow:
-  name: deliv
-  owners: [team:data]
-  start_date: 2026-11-01
-connections:
-  landing: {{kind: folder, path: {root / 'landing'}}}
-  outbox: {{kind: folder, path: {root / 'outbox'}}}
-  mirror: {{kind: folder, path: {root / 'mirror'}}}
-{extra_connections}
-couriers:
-  people: {{from: landing, path: people.csv}}
-domain_tables:
-  people:
-    from: people
-    columns:
-      customer_id: {{source: id, tag: id}}
-      name: {{tag: name}}
-      city: {{tag: text}}
-queries:
+    return people_spec(
+        "deliv", root / "landing", workflow="  owners: [team:data]\n  start_date: 2026-11-01",
+        connections=(f"  outbox: {{kind: folder, path: {root / 'outbox'}}}\n"
+                     f"  mirror: {{kind: folder, path: {root / 'mirror'}}}\n{extra_connections}"),
+        rest=f"""queries:
   everyone:
     sql: "select customer_id, name, city from domain.people {where} order by customer_id"
 activations:
   partner:
     query: everyone
-{activation}
-"""
+{activation}""")
 
 
 def write_spec(root: Path, text: str) -> Path:
-    folder = root / "workflows"
-    folder.mkdir(exist_ok=True)
-    (folder / "deliv.yaml").write_text(text)
-    return folder
+    return write_workflow(root, "deliv", text)
 
 
 def ledger(root: Path) -> DeliveryLedger:

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from orchestration.demo_data import generate
+from tests.specs import MEMBERS_WORKFLOW
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -203,21 +204,6 @@ def test_sql_courier_without_its_variable_names_it(postgres_url: str, crm_source
     assert 'environment variable "SOURCE_DB_URL" which is not set' in message
     assert postgres_url not in message and "postgresql" not in message
     assert not (stagecoach_env / "data" / "warehouse.duckdb").exists()
-
-
-MEMBERS_WORKFLOW = """
-workflow: {name: members_load}
-connections:
-  inbox: {kind: folder, path: inbox}
-couriers:
-  members: {from: inbox, path: members.csv}
-domain_tables:
-  members:
-    from: members
-    columns:
-      member_id: {tag: id, required: true, not_null: true}
-      email: {tag: email}
-"""
 
 
 def test_failed_load_leaves_previous_table_on_postgres(postgres_url: str, pg: sa.Engine,

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.engine import make_url
 
-from tests.postgres_databases import fresh_database
+from tests.conftest import fresh_database
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,8 +11,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from tests.conftest import fresh_database
 from tests.integration.test_automations import run, step_statuses, write_spec
-from tests.postgres_databases import fresh_database
 
 pytestmark = pytest.mark.timeout(180)
 ACCOUNTS = 25_000

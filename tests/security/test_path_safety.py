@@ -27,6 +27,7 @@ from resources.files import (
 )
 from tests.endpoints import Endpoint
 from tests.integration.test_file_connections import KINDS
+from tests.specs import NAME_COLUMNS, people_spec, write_workflow
 
 pytestmark = [pytest.mark.security, pytest.mark.timeout(120)]
 
@@ -165,25 +166,12 @@ def workflow_spec(root: Path, params: dict[str, str], activation: str,
     (root / "landing").mkdir(exist_ok=True)
     (root / "outbox").mkdir(exist_ok=True)
     (root / "landing" / "people.csv").write_text("id,name\n1,ada\n")
-    folder = root / "workflows"
-    folder.mkdir(exist_ok=True)
     rendered_params = ", ".join(f'{k}: "{v}"' for k, v in params.items())
-    (folder / "esc.yaml").write_text(f"""
-workflow:
-  name: esc
-  owners: [team:data]
-  params: {{{rendered_params}}}
-connections:
-  landing: {{kind: folder, path: {root / 'landing'}}}
-  outbox: {{kind: folder, path: {root / 'outbox'}}}
-couriers:
-  people: {{from: landing, path: "{courier_path}"{courier_format}}}
-domain_tables:
-  people:
-    from: people
-    columns:
-      customer_id: {{source: id, tag: id}}
-      name: {{tag: name}}
+    return write_workflow(root, "esc", people_spec(
+        "esc", root / "landing",
+        workflow=f"  owners: [team:data]\n  params: {{{rendered_params}}}",
+        connections=f"  outbox: {{kind: folder, path: {root / 'outbox'}}}",
+        courier=f'path: "{courier_path}"{courier_format}', columns=NAME_COLUMNS, rest=f"""\
 queries:
   everyone:
     sql: "select customer_id, name from domain.people"
@@ -191,9 +179,7 @@ activations:
   partner:
     query: everyone
     to: outbox
-{activation}
-""")
-    return folder
+{activation}"""))
 
 
 def tree(root: Path) -> set[str]:

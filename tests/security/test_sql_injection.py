@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from assets.templating import render_sql
 from orchestration.spec_loader import SpecInvalid, load_workflow_text
 from resources.warehouse import quote_ident
+from tests.specs import NAME_COLUMNS, people_spec, write_workflow
 
 pytestmark = [pytest.mark.security, pytest.mark.timeout(180)]
 
@@ -41,29 +42,12 @@ def people_workflow(root: Path, params: dict[str, str], where: str) -> Path:
     (root / "landing").mkdir(exist_ok=True)
     (root / "landing" / "people.csv").write_text(
         "id,name\n1,ada\n2,O'Brien\n3,\"x' OR '1'='1\"\n", encoding="utf-8")
-    folder = root / "workflows"
-    folder.mkdir(exist_ok=True)
     listed = ", ".join(f"{k}: {json.dumps(v)}" for k, v in params.items())  # JSON is YAML
-    (folder / "inj.yaml").write_text(f"""
-workflow:
-  name: inj
-  owners: [team:data]
-  params: {{{listed}}}
-connections:
-  landing: {{kind: folder, path: {root / 'landing'}}}
-couriers:
-  people: {{from: landing, path: people.csv}}
-domain_tables:
-  people:
-    from: people
-    columns:
-      customer_id: {{source: id, tag: id}}
-      name: {{tag: text}}
-queries:
+    return write_workflow(root, "inj", people_spec(
+        "inj", root / "landing", workflow=f"  owners: [team:data]\n  params: {{{listed}}}",
+        columns=NAME_COLUMNS.replace("{tag: name}", "{tag: text}"), rest=f"""queries:
   picked:
-    sql: "select customer_id, name from domain.people where {where}"
-""", encoding="utf-8")
-    return folder
+    sql: "select customer_id, name from domain.people where {where}\""""))
 
 
 @pytest.mark.parametrize("payload", PAYLOADS, ids=range(len(PAYLOADS)))
@@ -153,9 +137,7 @@ def test_source_columns_and_format_literals_are_quoted(stagecoach_env: Path, wor
     evil = 'id"; DROP TABLE domain.x; --'
     (root / "landing" / "odd.csv").write_text(
         f"'{evil.replace(chr(39), chr(39) * 2)}';when\n'7';07'11'2026\n", encoding="utf-8")
-    folder = root / "workflows"
-    folder.mkdir()
-    (folder / "odd.yaml").write_text(f"""
+    folder = write_workflow(root, "odd", f"""
 workflow: {{name: odd, owners: [team:data]}}
 connections:
   landing: {{kind: folder, path: {root / 'landing'}}}
@@ -170,7 +152,7 @@ domain_tables:
     columns:
       key: {{source: '{evil}', tag: id, required: true}}
       day: {{source: when, tag: date, formats: ["%d'%m'%Y"]}}
-""", encoding="utf-8")
+""")
 
     run = workflow_runner(folder, "odd")
 
