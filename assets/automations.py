@@ -576,6 +576,11 @@ def _automation_job(workflow: spec.Workflow, name: str, automation: spec.Automat
             automation.step_names(), automation.steps, strict=True)]}
     if automation.run_as:
         metadata["run_as"] = automation.run_as
+    description = automation.description or summary
+    if not automation.enabled:
+        metadata["enabled"] = False
+        description = ("Disabled (its schedule is stopped; a manual launch still runs). "
+                       + description)
     config = None
     if automation.chain and automation.params:  # the chain's values override its children's
         config = {"ops": {}}
@@ -585,7 +590,7 @@ def _automation_job(workflow: spec.Workflow, name: str, automation: spec.Automat
                 **workflow.workflow.params, **child.params, **automation.params}}}
     return graph.to_job(
         name=automation_job_name(wf, name), tags=tags, config=config,
-        description=automation.description or summary,
+        description=description,
         metadata={**metadata, **({"owners": owners} if owners else {})})
 
 

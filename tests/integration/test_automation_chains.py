@@ -57,6 +57,19 @@ def test_a_series_chain_stops_at_its_failed_child(stagecoach_env: Path):
     assert "load → broken → publish" in (job.description or "")
 
 
+def test_a_disabled_automation_says_so_and_its_schedule_is_stopped(stagecoach_env: Path):
+    defs = write_spec(stagecoach_env, STEPS.replace("  publish:\n", """  publish:
+    enabled: false
+    schedule: {cron: "0 6 * * *"}
+"""))
+    job = defs.resolve_job_def(f"{WF}_publish_job")
+    assert job.metadata["enabled"].value is False
+    assert (job.description or "").startswith("Disabled (its schedule is stopped")
+    schedule = defs.resolve_schedule_def(f"{WF}_publish_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert "enabled" not in defs.resolve_job_def(f"{WF}_load_job").metadata
+
+
 def test_a_parallel_chain_runs_every_child_and_fails_if_one_does(stagecoach_env: Path):
     defs = write_spec(stagecoach_env, STEPS + """
   side_by_side:
