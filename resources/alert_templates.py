@@ -42,7 +42,8 @@ DEFAULT_TEMPLATES: dict[str, dict[str, str]] = {
         "title": f"{_NAME} failed",
         "text": f"{_JOB} failed"
                 "{% if failed_step %} at step {{ failed_step }}{% endif %}"
-                "{% if duration %} after {{ duration }}{% endif %}.\n"
+                "{% if duration %} after {{ duration }}{% endif %}"
+                "{% if details.get('note') %} ({{ details.note }}){% endif %}.\n"
                 "{% if error %}\n\n{{ error }}\n{% endif %}",
     },
     "runtime_exceeded": {

@@ -27,6 +27,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -49,6 +50,10 @@ from sensors.common import DURATION_ALERT_TAG, MISSING_FILES_TAG, missing_in_ski
 
 WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run when retries are on
 RETRY_NUMBER_TAG = "dagster/retry_number"
+PARENT_RUN_TAG = "dagster/parent_run_id"  # on a retry (or re-execution): the run it repeats
+WORKFLOW_TAG = "stagecoach/workflow"  # on every job of a workflow, so on its runs
+RETRY_GRACE_SECONDS = 300  # the retry daemon launches within a tick or two of a failure
+RETRY_WATCH_WINDOW_SECONDS = 86_400  # failures older than this are not watched
 INTERVAL_SECONDS = 15
 STALE_TICK_SECONDS = 3600  # older ticks (a sensor stopped for a while) are passed over
 TICKS_PER_EVALUATION = 50  # per instigator: a backlog drains over several evaluations
@@ -276,17 +281,22 @@ def _on_failure(context: dg.RunFailureSensorContext, alerts: AlertContext, run: 
         context.log.warning(f"failed steps of run {run.run_id} not read "
                             f"({type(error).__name__}): the alert names no step")
         steps = []
-    if steps:
-        values["failed_step"] = steps[0].step_key
-        values["error"] = _root_error(steps[0].event_specific_data.error)
-    else:
-        values["error"] = context.failure_event.message
+    _add_failure(values, steps, context.failure_event.message)
     if run.tags.get(WILL_RETRY_TAG) == "true":
         context.log.info(f"run {run.run_id} will be retried: its last attempt alerts")
         return
     alerts.send(context, "failure", f"failure:{run.run_id}", values)
     if checks:
         _report_alarms(context, alerts, values)
+
+
+def _add_failure(values: dict[str, Any], steps: Sequence[Any], fallback: str | None) -> None:
+    """The first failed step and its root error, else the run's failure message."""
+    if steps:
+        values["failed_step"] = steps[0].step_key
+        values["error"] = _root_error(steps[0].event_specific_data.error)
+    else:
+        values["error"] = fallback
 
 
 def _on_cancel(context: Any, alerts: AlertContext, run: dg.DagsterRun, values: dict[str, Any],
@@ -356,6 +366,8 @@ def build_alert_sensors(workflow: spec.Workflow, reporters: Sequence[Reporter],
     timed = [j.name for j in jobs if DURATION_ALERT_TAG in (j.tags or {})]
     if "runtime_exceeded" in wanted and timed:
         bundle.sensors.append(_runtime_sensor(alerts, timed))
+    if "failure" in wanted:
+        bundle.sensors.append(_retry_watch_sensor(alerts))
     if wanted & {"missing_files", "sensor_error"} and instigators:
         bundle.sensors.append(_tick_sensor(alerts, instigators))
     return bundle
@@ -432,6 +444,50 @@ def _runtime_sensor(alerts: AlertContext, jobs: list[str]) -> dg.SensorDefinitio
                              "as running long")
 
     return _runtime
+
+
+def _retry_watch_sensor(alerts: AlertContext) -> dg.SensorDefinition:
+    """A failure Dagster said it would retry is not alerted (its last attempt is): if no retry
+    run appears within RETRY_GRACE_SECONDS (retries off in the instance, the daemon down or
+    failing to launch), this sensor sends that failure's alert after all."""
+    wf = alerts.workflow
+
+    @dg.sensor(name=f"{wf}_retry_watch_alert_sensor", minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING, metadata=alerts.metadata(),
+               description=f"Reports a failed run of {wf}'s jobs whose promised retry did not "
+                           f"start within {human_duration(RETRY_GRACE_SECONDS)}.")
+    def _watch(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        instance, now = context.instance, time.time()
+        settled = set(json.loads(context.cursor or "[]"))
+        waiting = instance.get_run_records(filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.FAILURE], updated_after=datetime.fromtimestamp(
+                now - RETRY_WATCH_WINDOW_SECONDS, UTC),
+            tags={WILL_RETRY_TAG: "true", WORKFLOW_TAG: wf}))
+        stalled = 0
+        for record in waiting:
+            run = record.dagster_run
+            ended = record.end_time or record.update_timestamp.timestamp()
+            if run.run_id in settled or now - ended < RETRY_GRACE_SECONDS:
+                continue
+            if not instance.get_run_ids(filters=dg.RunsFilter(
+                    tags={PARENT_RUN_TAG: run.run_id}), limit=1):
+                stalled += 1
+                values, _, _ = alerts.run_values(run, record)
+                steps = [r.event_log_entry.dagster_event for r in instance.get_records_for_run(
+                    run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records]
+                _add_failure(values, steps, None)
+                values["details"] = {"note": "Dagster was to retry this run, but no retry "
+                                             f"started within "
+                                             f"{human_duration(RETRY_GRACE_SECONDS)}"}
+                alerts.send(context, "failure", f"failure:{run.run_id}", values)
+            settled.add(run.run_id)
+        # Runs past the window are forgotten: the cursor stays as small as the window.
+        context.update_cursor(json.dumps(sorted(settled & {r.dagster_run.run_id
+                                                           for r in waiting})))
+        return dg.SkipReason(f"{len(waiting)} failed run(s) promised a retry; {stalled} "
+                             "without one reported")
+
+    return _watch
 
 
 def _tick_sensor(alerts: AlertContext, instigators: Mapping[str, str | None]

@@ -29,6 +29,7 @@ from orchestration import settings
 from orchestration.definitions import build_definitions
 from resources.run_history import SCHEMA, TABLE
 from resources.webhook_channel import TIMESTAMP_HEADER
+from sensors import alerts as alerts_module
 from sensors.alert_ledger import (
     KEEP_SECONDS,
     PRUNE_EVERY_SECONDS,
@@ -469,3 +470,29 @@ def test_a_broken_ledger_fails_the_tick_naming_the_reporters(setup: Setup,
     logged = "\n".join(capfd.readouterr())
     assert ("failure alert: the alert ledger of reporter(s) down, unset, hook, slack, sms, "
             "mail, script, history could not be read (OperationalError); nothing sent") in logged
+
+
+@pytest.mark.fault
+def test_a_failure_whose_promised_retry_never_starts_is_reported(
+        setup: Setup, http_recorder: HttpRecorder, monkeypatch: pytest.MonkeyPatch):
+    """The retry daemon is down: the failure it was to retry must still reach the reporters."""
+    watch = setup.sensor(f"{WF}_retry_watch_alert_sensor")
+    retries = {"run_retries": {"enabled": True, "max_retries": 1}}
+    with dg.instance_for_test(overrides=retries) as instance:
+        stalled = run_job(setup.defs, instance)
+        assert stalled.tags["dagster/will_retry"] == "true"
+        cursor = tick(watch, instance, setup.defs, None)
+        assert http_recorder.requests(setup.paths["hook"]) == []  # within the grace period
+        retried = run_job(setup.defs, instance)
+        lineage = {"dagster/parent_run_id": retried.run_id, "dagster/retry_number": "1",
+                   "dagster/max_retries": "0"}
+        run_job(setup.defs, instance, **lineage)  # its retry did start (and failed for good)
+
+        monkeypatch.setattr(alerts_module, "RETRY_GRACE_SECONDS", 0)
+        cursor = tick(watch, instance, setup.defs, cursor)
+        tick(watch, instance, setup.defs, cursor)  # nothing twice
+    [alert] = http_recorder.requests(setup.paths["hook"])
+    body = alert.json()
+    assert (body["event"], body["run_id"], body["failed_step"]) == (
+        "failure", stalled.run_id, "courier__orders")
+    assert "Dagster was to retry this run, but no retry started within 0s" in body["text"]

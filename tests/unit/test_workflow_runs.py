@@ -175,7 +175,8 @@ def test_the_code_location_loads_and_validates(demo: Path) -> None:
         "acme_retail_nightly_job", "acme_retail_resend_job"]
     assert sorted(s.name for s in repository.schedule_defs) == ["acme_retail_nightly_schedule"]
     assert sorted(s.name for s in repository.sensor_defs) == [
-        "acme_retail_audiences_after_sensor", "acme_retail_run_canceled_record_sensor",
+        "acme_retail_audiences_after_sensor", "acme_retail_retry_watch_alert_sensor",
+        "acme_retail_run_canceled_record_sensor",
         "acme_retail_run_failure_alert_sensor", "acme_retail_run_started_alert_sensor",
         "acme_retail_run_success_alert_sensor", "acme_retail_runtime_alert_sensor",
         "acme_retail_tick_alert_sensor"]
