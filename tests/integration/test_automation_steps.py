@@ -7,42 +7,16 @@ import re
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pypdf
 import pytest
 import sqlalchemy as sa
 
-from orchestration.definitions import build_definitions
 from tests import servers_http
+from tests.integration.test_automations import WF, run, warehouse, write_spec
 from tests.servers_http import HttpRecorder, Reply, closed_port_url
 
 pytestmark = pytest.mark.timeout(180)
 stoppable_http = servers_http.stoppable_http
-WF = "steps"
-
-
-def write_spec(root: Path, automations: str, extra: str = "") -> dg.Definitions:
-    (root / "workflows").mkdir(exist_ok=True)
-    (root / "workflows" / f"{WF}.yaml").write_text(f"""
-workflow: {{name: {WF}, params: {{region: eu}}}}
-connections:
-  crm: {{kind: sql, url: {{env: CRM_DB_URL}}}}
-{extra}
-automations:
-{automations}
-""", encoding="utf-8")
-    return build_definitions(root / "workflows")
-
-
-def run(defs: dg.Definitions, name: str, instance: dg.DagsterInstance,
-        run_config: dict | None = None) -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def(f"{WF}_{name}_job").execute_in_process(
-        instance=instance, run_config=run_config, raise_on_error=False)
-
-
-def warehouse(root: Path, sql: str) -> list[tuple]:
-    with duckdb.connect(str(root / "data" / "warehouse.duckdb"), read_only=True) as db:
-        return db.execute(sql).fetchall()
 
 
 def failures(result: dg.ExecuteInProcessResult) -> list[str]:
