@@ -22,6 +22,8 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
 
+from resources.retry import causes, socket_transient
+
 PARTITION_COLUMN = "_partition"
 BATCH_ROWS = 100_000
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -54,6 +56,12 @@ class WarehouseResource(dg.ConfigurableResource):
         "512MB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
         description="DuckDB's memory_limit: past it DuckDB spills to disk, so a 2 GB load "
                     "stays under 1 GiB of RSS. Raise it for large joins.")
+    connection_name: str = Field("", description="The spec's name, when this is a `sql` "
+                                 "connection a courier reads from.")
+    retries: int = Field(0, ge=0, le=10, description="A courier's read from this connection: "
+                         "further attempts after a lost connection (the warehouse's own writes "
+                         "are one transaction each and are not retried here).")
+    backoff_seconds: float = Field(1.0, ge=0, le=300)
     _engine: sa.Engine | None = PrivateAttr(None)
 
     # ---------------------------------------------------------------- public interface
@@ -295,6 +303,21 @@ class WarehouseResource(dg.ConfigurableResource):
         error = getattr(dbapi, "Error", None)
         return (error,) if isinstance(error, type) else ()
 
+
+
+# A refusal no retry fixes, though the driver words it as a failed connection.
+_REFUSED = re.compile(r"authentication failed|no password supplied|does not exist|"
+                      r"permission denied|not permitted|pg_hba\.conf", re.I)
+
+
+def lost_connection_only(failed: BaseException) -> bool:
+    """Whether `failed` came from a lost or refused connection (a retry may succeed), rather
+    than from the query, the data or a refused login."""
+    chain = list(causes(failed))
+    if any(_REFUSED.search(str(getattr(e, "orig", None) or e)) for e in chain):
+        return False
+    return _lost_connection(failed) is not None or any(
+        socket_transient(e) for e in chain if isinstance(e, OSError))
 
 
 def _lost_connection(failed: BaseException) -> str | None:
