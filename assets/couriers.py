@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pyarrow.parquet as pq
 
 from assets import bad_rows, spec
 from assets.common import (
@@ -37,9 +36,7 @@ from resources.files import (
     check_archive,
     checked_template_path,
 )
-from resources.retry import with_retries
 from resources.staging import StagingResource
-from resources.warehouse import lost_connection_only
 
 DUCKDB_ENCODINGS = {"utf-8", "utf8", "utf-8-sig"}
 MANIFEST = "manifest.json"
@@ -236,36 +233,13 @@ def _xlsx_to_csv(local: Path, fmt: spec.FileFormat, target: Path, source: str) -
 
 def _pull_query(context: dg.AssetExecutionContext, conn: Any, courier: spec.Courier,
                 values: dict[str, Any], folder: Path) -> tuple[list[dict], dict]:
-    """Stream the query's rows into Parquet; a connection lost mid-read starts the read over
-    (the connection's `retries`), never appending to what the lost one wrote."""
     bound = render_sql(courier.query or "", values, conn.placeholder.format)
     target = folder / "result.parquet"
-    partial = folder / ".result.parquet.partial"
-
-    def read_all() -> int:
-        rows, writer = 0, None
-        try:
-            for batch in conn.batches(bound.text, bound.params):
-                writer = writer or pq.ParquetWriter(partial, batch.schema)
-                writer.write_batch(batch)
-                rows += batch.num_rows
-                context.log.info(f"{rows:,} rows read so far")
-            if writer is not None:
-                writer.close()
-            return rows
-        except Exception as failed:
-            if writer is not None:
-                writer.close()
-            partial.unlink(missing_ok=True)
-            raise TransferError(f"query failed: {str(failed).splitlines()[0]}") from failed
-
     try:
-        rows = with_retries(read_all, connection=courier.from_, operation="read",
-                            retries=conn.retries, backoff_seconds=conn.backoff_seconds,
-                            transient=lost_connection_only)
+        rows = conn.query_to_parquet(bound.text, bound.params, target, lambda rows: (
+            context.log.info(f"{rows:,} rows read so far")))
     except TransferError as failed:
         raise dg.Failure(f"courier {failed}") from failed
-    partial.replace(target)
     return ([{"path": str(target), "source": f"query on {courier.from_}",
               "size": target.stat().st_size, "rows": rows}],
             {"type": "parquet"})

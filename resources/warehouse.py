@@ -10,8 +10,8 @@ from __future__ import annotations
 import io
 import re
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,12 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
 
-from resources.retry import causes, socket_transient
+from resources.files import TransferError, partial_name
+from resources.retry import causes, socket_transient, with_retries
 
 PARTITION_COLUMN = "_partition"
 BATCH_ROWS = 100_000
@@ -141,6 +143,39 @@ class WarehouseResource(dg.ConfigurableResource):
                 yield pa.RecordBatch.from_pylist(records, schema=schema)
             if schema is None:
                 yield pa.RecordBatch.from_pydict({n: pa.array([], pa.string()) for n in names})
+
+    def query_to_parquet(self, sql: str, params: Mapping[str, Any] | None, target: Path,
+                         progress: Callable[[int], None] = lambda rows: None) -> int:
+        """Stream a query's rows into a Parquet file (a courier reading this `sql` connection);
+        returns the row count. The file appears under `target` only once whole. A connection
+        lost mid-read starts the read over (`retries`), never appending to what it wrote;
+        otherwise TransferError names the connection and says `read`."""
+        partial = target.with_name(partial_name(target.name))
+
+        def read_all() -> int:
+            rows, writer = 0, None
+            try:
+                for batch in self.batches(sql, params):
+                    writer = writer or pq.ParquetWriter(partial, batch.schema)
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+                    progress(rows)
+                if writer is not None:
+                    writer.close()
+                return rows
+            except Exception as failed:
+                if writer is not None:
+                    with suppress(Exception):
+                        writer.close()
+                partial.unlink(missing_ok=True)
+                raise TransferError(f"query failed: {str(failed).strip().splitlines()[0]}"
+                                    ) from failed
+
+        rows = with_retries(read_all, connection=self.connection_name or self.safe_url,
+                            operation="read", retries=self.retries,
+                            backoff_seconds=self.backoff_seconds, transient=lost_connection_only)
+        partial.replace(target)
+        return rows
 
     def fetch(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
         if self.is_duckdb:
