@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.fault]
 NAME = "partner"  # the spec's connection name, which every error must carry
 RETRIES, BACKOFF = 4, 0.1  # attempts at about 0, 0.1, 0.3, 0.7, 1.5 s
 DOWN_FOR = 0.3  # a restart: refused for this long after the cut
+LOGIN_DOWN_FOR = 0.8  # longer than making a client (boto3's takes a few tenths of a second)
 FILE_KINDS = ["sftp", "ftp", "smb", "s3"]
 OPERATIONS = {  # operation -> (word in the error, direction of the cut, fraction of the bytes)
     "login": ("list", None, None),
@@ -172,7 +173,8 @@ def _listing(ep: Endpoint, folder: str) -> dict[str, int]:
 @pytest.mark.parametrize("back", [True, False], ids=["server_back", "server_stays_down"])
 @pytest.mark.parametrize(("site", "operation"), CASES, indirect=["site"],
                          ids=[f"{k}-{op}" for k, op in CASES])
-def test_fault_matrix(site: Site, operation: str, back: bool, tmp_path: Path):
+def test_fault_matrix(site: Site, operation: str, back: bool, tmp_path: Path,
+                      caplog: pytest.LogCaptureFixture):
     """(a) a transient fault, then the server back: the operation succeeds; (b) the server
     stays down: a TransferError naming the connection, the operation and the attempts, and
     nothing under a final name."""
@@ -183,7 +185,7 @@ def test_fault_matrix(site: Site, operation: str, back: bool, tmp_path: Path):
     if direction is None:  # login: the server is down when the connection is made
         proxy.down()
         if back:
-            threading.Timer(DOWN_FOR, proxy.up).start()
+            threading.Timer(LOGIN_DOWN_FOR, proxy.up).start()
     else:
         proxy.reset_counts()
         run(site.build(0, 0), "calibrate")
@@ -194,6 +196,7 @@ def test_fault_matrix(site: Site, operation: str, back: bool, tmp_path: Path):
     if back:
         succeeded(run(conn, "main"))
         assert proxy.cuts == (0 if direction is None else 1)
+        assert f"connection `{NAME}` {word}: attempt 1 of {RETRIES + 1} failed" in caplog.text
         return
     with pytest.raises(TransferError) as failed:
         run(conn, "main")
