@@ -14,6 +14,8 @@ import re
 import ssl
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TypeVar
 
@@ -119,10 +121,24 @@ class RetryingConnection(dg.ConfigurableResource):
 
     def _with_retries(self, operation: str, attempt: Callable[[], T],
                       litter: list[str] | None = None) -> T:
-        return with_retries(attempt, connection=self.connection_name or "(unnamed)",
+        return with_retries(attempt, connection=self.connection_name,
                             operation=operation, retries=self.retries,
                             backoff_seconds=self.backoff_seconds, transient=self.is_transient,
                             litter=litter)
+
+
+_SINGLE_ATTEMPT: ContextVar[bool] = ContextVar("stagecoach_single_attempt", default=False)
+
+
+@contextmanager
+def single_attempt() -> Iterator[None]:
+    """Connection operations inside make one attempt: for sensor ticks, whose next tick is the
+    retry, and which must end within Dagster's evaluation timeout whatever the server does."""
+    token = _SINGLE_ATTEMPT.set(True)
+    try:
+        yield
+    finally:
+        _SINGLE_ATTEMPT.reset(token)
 
 
 def with_retries(attempt: Callable[[], T], *, connection: str, operation: str, retries: int,
@@ -133,24 +149,29 @@ def with_retries(attempt: Callable[[], T], *, connection: str, operation: str, r
     The error that ends it names the connection, the operation and the attempts made; each
     retry is logged the same way. Messages are the connections' own, which never hold a secret.
     """
-    attempts = retries + 1
+    attempts = 1 if _SINGLE_ATTEMPT.get() else retries + 1
+    # A resource made outside a spec has no name: its own message names the server.
+    named = f"connection `{connection}` {operation}" if connection else operation
     for number in range(1, attempts + 1):
         try:
             return attempt()
         except TransferError as failed:
             if not transient(failed):
-                raise type(failed)(f"connection `{connection}` {operation}: {failed}"
-                                   ) from failed
+                if not connection:
+                    raise
+                raise type(failed)(f"{named}: {failed}") from failed
             if number == attempts:
+                if attempts == 1 and not connection:
+                    raise
                 left = (f"; temporary files it could not remove (never under the final name): "
                         f"{', '.join(litter)}" if litter else "")
                 raise TransferError(
-                    f"connection `{connection}` {operation} failed after {attempts} "
-                    f"attempt{'s' * (attempts != 1)} (the server stayed unreachable or kept "
-                    f"dropping the connection): {failed}{left}") from failed
+                    f"{named} failed after {attempts} attempt{'s' * (attempts != 1)} (the "
+                    f"server stayed unreachable or kept dropping the connection): "
+                    f"{failed}{left}") from failed
             delay = backoff_delay(number - 1, backoff_seconds)
             dg.get_dagster_logger("stagecoach.connections").warning(
-                f"connection `{connection}` {operation}: attempt {number} of {attempts} failed "
-                f"({failed}); retrying in {delay:.1f} s")
+                f"{named}: attempt {number} of {attempts} failed ({failed}); retrying in "
+                f"{delay:.1f} s")
             time.sleep(delay)
     raise AssertionError("unreachable")
