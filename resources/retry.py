@@ -87,11 +87,12 @@ class RetryingConnection(dg.ConfigurableResource):
     def upload(self, local: Path, remote: str, overwrite: bool = True,
                md5: str | None = None) -> int:
         """Each attempt writes under a fresh temporary name; temporary files that a cut
-        connection left behind (`litter`) are removed by the next attempt that gets in."""
+        connection left behind (`litter`) are removed by the next attempt that gets in. A pipe
+        cannot be read twice: an upload from one makes a single attempt."""
         litter: list[str] = []
         return self._with_retries(
             "upload", lambda: self._upload_once(local, remote, overwrite, md5, litter),
-            litter=litter)
+            litter=litter, once=not local.is_file())
 
     # ---------------------------------------------------------------- for the kinds
     def _list_once(self, pattern: str) -> list[RemoteFile]:
@@ -120,9 +121,9 @@ class RetryingConnection(dg.ConfigurableResource):
         return False
 
     def _with_retries(self, operation: str, attempt: Callable[[], T],
-                      litter: list[str] | None = None) -> T:
+                      litter: list[str] | None = None, once: bool = False) -> T:
         return with_retries(attempt, connection=self.connection_name,
-                            operation=operation, retries=self.retries,
+                            operation=operation, retries=0 if once else self.retries,
                             backoff_seconds=self.backoff_seconds, transient=self.is_transient,
                             litter=litter)
 

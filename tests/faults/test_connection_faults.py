@@ -3,7 +3,8 @@ x {the server comes back, the server stays down}, against real servers behind a 
 
 A mid-stream cut is placed by measuring the operation once through the proxy, then cutting
 after half (a listing: 70%) of the bytes flowing the operation's way: the connection is reset
-in the middle of the data, and connects are refused for a moment (or for good). The folder kind
+in the middle of the data and connects are refused, until two attempts have failed (the server
+restarted) or for good. The folder kind
 has no server to lose; its mount errors (stale handle, I/O error) are classified in
 tests/unit/test_connection_retry.py.
 """
@@ -11,9 +12,11 @@ tests/unit/test_connection_retry.py.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +38,7 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.fault]
 
 NAME = "partner"  # the spec's connection name, which every error must carry
 RETRIES, BACKOFF = 4, 0.1  # attempts at about 0, 0.1, 0.3, 0.7, 1.5 s
-DOWN_FOR = 0.3  # a restart: refused for this long after the cut
-LOGIN_DOWN_FOR = 0.8  # longer than making a client (boto3's takes a few tenths of a second)
+UP_AFTER = 2  # the server comes back once this many attempts have failed
 FILE_KINDS = ["sftp", "ftp", "smb", "s3"]
 OPERATIONS = {  # operation -> (word in the error, direction of the cut, fraction of the bytes)
     "login": ("list", None, None),
@@ -170,6 +172,25 @@ def _listing(ep: Endpoint, folder: str) -> dict[str, int]:
         return {}
 
 
+@contextmanager
+def restart_after_failed_attempts(proxy: FaultProxy, failed: int) -> Iterator[None]:
+    """The server comes back when the retry log says `failed` attempts failed: so many failures
+    whatever the machine's speed, then success."""
+
+    class Restart(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if f": attempt {failed} of " in record.getMessage():
+                proxy.up()
+
+    logger = logging.getLogger("dagster.builtin.stagecoach.connections")
+    handler = Restart()
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 @pytest.mark.parametrize("back", [True, False], ids=["server_back", "server_stays_down"])
 @pytest.mark.parametrize(("site", "operation"), CASES, indirect=["site"],
                          ids=[f"{k}-{op}" for k, op in CASES])
@@ -184,19 +205,19 @@ def test_fault_matrix(site: Site, operation: str, back: bool, tmp_path: Path,
     proxy = site.proxy
     if direction is None:  # login: the server is down when the connection is made
         proxy.down()
-        if back:
-            threading.Timer(LOGIN_DOWN_FOR, proxy.up).start()
     else:
         proxy.reset_counts()
         run(site.build(0, 0), "calibrate")
         total = proxy.counted[direction]
         assert total > (BIG // 2 if operation in ("download", "upload") else 4096), total
-        proxy.cut_after(direction, int(total * fraction), DOWN_FOR if back else None)
+        proxy.cut_after(direction, int(total * fraction), down_for=None)
     conn = site.build(RETRIES, BACKOFF)
     if back:
-        succeeded(run(conn, "main"))
+        with restart_after_failed_attempts(proxy, UP_AFTER):
+            succeeded(run(conn, "main"))
         assert proxy.cuts == (0 if direction is None else 1)
-        assert f"connection `{NAME}` {word}: attempt 1 of {RETRIES + 1} failed" in caplog.text
+        assert f"connection `{NAME}` {word}: attempt {UP_AFTER} of {RETRIES + 1} failed" in \
+            caplog.text
         return
     with pytest.raises(TransferError) as failed:
         run(conn, "main")
