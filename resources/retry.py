@@ -167,8 +167,8 @@ def with_retries(attempt: Callable[[], T], *, connection: str, operation: str, r
                 left = (f"; temporary files it could not remove (never under the final name): "
                         f"{', '.join(litter)}" if litter else "")
                 raise TransferError(
-                    f"{named} failed after {attempts} attempt{'s' * (attempts != 1)} (the "
-                    f"server stayed unreachable or kept dropping the connection): "
+                    f"{named} failed after {attempts} attempt{'s' * (attempts != 1)} (each "
+                    f"time the server was unreachable or dropped the connection): "
                     f"{failed}{left}") from failed
             delay = backoff_delay(number - 1, backoff_seconds)
             dg.get_dagster_logger("stagecoach.connections").warning(
