@@ -19,6 +19,7 @@ from assets import spec
 from assets.common import STAGING_KEY, WAREHOUSE_KEY, connection_key
 from assets.sql_statements import DEFAULT_ALLOWED, SqlTextError, keep_allowed
 from assets.templating import check_template, date_context, render_sql, render_text
+from resources.files import TransferError
 from resources.query_source import (
     SourceRefused,
     SourceUnreachable,
@@ -49,7 +50,9 @@ def is_bad_sql(error: Exception) -> bool:
     import duckdb
     import sqlalchemy as sa
 
-    error = error.__cause__ if isinstance(error, WarehouseError) and error.__cause__ else error
+    # The warehouse and a source's retried read wrap the driver's error: judge that one.
+    while isinstance(error, WarehouseError | TransferError) and error.__cause__:
+        error = error.__cause__
     if isinstance(error, duckdb.Error):
         return not isinstance(error, duckdb.IOException | duckdb.ConnectionException)
     return isinstance(error, sa.exc.ProgrammingError | sa.exc.IntegrityError

@@ -236,11 +236,10 @@ def _pull_query(context: dg.AssetExecutionContext, conn: Any, courier: spec.Cour
     bound = render_sql(courier.query or "", values, conn.placeholder.format)
     target = folder / "result.parquet"
     try:
-        rows = conn.export_parquet(bound.text, bound.params, target,
-                                   lambda n: context.log.info(f"{n:,} rows read so far"))
-    except Exception as failed:
-        raise dg.Failure(f"courier query on connection `{courier.from_}` failed: "
-                         f"{str(failed).splitlines()[0]}") from failed
+        rows = conn.query_to_parquet(bound.text, bound.params, target, lambda rows: (
+            context.log.info(f"{rows:,} rows read so far")))
+    except TransferError as failed:
+        raise dg.Failure(f"courier {failed}") from failed
     return ([{"path": str(target), "source": f"query on {courier.from_}",
               "size": target.stat().st_size, "rows": rows}],
             {"type": "parquet"})

@@ -64,13 +64,24 @@ def delimiter_for(file_type: str, delimiter: str | None) -> str:
 # ---------------------------------------------------------------- connections
 
 
-class FolderConnection(Model):
+class Retried(Model):
+    """Connection operations (login, listing, each transfer, a source query) retried on
+    transient faults: refused, reset or timed-out connections and the server's temporary codes.
+    A refusal a retry cannot fix (wrong password, missing file, bad checksum) fails at once."""
+
+    retries: int = Field(3, ge=0, le=10, description="Further attempts after a transient "
+                                                     "fault; 0 turns retries off.")
+    backoff_seconds: float = Field(1.0, ge=0, le=300, description="Wait before the first "
+                                                                  "retry, doubled each time.")
+
+
+class FolderConnection(Retried):
     kind: Literal["folder"]
     path: str = Field(description="Folder path; relative paths are relative to the spec file.")
     description: str | None = None
 
 
-class SftpConnection(Model):
+class SftpConnection(Retried):
     kind: Literal["sftp"]
     host: Setting
     port: int = Field(22, ge=1, le=65535)
@@ -89,7 +100,7 @@ class SftpConnection(Model):
     description: str | None = None
 
 
-class S3Connection(Model):
+class S3Connection(Retried):
     kind: Literal["s3"]
     bucket: Setting
     prefix: str = ""
@@ -100,7 +111,7 @@ class S3Connection(Model):
     description: str | None = None
 
 
-class FtpConnection(Model):
+class FtpConnection(Retried):
     kind: Literal["ftp"]
     host: Setting
     port: int = Field(21, ge=1, le=65535)
@@ -117,7 +128,7 @@ class FtpConnection(Model):
     description: str | None = None
 
 
-class SmbConnection(Model):
+class SmbConnection(Retried):
     kind: Literal["smb"]
     host: Setting
     port: int = Field(445, ge=1, le=65535)
@@ -147,7 +158,7 @@ class SmtpConnection(Model):
     description: str | None = None
 
 
-class SqlConnection(Model):
+class SqlConnection(Retried):
     kind: Literal["sql"]
     url: Secret = Field(description="SQLAlchemy URL; it usually holds a password, so env only.")
     description: str | None = None

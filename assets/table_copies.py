@@ -26,7 +26,7 @@ def copy_query(context: dg.OpExecutionContext, workflow: str, source: str, sql: 
     staging: StagingResource = getattr(context.resources, STAGING_KEY)
     target = staging.folder(workflow, "copies", context.run_id) / f"{into}.parquet"
     try:
-        read = database.export_parquet(sql, params, target, lambda rows: context.log.info(
+        read = database.query_to_parquet(sql, params, target, lambda rows: context.log.info(
             f"{into}: {rows:,} rows read from `{source}`"))
         schema, table = into.split(".")
         loaded = warehouse.load_parquet(schema, table, target)

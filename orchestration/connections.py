@@ -32,34 +32,40 @@ def _settings(connection: spec.Connection, *names: str) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def resource_for(connection: spec.Connection) -> dg.ConfigurableResource:
+def resource_for(connection: spec.Connection, name: str = "") -> dg.ConfigurableResource:
+    """The resource for the spec connection `name`: every kind but smtp retries transient
+    faults as the spec says and names `name` in its errors."""
+    retry: dict[str, Any] = ({"connection_name": name, "retries": connection.retries,
+                              "backoff_seconds": connection.backoff_seconds}
+                             if isinstance(connection, spec.Retried) else {})
     if isinstance(connection, spec.FolderConnection):
-        return FolderResource(path=connection.path)
+        return FolderResource(path=connection.path, **retry)
     if isinstance(connection, spec.SftpConnection):
         fields = {k: _value(getattr(connection, k)) for k in (
             "host", "username", "password", "private_key_path", "private_key_passphrase",
             "known_hosts", "host_key")}
         return SftpResource(port=connection.port, base_path=connection.base_path,
-                            timeout_seconds=connection.timeout_seconds,
+                            timeout_seconds=connection.timeout_seconds, **retry,
                             **{k: v for k, v in fields.items() if v is not None})
     if isinstance(connection, spec.S3Connection):
         fields = {"bucket": _value(connection.bucket), "region_name": _value(connection.region),
                   "endpoint_url": _value(connection.endpoint_url),
                   "aws_access_key_id": _value(connection.access_key_id),
                   "aws_secret_access_key": _value(connection.secret_access_key)}
-        return S3BucketResource(prefix=connection.prefix,
+        return S3BucketResource(prefix=connection.prefix, **retry,
                                 **{k: v for k, v in fields.items() if v is not None})
     if isinstance(connection, spec.FtpConnection):
-        return FtpResource(**_settings(connection, "host", "port", "username", "password", "tls",
-                                       "ca_file", "verify_tls", "base_path", "passive",
-                                       "timeout_seconds"))
+        return FtpResource(**retry, **_settings(
+            connection, "host", "port", "username", "password", "tls", "ca_file", "verify_tls",
+            "base_path", "passive", "timeout_seconds"))
     if isinstance(connection, spec.SmbConnection):
-        return SmbResource(**_settings(connection, "host", "port", "share", "username",
-                                       "password", "base_path", "encrypt", "timeout_seconds"))
+        return SmbResource(**retry, **_settings(connection, "host", "port", "share", "username",
+                                                "password", "base_path", "encrypt",
+                                                "timeout_seconds"))
     if isinstance(connection, spec.SmtpConnection):
         return SmtpResource(**_settings(connection, "host", "port", "username", "password",
                                         "security", "ca_file", "verify_tls", "from_address",
                                         "timeout_seconds"))
     if isinstance(connection, spec.SqlConnection):
-        return WarehouseResource(url=dg.EnvVar(connection.url.env))
+        return WarehouseResource(url=dg.EnvVar(connection.url.env), **retry)
     raise TypeError(f"no resource for connection kind {connection.kind!r}")

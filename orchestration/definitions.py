@@ -65,7 +65,7 @@ def build_workflow_definitions(loaded: LoadedWorkflow, warehouse_kind: str = "du
         description=workflow.workflow.description or f"The whole `{name}` workflow.",
         tags={"stagecoach/workflow": name},
     )
-    resources = {connection_key(name, c): resource_for(conn)
+    resources = {connection_key(name, c): resource_for(conn, c)
                  for c, conn in workflow.connections.items()}
     jobs: list = [job] if assets else []
     if resend := build_resend_job(workflow):

@@ -43,7 +43,8 @@ def archive_for(workflow: str, workflows: Path | None = None) -> Any:
     for loaded in load_workflows(workflows):
         spec = loaded.spec
         if spec.workflow.name == workflow and spec.workflow.archive:
-            resource = resource_for(spec.connections[spec.workflow.archive])
+            resource = resource_for(spec.connections[spec.workflow.archive],
+                                    spec.workflow.archive)
             return resource.process_config_and_initialize()  # env references read here
     return FolderResource(path=str(settings.archive_dir()))
 

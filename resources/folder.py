@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 from typing import ClassVar
 
-import dagster as dg
 from pydantic import Field
 
 from resources.files import (
@@ -22,10 +21,12 @@ from resources.files import (
     safe_relative,
     split_pattern,
 )
+from resources.retry import RetryingConnection
 
 
-class FolderResource(dg.ConfigurableResource):
-    """A local (or mounted) folder."""
+class FolderResource(RetryingConnection):
+    """A local (or mounted) folder; retried on a network mount's transient errors (stale handle,
+    I/O error, timeout)."""
 
     path: str = Field(description="Base folder.")
 
@@ -37,7 +38,7 @@ class FolderResource(dg.ConfigurableResource):
     def describe(self, remote: str) -> str:
         return str(self._full(remote))
 
-    def list_files(self, pattern: str) -> list[RemoteFile]:
+    def _list_once(self, pattern: str) -> list[RemoteFile]:
         directory, name = split_pattern(pattern)
         folder = Path(self.path) / directory
         if not folder.is_dir():
@@ -55,7 +56,7 @@ class FolderResource(dg.ConfigurableResource):
         """Folders need no download: readers open the file where it is."""
         return self._full(remote)
 
-    def download(self, remote: str, local: Path) -> int:
+    def _download_once(self, remote: str, local: Path) -> int:
         local.parent.mkdir(parents=True, exist_ok=True)
         try:
             shutil.copyfile(self._full(remote), local)
@@ -64,8 +65,8 @@ class FolderResource(dg.ConfigurableResource):
             raise TransferError(f"{self.describe(remote)} download: {failed}") from failed
         return local.stat().st_size
 
-    def upload(self, local: Path, remote: str, overwrite: bool = True,
-               md5: str | None = None) -> int:
+    def _upload_once(self, local: Path, remote: str, overwrite: bool, md5: str | None,
+                     litter: list[str]) -> int:
         final = self._full(remote)
         partial = final.with_name(partial_name(final.name))
         try:

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
-import dagster as dg
 from pydantic import Field
 
 from resources.files import (
@@ -25,6 +24,7 @@ from resources.files import (
     safe_relative,
     split_pattern,
 )
+from resources.retry import RetryingConnection
 
 _ERRORS = ftplib.all_errors  # ftplib's replies, OSError (socket, ssl, timeouts) and EOFError
 _BLOCK = 1 << 20  # streamed in 1 MiB blocks: memory stays flat whatever the file size
@@ -39,7 +39,7 @@ class _Entry:
     mtime: float | None
 
 
-class FtpResource(dg.ConfigurableResource):
+class FtpResource(RetryingConnection):
     """An FTP server, or explicit FTPS (AUTH TLS, then PROT P so data channels are encrypted)."""
 
     host: str
@@ -120,7 +120,7 @@ class FtpResource(dg.ConfigurableResource):
                 ftp.close()
             raise self._error(f"{who} {stage}", failed) from failed
 
-    def list_files(self, pattern: str) -> list[RemoteFile]:
+    def _list_once(self, pattern: str) -> list[RemoteFile]:
         directory, name = split_pattern(pattern)
         ftp = self._connect()
         try:
@@ -135,7 +135,7 @@ class FtpResource(dg.ConfigurableResource):
                        for e in entries if e.kind == "file" and matches(e.name, name)),
                       key=lambda f: f.path)
 
-    def download(self, remote: str, local: Path) -> int:
+    def _download_once(self, remote: str, local: Path) -> int:
         local.parent.mkdir(parents=True, exist_ok=True)
         full = self._full(remote)
         ftp = self._connect()
@@ -154,13 +154,30 @@ class FtpResource(dg.ConfigurableResource):
                 local.unlink(missing_ok=True)
             _close(ftp)
 
-    def upload(self, local: Path, remote: str, overwrite: bool = True,
-               md5: str | None = None) -> int:
+    def transient_error(self, error: BaseException) -> bool | None:
+        """4xx replies are the server's own "try again later" (421 too many users, 425 no data
+        connection, 426 transfer aborted, 450/451 busy or local error); 5xx are refusals."""
+        if isinstance(error, ftplib.error_temp | ftplib.error_reply | ftplib.error_proto):
+            return True
+        if isinstance(error, ftplib.error_perm):
+            return False
+        return super().transient_error(error)
+
+    def _upload_once(self, local: Path, remote: str, overwrite: bool, md5: str | None,
+                     litter: list[str]) -> int:
         final = self._full(remote)
         directory, name = posixpath.split(final)
         partial = posixpath.join(directory, partial_name(name))
         expected = local.stat().st_size
         ftp = self._connect()
+        for path in list(litter):  # left by an attempt whose connection was cut
+            try:
+                ftp.delete(path)
+            except ftplib.error_perm:
+                pass  # 550: already gone
+            except _ERRORS:
+                continue  # the upload below meets the same trouble and says so
+            litter.remove(path)
         stored = False  # a partial file may be on the server
         try:
             _makedirs(ftp, directory)
@@ -182,9 +199,14 @@ class FtpResource(dg.ConfigurableResource):
             raise self._error(f"{self.describe(remote)} upload", failed) from failed
         finally:
             if stored:
-                # A dead connection cannot delete it; the partial name is never a final name.
-                with contextlib.suppress(*_ERRORS):
+                # A dead connection cannot delete it (the next attempt will); the partial
+                # name is never a final name.
+                try:
                     ftp.delete(partial)
+                except ftplib.error_perm:
+                    pass  # 550: never created
+                except _ERRORS:
+                    litter.append(partial)
             _close(ftp)
 
 

@@ -10,6 +10,13 @@ from pathlib import Path
 from typing import ClassVar
 
 from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import (
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+)
 from dagster_aws.s3 import S3Resource
 
 from resources.files import (
@@ -21,11 +28,16 @@ from resources.files import (
     safe_relative,
     split_pattern,
 )
+from resources.retry import RetryingConnection
 
 PART_SIZE = 16 * 1024 * 1024
 # Fixed part sizes make the multipart ETag predictable, so the md5 can be checked after upload.
 TRANSFER = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE)
 SINGLE_PUT_LIMIT = 5 * 1024**3  # S3's limit for one PUT (conditional writes use one)
+# S3's (and S3-compatible stores') "slow down, try later" codes.
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+              "RequestLimitExceeded", "TooManyRequestsException", "ServiceUnavailable",
+              "InternalError"}
 
 
 def s3_etag(path: Path) -> tuple[str, str]:
@@ -42,7 +54,7 @@ def s3_etag(path: Path) -> tuple[str, str]:
     return f"{joined_digest}-{len(parts)}", whole.hexdigest()
 
 
-class S3BucketResource(S3Resource):
+class S3BucketResource(RetryingConnection, S3Resource):
     """An S3 bucket and prefix."""
 
     bucket: str
@@ -63,7 +75,7 @@ class S3BucketResource(S3Resource):
     def describe(self, remote: str) -> str:
         return f"s3://{self.bucket}/{self._key(remote)}"
 
-    def list_files(self, pattern: str) -> list[RemoteFile]:
+    def _list_once(self, pattern: str) -> list[RemoteFile]:
         directory, name = split_pattern(pattern)
         base = posixpath.normpath(posixpath.join(self.prefix, directory)).strip("/")
         prefix = "" if base == "." else f"{base}/"
@@ -80,7 +92,7 @@ class S3BucketResource(S3Resource):
             raise TransferError(f"s3://{self.bucket}/{prefix} list: {failed}") from failed
         return sorted(found, key=lambda f: f.path)
 
-    def download(self, remote: str, local: Path) -> int:
+    def _download_once(self, remote: str, local: Path) -> int:
         local.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.get_client().download_file(self.bucket, self._key(remote), str(local))
@@ -89,8 +101,21 @@ class S3BucketResource(S3Resource):
             raise TransferError(f"{self.describe(remote)} download: {failed}") from failed
         return local.stat().st_size
 
-    def upload(self, local: Path, remote: str, overwrite: bool = True,
-               md5: str | None = None) -> int:
+    def transient_error(self, error: BaseException) -> bool | None:
+        """Connection errors, cut responses, 5xx and throttling are worth another attempt
+        (after botocore's own `max_attempts`); 4xx (denied, no such key or bucket) are not."""
+        if isinstance(error, NoCredentialsError):
+            return False
+        if isinstance(error, ConnectionError | HTTPClientError | IncompleteReadError):
+            return True
+        if isinstance(error, ClientError):
+            code = error.response.get("Error", {}).get("Code", "")
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            return code in _THROTTLED or status >= 500 or status == 429
+        return super().transient_error(error)
+
+    def _upload_once(self, local: Path, remote: str, overwrite: bool, md5: str | None,
+                     litter: list[str]) -> int:
         """S3 shows an object only once its upload completes: no temporary name is needed.
 
         With overwrite off the object is written with one conditional PUT (`If-None-Match: *`),

@@ -27,7 +27,6 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Any, ClassVar, Protocol
 
-import dagster as dg
 import paramiko
 from paramiko.sftp import (
     CMD_DATA,
@@ -49,6 +48,7 @@ from resources.files import (
     safe_relative,
     split_pattern,
 )
+from resources.retry import RetryingConnection
 
 _ERRORS = (paramiko.SSHException, paramiko.SFTPError, OSError, EOFError)
 
@@ -69,7 +69,7 @@ _WINDOW = 8 * 1024 * 1024
 _MAX_PACKET = 256 * 1024
 
 
-class SftpResource(dg.ConfigurableResource):
+class SftpResource(RetryingConnection):
     """An SFTP server (paramiko); host keys are checked against known_hosts."""
 
     host: str
@@ -113,7 +113,7 @@ class SftpResource(dg.ConfigurableResource):
             raise TransferError(f"{self._where()} {operation}: "
                                 f"{type(failed).__name__}: {failed}") from failed
 
-    def list_files(self, pattern: str) -> list[RemoteFile]:
+    def _list_once(self, pattern: str) -> list[RemoteFile]:
         directory, name = split_pattern(pattern)
         client, sftp = self._connect("list")
         try:
@@ -128,7 +128,7 @@ class SftpResource(dg.ConfigurableResource):
                        for e in entries if stat.S_ISREG(e.st_mode or 0)
                        and matches(e.filename, name)), key=lambda f: f.path)
 
-    def download(self, remote: str, local: Path) -> int:
+    def _download_once(self, remote: str, local: Path) -> int:
         local.parent.mkdir(parents=True, exist_ok=True)
         client, sftp = self._connect("download")
         try:
@@ -147,13 +147,26 @@ class SftpResource(dg.ConfigurableResource):
         finally:
             client.close()
 
-    def upload(self, local: Path, remote: str, overwrite: bool = True,
-               md5: str | None = None) -> int:
+    def transient_error(self, error: BaseException) -> bool | None:
+        """A refused or dropped connection, or a server that died mid-handshake, may come back;
+        a refused login or an untrusted host key will not."""
+        if isinstance(error, paramiko.AuthenticationException | paramiko.BadHostKeyException
+                      | UnknownHostKey | paramiko.ssh_exception.IncompatiblePeer):
+            return False
+        if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError):
+            return True
+        if isinstance(error, paramiko.SSHException):  # banner, dropped, session not active
+            return True
+        return super().transient_error(error)
+
+    def _upload_once(self, local: Path, remote: str, overwrite: bool, md5: str | None,
+                     litter: list[str]) -> int:
         final = self._full(remote)
         directory, name = posixpath.split(final)
         partial = posixpath.join(directory, partial_name(name))
         expected = local.stat().st_size
         client, sftp = self._connect("upload")
+        _remove_litter(sftp, litter)
         try:
             _sftp_makedirs(sftp, posixpath.dirname(final))
             if not overwrite and _sftp_exists(sftp, final):
@@ -178,8 +191,20 @@ class SftpResource(dg.ConfigurableResource):
                 if _sftp_exists(sftp, partial):
                     sftp.remove(partial)
             except _ERRORS:
-                pass  # the connection is gone: the partial name is never a final name
+                litter.append(partial)  # the connection is gone: the next attempt removes it
             client.close()
+
+
+def _remove_litter(sftp: paramiko.SFTPClient, litter: list[str]) -> None:
+    """Remove the temporary files earlier attempts could not (their connection was cut)."""
+    for path in list(litter):
+        try:
+            sftp.remove(path)
+        except FileNotFoundError:
+            pass
+        except _ERRORS:
+            continue
+        litter.remove(path)
 
 
 def _sftp_exists(sftp: paramiko.SFTPClient, path: str) -> bool:
@@ -274,6 +299,10 @@ def _fingerprint(key: paramiko.PKey) -> str:
     return f"{key.get_name()} {key.fingerprint}"
 
 
+class UnknownHostKey(paramiko.SSHException):
+    """The server's host key is not trusted: no retry can change that."""
+
+
 class _RefuseUnknownHostKey(paramiko.MissingHostKeyPolicy):
     """Refuse a server whose key is not trusted, saying what to do (paramiko's RejectPolicy
     only says the host is not in known_hosts)."""
@@ -283,7 +312,7 @@ class _RefuseUnknownHostKey(paramiko.MissingHostKeyPolicy):
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
                          key: paramiko.PKey) -> None:
-        raise paramiko.SSHException(
+        raise UnknownHostKey(
             f"the server's host key {_fingerprint(key)} is unknown: {hostname} is not in "
             f"{self.trusted}. Refused; if this is the right server, check that fingerprint with "
             "its owner, then add the key to known_hosts (ssh-keyscan) or pin it with "

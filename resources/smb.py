@@ -16,11 +16,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-import dagster as dg
 import smbclient
 from pydantic import Field
 from smbprotocol.connection import Connection
-from smbprotocol.exceptions import SMBException
+from smbprotocol.exceptions import (
+    SMBAuthenticationError,
+    SMBConnectionClosed,
+    SMBException,
+    SMBOSError,
+    SMBResponseException,
+)
+from smbprotocol.header import NtStatus
 from spnego.exceptions import SpnegoError
 
 from resources.files import (
@@ -34,14 +40,19 @@ from resources.files import (
     safe_relative,
     split_pattern,
 )
+from resources.retry import RetryingConnection
 
 # smbprotocol raises SMBException (SMBOSError is also an OSError), ValueError when the TCP
 # connection fails, and SpnegoError when authentication cannot even be attempted.
 _ERRORS = (SMBException, SpnegoError, OSError, ValueError)
 _BLOCK = 1 << 20
+# The server's "the connection or session went away" and "busy, later" statuses.
+_TRANSIENT_STATUSES = {NtStatus.STATUS_NETWORK_NAME_DELETED, NtStatus.STATUS_USER_SESSION_DELETED,
+                       NtStatus.STATUS_IO_TIMEOUT, NtStatus.STATUS_INSUFFICIENT_RESOURCES,
+                       NtStatus.STATUS_REQUEST_NOT_ACCEPTED, NtStatus.STATUS_PIPE_DISCONNECTED}
 
 
-class SmbResource(dg.ConfigurableResource):
+class SmbResource(RetryingConnection):
     """An SMB share; one connection and session per operation, closed when it is done."""
 
     host: str
@@ -108,7 +119,7 @@ class SmbResource(dg.ConfigurableResource):
             with contextlib.suppress(OSError):  # closes the socket if logging off failed
                 connection.disconnect(close=False)
 
-    def list_files(self, pattern: str) -> list[RemoteFile]:
+    def _list_once(self, pattern: str) -> list[RemoteFile]:
         directory, name = split_pattern(pattern)
         with self._session(directory, "list") as kwargs:
             try:
@@ -127,7 +138,7 @@ class SmbResource(dg.ConfigurableResource):
                                   info.last_write_time.timestamp()) for n, info in entries),
                       key=lambda f: f.path)
 
-    def download(self, remote: str, local: Path) -> int:
+    def _download_once(self, remote: str, local: Path) -> int:
         source = self._unc(remote)
         local.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -144,8 +155,23 @@ class SmbResource(dg.ConfigurableResource):
             local.unlink(missing_ok=True)
             raise self._fail(remote, "download", failed) from failed
 
-    def upload(self, local: Path, remote: str, overwrite: bool = True,
-               md5: str | None = None) -> int:
+    def transient_error(self, error: BaseException) -> bool | None:
+        """A closed connection, a deleted session or a TCP connect that failed (smbprotocol's
+        ValueError, raised from the socket error) may come back; a refused logon will not."""
+        if isinstance(error, SMBAuthenticationError | SpnegoError):
+            return False
+        if isinstance(error, SMBConnectionClosed):
+            return True
+        if isinstance(error, SMBOSError):
+            if error.ntstatus in _TRANSIENT_STATUSES:
+                return True
+            return False if error.errno == 0 else super().transient_error(error)
+        if isinstance(error, SMBResponseException):
+            return error.status in _TRANSIENT_STATUSES
+        return super().transient_error(error)
+
+    def _upload_once(self, local: Path, remote: str, overwrite: bool, md5: str | None,
+                     litter: list[str]) -> int:
         if safe_relative(remote) == ".":
             raise TransferError(f"{self.describe(remote)} upload: the path names no file")
         parts = self._parts(remote)
@@ -155,6 +181,15 @@ class SmbResource(dg.ConfigurableResource):
         expected = local.stat().st_size
         with self._session(remote, "upload") as kwargs:
             leftover = False  # a partial file that may exist under its hidden name
+            for path in list(litter):  # left by an attempt whose connection was cut
+                try:
+                    smbclient.remove(path, **kwargs)
+                except OSError as gone:
+                    if gone.errno != errno.ENOENT:
+                        continue
+                except _ERRORS:
+                    continue
+                litter.remove(path)
             try:
                 if len(parts) > 1:
                     smbclient.makedirs(directory, exist_ok=True, **kwargs)
@@ -182,9 +217,14 @@ class SmbResource(dg.ConfigurableResource):
             except _ERRORS as failed:
                 raise self._fail(remote, "upload", failed) from failed
             finally:
-                if leftover:  # if the connection is gone it stays: never under the final name
-                    with contextlib.suppress(*_ERRORS):
+                if leftover:  # if the connection is gone it stays (never under the final
+                    try:      # name) until the next attempt removes it
                         smbclient.remove(partial, **kwargs)
+                    except OSError as gone:
+                        if gone.errno != errno.ENOENT:
+                            litter.append(partial)
+                    except _ERRORS:
+                        litter.append(partial)
 
 
 def _exists(path: str, kwargs: dict[str, Any]) -> bool:

@@ -11,7 +11,7 @@ import io
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
+
+from resources.files import TransferError, partial_name
+from resources.retry import causes, socket_transient, with_retries
 
 PARTITION_COLUMN = "_partition"
 BATCH_ROWS = 100_000
@@ -55,6 +58,12 @@ class WarehouseResource(dg.ConfigurableResource):
         "512MB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
         description="DuckDB's memory_limit: past it DuckDB spills to disk, so a 2 GB load "
                     "stays under 1 GiB of RSS. Raise it for large joins.")
+    connection_name: str = Field("", description="The spec's name, when this is a `sql` "
+                                 "connection a courier reads from.")
+    retries: int = Field(0, ge=0, le=10, description="A courier's read from this connection: "
+                         "further attempts after a lost connection (the warehouse's own writes "
+                         "are one transaction each and are not retried here).")
+    backoff_seconds: float = Field(1.0, ge=0, le=300)
     _engine: sa.Engine | None = PrivateAttr(None)
 
     # ---------------------------------------------------------------- public interface
@@ -135,28 +144,36 @@ class WarehouseResource(dg.ConfigurableResource):
             if schema is None:
                 yield pa.RecordBatch.from_pydict({n: pa.array([], pa.string()) for n in names})
 
-    def export_parquet(self, sql: str, params: Mapping[str, Any] | None, target: Path,
-                       progress: Callable[[int], None] | None = None) -> int:
-        """Stream a query's rows into a Parquet file, written under a partial name and renamed
-        when whole; `progress` hears the running row count. Returns the rows written."""
-        partial = target.with_name(f".{target.name}.partial")
-        rows, writer = 0, None
-        try:
-            for batch in self.batches(sql, params):
-                writer = writer or pq.ParquetWriter(partial, batch.schema)
-                writer.write_batch(batch)
-                rows += batch.num_rows
-                if progress is not None:
+    def query_to_parquet(self, sql: str, params: Mapping[str, Any] | None, target: Path,
+                         progress: Callable[[int], None] = lambda rows: None) -> int:
+        """Stream a query's rows into a Parquet file (a courier reading this `sql` connection);
+        returns the row count. The file appears under `target` only once whole. A connection
+        lost mid-read starts the read over (`retries`), never appending to what it wrote;
+        otherwise TransferError names the connection and says `read`."""
+        partial = target.with_name(partial_name(target.name))
+
+        def read_all() -> int:
+            rows, writer = 0, None
+            try:
+                for batch in self.batches(sql, params):
+                    writer = writer or pq.ParquetWriter(partial, batch.schema)
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
                     progress(rows)
-        except BaseException:
-            if writer is not None:
-                writer.close()
-                writer = None
-            partial.unlink(missing_ok=True)
-            raise
-        finally:
-            if writer is not None:
-                writer.close()
+                if writer is not None:
+                    writer.close()
+                return rows
+            except Exception as failed:
+                if writer is not None:
+                    with suppress(Exception):
+                        writer.close()
+                partial.unlink(missing_ok=True)
+                raise TransferError(f"query failed: {str(failed).strip().splitlines()[0]}"
+                                    ) from failed
+
+        rows = with_retries(read_all, connection=self.connection_name or self.safe_url,
+                            operation="read", retries=self.retries,
+                            backoff_seconds=self.backoff_seconds, transient=lost_connection_only)
         partial.replace(target)
         return rows
 
@@ -327,6 +344,21 @@ class WarehouseResource(dg.ConfigurableResource):
         error = getattr(dbapi, "Error", None)
         return (error,) if isinstance(error, type) else ()
 
+
+
+# A refusal no retry fixes, though the driver words it as a failed connection.
+_REFUSED = re.compile(r"authentication failed|no password supplied|does not exist|"
+                      r"permission denied|not permitted|pg_hba\.conf", re.I)
+
+
+def lost_connection_only(failed: BaseException) -> bool:
+    """Whether `failed` came from a lost or refused connection (a retry may succeed), rather
+    than from the query, the data or a refused login."""
+    chain = list(causes(failed))
+    if any(_REFUSED.search(str(getattr(e, "orig", None) or e)) for e in chain):
+        return False
+    return _lost_connection(failed) is not None or any(
+        socket_transient(e) for e in chain if isinstance(e, OSError))
 
 
 def _lost_connection(failed: BaseException) -> str | None:

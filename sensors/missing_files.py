@@ -16,6 +16,7 @@ from assets import spec
 from assets.common import connection_key
 from assets.templating import date_context, render_text
 from resources.files import RemoteFile, is_partial, split_pattern
+from resources.retry import single_attempt
 
 WILDCARDS = "*?["  # fnmatch's special characters
 
@@ -79,7 +80,8 @@ def look(workflow: spec.Workflow, expected: list[ExpectedFile], resources: Any
     found: dict[str, list[RemoteFile]] = {item.courier: [] for item in expected}
     for (connection, folder), items in by_folder.items():
         resource = getattr(resources, connection_key(workflow.workflow.name, connection))
-        listing = _Listing(resource.list_files(posixpath.join(folder, "*")))
+        with single_attempt():  # the next tick is the retry
+            listing = _Listing(resource.list_files(posixpath.join(folder, "*")))
         for item in items:
             found[item.courier] += listing.matching(split_pattern(item.pattern)[1])
     return found

@@ -38,6 +38,7 @@ from assets import spec
 from assets.common import WAREHOUSE_KEY, connection_key
 from assets.templating import date_context, render_text
 from resources.files import FileConnection, RemoteFile
+from resources.retry import single_attempt
 from resources.warehouse import WarehouseResource, qualified
 from sensors.common import TRIGGER_TAG, concurrency_gate, job_name, serial_tags
 
@@ -209,7 +210,8 @@ def _file_change(workflow: spec.Workflow, name: str, when: spec.FileChange,
         pattern = render_text(when.path, date_context(today, info.params))
         connection: FileConnection = getattr(context.resources, key)
         try:
-            listing = connection.list_files(pattern)
+            with single_attempt():  # the next tick is the retry
+                listing = connection.list_files(pattern)
         except Exception as failed:  # re-raised with the trigger and connection named
             raise TriggerError(f"trigger {name}: cannot list {pattern!r} on connection "
                                f"{when.connection!r}: {_first_line(failed)}") from failed

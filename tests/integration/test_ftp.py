@@ -142,7 +142,7 @@ def test_login_and_connect_failures_name_the_connection(ftp_server: FtpServer, t
     with pytest.raises(TransferError, match=rf"^ftp stagecoach@127\.0\.0\.1:{ftp_server.port} "
                                             r"login: error_perm: 530"):
         wrong.download("x.csv", tmp_path / "x.csv")
-    closed = FtpResource(**ftp_server.settings(port=1, timeout_seconds=2))
+    closed = FtpResource(**ftp_server.settings(port=1, timeout_seconds=2, retries=0))
     with pytest.raises(TransferError, match=r"^ftp stagecoach@127\.0\.0\.1:1 connect: "):
         closed.list_files("*")
 

@@ -88,7 +88,7 @@ def test_a_stopped_server_fails_at_once_naming_the_connection(smbd: SmbServer, t
     with socket.socket() as probe:  # a port nothing listens on: what a stopped smbd leaves
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    stopped = SmbResource(**{**smb_settings(smbd, "base"), "port": port})
+    stopped = SmbResource(**{**smb_settings(smbd, "base"), "port": port, "retries": 0})
     started = time.monotonic()
     with pytest.raises(TransferError) as failed:
         stopped.list_files("in/*.csv")

@@ -92,6 +92,13 @@ CATALOGUE = [
       "parse string as an integer"]),
     ("port out of range", ("    username: acme\n", "    username: acme\n    port: 70000\n"),
      ["wf.yaml:12 connections.vendor_sftp.port: Input should be less than or equal to 65535"]),
+    ("too many connection retries", ("    username: acme\n",
+                                     "    username: acme\n    retries: 20\n"),
+     ["wf.yaml:12 connections.vendor_sftp.retries: Input should be less than or equal to 10"]),
+    ("negative retry backoff", ("    username: acme\n",
+                                "    username: acme\n    backoff_seconds: -1\n"),
+     ["wf.yaml:12 connections.vendor_sftp.backoff_seconds: Input should be greater than or "
+      "equal to 0"]),
     ("bad rows policy", ("    from: orders\n    columns:", "    from: orders\n    bad_rows: "
                                                              "quarantine\n    columns:"),
      ["wf.yaml:20 domain_tables.orders.bad_rows: unknown value; input should be 'fail', "

@@ -1,0 +1,139 @@
+"""Which connection errors are retried, and how the retry loop reports: the classification
+each kind applies to its library's errors, without a server (the servers are in
+tests/faults/test_connection_faults.py)."""
+
+from __future__ import annotations
+
+import errno
+import ftplib
+import logging
+from pathlib import Path
+
+import paramiko
+import pytest
+import sqlalchemy as sa
+from botocore.exceptions import ClientError, EndpointConnectionError
+from smbprotocol.exceptions import SMBAuthenticationError, SMBConnectionClosed
+
+from resources.files import TransferError, UnsafePath
+from resources.folder import FolderResource
+from resources.ftp import FtpResource
+from resources.retry import with_retries
+from resources.s3 import S3BucketResource
+from resources.sftp import SftpResource, UnknownHostKey
+from resources.smb import SmbResource
+from resources.warehouse import lost_connection_only
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def raised_from(error: BaseException) -> TransferError:
+    wrapped = TransferError(f"somewhere op: {error}")
+    wrapped.__cause__ = error
+    return wrapped
+
+
+def client_error(code: str, status: int) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code},
+                        "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+
+
+FOLDER = FolderResource(path="/tmp")
+SFTP = SftpResource(host="h", username="u")
+FTP = FtpResource(host="h", username="u")
+SMB = SmbResource(host="h", share="s", username="u")
+S3 = S3BucketResource(bucket="b")
+
+CLASSIFIED = [
+    (FOLDER, OSError(errno.ESTALE, "Stale file handle"), True),  # an NFS server restarted
+    (FOLDER, OSError(errno.EIO, "Input/output error"), True),
+    (FOLDER, PermissionError(errno.EACCES, "Permission denied"), False),
+    (FOLDER, FileNotFoundError(errno.ENOENT, "No such file"), False),
+    (FOLDER, OSError(errno.ENOSPC, "No space left"), False),
+    (SFTP, ConnectionRefusedError(errno.ECONNREFUSED, "refused"), True),
+    (SFTP, paramiko.ssh_exception.NoValidConnectionsError({("127.0.0.1", 22): OSError()}), True),
+    (SFTP, paramiko.SSHException("Error reading SSH protocol banner"), True),
+    (SFTP, EOFError(), True),
+    (SFTP, paramiko.AuthenticationException("Authentication failed."), False),
+    (SFTP, UnknownHostKey("the server's host key is unknown"), False),
+    (FTP, ftplib.error_temp("421 Too many connections"), True),
+    (FTP, ftplib.error_temp("451 Local error"), True),
+    (FTP, ftplib.error_perm("530 Login incorrect."), False),
+    (FTP, ftplib.error_perm("550 No such file"), False),
+    (FTP, TimeoutError("timed out"), True),
+    (SMB, SMBConnectionClosed("SMB socket was closed"), True),
+    (SMB, SMBAuthenticationError("logon failure"), False),
+    (S3, EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), True),
+    (S3, client_error("SlowDown", 503), True),
+    (S3, client_error("InternalError", 500), True),
+    (S3, client_error("AccessDenied", 403), False),
+    (S3, client_error("NoSuchKey", 404), False),
+]
+
+
+@pytest.mark.parametrize(("conn", "error", "transient"), CLASSIFIED,
+                         ids=[f"{type(c).__name__}-{type(e).__name__}-{i}"
+                              for i, (c, e, _) in enumerate(CLASSIFIED)])
+def test_transient_or_permanent(conn, error: BaseException, transient: bool):
+    assert conn.is_transient(raised_from(error)) is transient
+
+
+def test_stagecoach_own_refusals_are_never_retried():
+    """A checksum or size mismatch, an unsafe path: the server answered, a retry cannot help."""
+    assert not SFTP.is_transient(TransferError("x: ETag does not match the file's md5"))
+    assert not SFTP.is_transient(UnsafePath("path '../x' goes up"))
+
+
+@pytest.mark.parametrize(("message", "transient"), [
+    ("server closed the connection unexpectedly", True),
+    ("terminating connection due to administrator command", True),
+    ('connection to server at "127.0.0.1", port 5432 failed: Connection refused', True),
+    ('connection to server at "127.0.0.1", port 5432 failed: FATAL:  password authentication '
+     'failed for user "x"', False),
+    ('relation "nope" does not exist', False),
+])
+def test_sql_source_errors(message: str, transient: bool):
+    class OperationalError(Exception):
+        """Named as psycopg2's: what the classification reads."""
+    error = sa.exc.OperationalError("SELECT 1", {}, OperationalError(message))
+    assert lost_connection_only(raised_from(error)) is transient
+
+
+def test_retries_log_and_then_succeed(caplog: pytest.LogCaptureFixture):
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise raised_from(ConnectionResetError(errno.ECONNRESET, "reset by peer"))
+        return "done"
+
+    with caplog.at_level(logging.WARNING):
+        assert with_retries(flaky, connection="vendor", operation="download", retries=3,
+                            backoff_seconds=0, transient=SFTP.is_transient) == "done"
+    assert len(calls) == 3
+    assert "connection `vendor` download: attempt 1 of 4 failed" in caplog.text
+    assert "connection `vendor` download: attempt 2 of 4 failed" in caplog.text
+
+
+def test_zero_retries_means_one_attempt():
+    calls = []
+
+    def down() -> None:
+        calls.append(1)
+        raise raised_from(ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
+
+    with pytest.raises(TransferError, match=r"^connection `vendor` list failed after 1 "
+                                            r"attempt \("):
+        with_retries(down, connection="vendor", operation="list", retries=0,
+                     backoff_seconds=0, transient=SFTP.is_transient)
+    assert len(calls) == 1
+
+
+def test_a_missing_file_fails_at_once(tmp_path: Path):
+    """A long backoff would time this test out if a missing file were retried."""
+    folder = FolderResource(path=str(tmp_path), connection_name="landing", retries=5,
+                            backoff_seconds=60)
+    with pytest.raises(TransferError, match=r"^connection `landing` download: .*absent\.csv"):
+        folder.download("absent.csv", tmp_path / "copy.csv")
+    assert not (tmp_path / "copy.csv").exists()
