@@ -349,17 +349,20 @@ RUNNERS: dict[type, Callable[..., dict[str, Any]]] = {
 
 
 def _run_as(context: dg.OpExecutionContext, workflow: spec.Workflow, step: Any,
-            allowed: frozenset[str]) -> Any:
-    """The step with its connection swapped for the run's profile's (`stagecoach/run_as`);
-    only a profile the automation or an enclosing chain names is honoured."""
+            allowed_by_job: Mapping[str, frozenset[str]]) -> Any:
+    """The step with its connection swapped for the run's profile's (`stagecoach/run_as`).
+    Only a profile named by the job's own automation, or by a chain between it and this
+    step, is honoured: a tag cannot borrow another chain's account."""
     profile = context.run.tags.get(RUN_AS_TAG)
     if not profile:
         return step
+    job_automation = context.run.tags.get(AUTOMATION_TAG, "")
+    allowed = allowed_by_job.get(job_automation, frozenset())
     if profile not in allowed:
         raise _final(f"step {context.op.name}: the run asks to run as profile {profile!r}, "
-                     f"which this automation does not name (run_as: "
-                     f"{', '.join(sorted(allowed)) or 'none'}); remove the "
-                     f"{RUN_AS_TAG} tag or add the profile to the spec")
+                     f"which automation `{job_automation}` does not name for this step "
+                     f"(run_as: {', '.join(sorted(allowed)) or 'none'}); remove the "
+                     f"{RUN_AS_TAG} tag or name the profile in the spec")
     swapped = workflow.profiles[profile].connections.get(getattr(step, "connection", None))
     return step.model_copy(update={"connection": swapped}) if swapped else step
 
@@ -392,12 +395,13 @@ def request_cancel_retry(instance: dg.DagsterInstance, run_id: str, by: str) -> 
 
 
 def _step_op(workflow: spec.Workflow, automation_name: str, automation: spec.Automation,
-             index: int, step_name: str, first: bool, profiles: frozenset[str]
-             ) -> dg.OpDefinition:
+             index: int, step_name: str, first: bool,
+             profiles_by_job: Mapping[str, frozenset[str]]) -> dg.OpDefinition:
     wf = workflow.workflow.name
     step = automation.steps[index]
     runner = RUNNERS[type(step)]
     connection = getattr(step, "connection", None)
+    profiles = frozenset().union(*profiles_by_job.values())
     swaps = {workflow.profiles[p].connections.get(connection) for p in profiles} - {None}
     resources = ({connection_key(wf, c) if c else WAREHOUSE_KEY for c in {connection, *swaps}}
                  if isinstance(step, spec.SqlStep | spec.AlarmStep | spec.PivotStep
@@ -423,7 +427,7 @@ def _step_op(workflow: spec.Workflow, automation_name: str, automation: spec.Aut
         _refuse_cancelled_retry(context)
         state = ({"params": dict(context.op_config["params"]), "files": []} if first
                  else inputs["state"])
-        outcome = runner(context, workflow, _run_as(context, workflow, step, profiles),
+        outcome = runner(context, workflow, _run_as(context, workflow, step, profiles_by_job),
                          state["params"], state["files"])
         context.add_output_metadata({"step": step_name, "kind": step.kind, **{
             k: v for k, v in outcome.items() if isinstance(v, int | float | str | bool)}})
@@ -475,19 +479,25 @@ def _job_child_op(chain: str, child: str, target: ChildJob) -> dg.OpDefinition:
     return _run_job
 
 
-def _profiles_of(workflow: spec.Workflow) -> dict[str, frozenset[str]]:
-    """Automation → the run_as profiles its runs may use: its own and its chains'."""
-    profiles: dict[str, set[str]] = {name: set() for name in workflow.automations}
+def _paths(workflow: spec.Workflow) -> dict[str, dict[str, list[spec.Automation]]]:
+    """Step automation → {automation whose job runs it (itself, or a chain) → the
+    automations from that one down to it}. Run-as profiles and params follow these paths."""
+    automations = workflow.automations
+    paths: dict[str, dict[str, list[spec.Automation]]] = {
+        name: {} for name, a in automations.items() if not a.chain}
 
-    def give(name: str, profile: str) -> None:
-        profiles[name].add(profile)
-        for child in workflow.automations[name].chain:
-            give(child, profile)
+    def walk(root: str, name: str, trail: list[spec.Automation]) -> None:
+        automation = automations[name]
+        trail = [*trail, automation]
+        if not automation.chain:
+            paths[name].setdefault(root, trail)
+        for child in automation.chain:
+            if child in automations:
+                walk(root, child, trail)
 
-    for name, automation in workflow.automations.items():
-        if automation.run_as:
-            give(name, automation.run_as)
-    return {name: frozenset(p) for name, p in profiles.items()}
+    for root in automations:
+        walk(root, root, [])
+    return paths
 
 
 def leaf_automations(automations: Mapping[str, spec.Automation], name: str) -> list[str]:
@@ -513,7 +523,9 @@ def build_automations(workflow: spec.Workflow, child_jobs: Mapping[str, ChildJob
     by side) and schedule. A step's op is one definition, shared by its automation's job and
     by every chain that runs it."""
     wf = workflow.workflow.name
-    profiles = _profiles_of(workflow)
+    paths = _paths(workflow)
+    profiles = {leaf: {root: frozenset(a.run_as for a in trail if a.run_as)
+                       for root, trail in by_root.items()} for leaf, by_root in paths.items()}
     ops = {name: [_step_op(workflow, name, automation, i, step_name, i == 0, profiles[name])
                   for i, step_name in enumerate(automation.step_names())]
            for name, automation in workflow.automations.items() if not automation.chain}
@@ -543,7 +555,7 @@ def build_automations(workflow: spec.Workflow, child_jobs: Mapping[str, ChildJob
     bundle = AutomationBundle()
     for name, automation in workflow.automations.items():
         graph = dg.graph(name=f"{name}_chain")(_composer(compose, name))
-        bundle.jobs.append(_automation_job(workflow, name, automation, graph))
+        bundle.jobs.append(_automation_job(workflow, name, automation, graph, paths))
         if automation.schedule is not None:
             bundle.schedules.append(_schedule(workflow, name, automation, bundle.jobs[-1]))
     if workflow.automations:
@@ -559,7 +571,9 @@ def _composer(compose: Callable[[str, list[Any]], list[Any]], name: str) -> Call
 
 
 def _automation_job(workflow: spec.Workflow, name: str, automation: spec.Automation,
-                    graph: dg.GraphDefinition) -> dg.JobDefinition:
+                    graph: dg.GraphDefinition,
+                    paths: Mapping[str, Mapping[str, list[spec.Automation]]]
+                    ) -> dg.JobDefinition:
     wf = workflow.workflow.name
     tags = {"stagecoach/workflow": wf, AUTOMATION_TAG: name}
     if mutex := _mutex_of(workflow, name):
@@ -582,12 +596,15 @@ def _automation_job(workflow: spec.Workflow, name: str, automation: spec.Automat
         description = ("Disabled (its schedule is stopped; a manual launch still runs). "
                        + description)
     config = None
-    if automation.chain and automation.params:  # the chain's values override its children's
+    if automation.chain:  # each chain's values override those of what it runs
         config = {"ops": {}}
-        for leaf in leaf_automations(workflow.automations, name):
-            child = workflow.automations[leaf]
-            config["ops"][f"{leaf}__{child.step_names()[0]}"] = {"config": {"params": {
-                **workflow.workflow.params, **child.params, **automation.params}}}
+        for leaf, trail in ((leaf, by_root[name]) for leaf, by_root in paths.items()
+                            if name in by_root):
+            params = dict(workflow.workflow.params)
+            for step_automation in reversed(trail):  # the leaf first, this chain last
+                params |= step_automation.params
+            first = workflow.automations[leaf].step_names()[0]
+            config["ops"][f"{leaf}__{first}"] = {"config": {"params": params}}
     return graph.to_job(
         name=automation_job_name(wf, name), tags=tags, config=config,
         description=description,

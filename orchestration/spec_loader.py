@@ -763,15 +763,26 @@ class _Validator:
                 self.error(where, "a chain cannot run itself: " + " → ".join(loop))
         if self.errors or not automation.chain:
             return
-        from assets.automations import leaf_automations
-
-        mutexes = {automations[leaf].mutex
-                   for leaf in leaf_automations(automations, name)} - {None}
-        if len(mutexes) > 1 and not automation.mutex:
+        held = {a.mutex for a in self._descendants(name, automations)} - {None}
+        if automation.mutex and held - {automation.mutex}:
+            self.error((*path, "mutex"), f"what this chain runs holds mutex "
+                                         f"{', '.join(sorted(held - {automation.mutex}))} and "
+                                         f"a run holds one ({automation.mutex}): give the "
+                                         "chain and what it runs the same mutex")
+        elif len(held) > 1:
             self.error((*path, "chain"), f"the children hold different mutexes "
-                                         f"({', '.join(sorted(mutexes))}) and a run holds one: "
-                                         "give the chain a `mutex:` of its own, or the "
-                                         "children the same one")
+                                         f"({', '.join(sorted(held))}) and a run holds one: "
+                                         "give them the same one")
+
+    @staticmethod
+    def _descendants(name: str, automations: Mapping[str, spec.Automation]
+                     ) -> list[spec.Automation]:
+        """The automations a chain runs, at any depth (group jobs left out)."""
+        found = []
+        for child in automations[name].chain:
+            if child in automations:
+                found += [automations[child], *_Validator._descendants(child, automations)]
+        return found
 
     def _chain_loop(self, name: str, automations: Mapping[str, spec.Automation],
                     trail: list[str]) -> list[str] | None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -88,26 +89,30 @@ def test_a_parallel_chain_runs_every_child_and_fails_if_one_does(stagecoach_env:
         (0, "us"), (1, "us"), (2, "us")]
 
 
-def test_chains_nest_and_their_params_override_the_childrens(stagecoach_env: Path):
+def test_chains_nest_and_each_chains_params_override_what_it_runs(stagecoach_env: Path):
     defs = write_spec(stagecoach_env, STEPS + """
   inner:
+    params: {region: emea}
     chain: [load, publish]
   outer:
-    params: {region: apac}
     chain: [inner]
+  top:
+    params: {region: apac}
+    chain: [outer]
 """)
+    regions = "select distinct region from work.{} order by 1"
     with dg.instance_for_test() as instance:
-        result = run(defs, "outer", instance)
-        assert result.success
-        assert warehouse(stagecoach_env, "select distinct region from work.published") == [
-            ("apac",)]
-        assert run(defs, "inner", instance).success  # alone: each child's own defaults
-    assert warehouse(stagecoach_env, "select distinct region from work.numbers") == [("eu",)]
-    assert warehouse(stagecoach_env, "select distinct region from work.published") == [("us",)]
+        assert run(defs, "outer", instance).success  # no params of its own: inner's apply
+        assert warehouse(stagecoach_env, regions.format("numbers")) == [("emea",)]
+        assert warehouse(stagecoach_env, regions.format("published")) == [("emea",)]
+        assert run(defs, "top", instance).success  # the outermost chain wins
+        assert warehouse(stagecoach_env, regions.format("published")) == [("apac",)]
+        assert run(defs, "publish", instance).success  # alone: its own defaults
+    assert warehouse(stagecoach_env, regions.format("published")) == [("us",)]
 
 
 @pytest.fixture
-def batch_role(postgres_url: str) -> tuple[str, str]:
+def batch_role(postgres_url: str) -> Iterator[tuple[str, str]]:
     """A second PostgreSQL login (the run-as account) and a table both accounts write to."""
     role = f"stagecoach_batch_{secrets.token_hex(3)}"
     engine = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
@@ -139,6 +144,14 @@ def test_scheduled_runs_use_the_run_as_profiles_connections(
       - {kind: sql, connection: crm,
          sql: "insert into whoami values (current_user, {{ params.label }})"}
     params: {label: manual}
+  plain_stamp:
+    steps:
+      - {kind: sql, connection: crm,
+         sql: "insert into whoami values (current_user, {{ params.label }})"}
+    params: {label: chained}
+  as_batch:
+    run_as: batch
+    chain: [plain_stamp]
 """, extra="""
   crm_batch: {kind: sql, url: {env: CRM_BATCH_DB_URL}}
 profiles:
@@ -160,15 +173,17 @@ profiles:
                 "label": "scheduled"}}}}})
         assert scheduled.success
         assert run(defs, "stamp", instance).success  # a manual launch: the usual account
-        forged = job.execute_in_process(instance=instance, tags={RUN_AS_TAG: "admin"},
-                                        raise_on_error=False)
-    assert not forged.success
-    [failure] = [e for e in forged.all_events if e.is_step_failure]
-    assert "run as profile 'admin', which this automation does not name (run_as: batch)" in \
-        failure.event_specific_data.error.message
+        # A profile only a chain names is the chain's: the step's own job may not borrow it.
+        borrowed = defs.resolve_job_def(f"{WF}_plain_stamp_job").execute_in_process(
+            instance=instance, tags={RUN_AS_TAG: "batch"}, raise_on_error=False)
+        assert run(defs, "as_batch", instance, tags={RUN_AS_TAG: "batch"}).success
+    assert not borrowed.success
+    [failure] = [e for e in borrowed.all_events if e.is_step_failure]
+    assert ("run as profile 'batch', which automation `plain_stamp` does not name for this "
+            "step (run_as: none)") in failure.event_specific_data.error.message
     with sa.create_engine(postgres_url).connect() as conn:
         rows = set(conn.execute(sa.text("select who, run from whoami")).fetchall())
-    assert rows == {(role, "scheduled"), ("postgres", "manual")}
+    assert rows == {(role, "scheduled"), ("postgres", "manual"), (role, "chained")}
 
 
 RETRYING_SCRIPT = """\

@@ -33,9 +33,10 @@ automations:
 
 
 def run(defs: dg.Definitions, name: str, instance: dg.DagsterInstance,
-        run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+        run_config: dict | None = None, tags: dict | None = None
+        ) -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def(f"{WF}_{name}_job").execute_in_process(
-        instance=instance, run_config=run_config, raise_on_error=False)
+        instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
 
 
 def warehouse(root: Path, sql: str) -> list[tuple]:

@@ -585,8 +585,11 @@ CHAIN_CATALOGUE = [
         "'parallel'"]),
     ("children with different mutexes", ("  scores:\n", "  scores:\n    mutex: scoring\n"), [
         "wf.yaml:54 automations.nightly.chain: the children hold different mutexes (exports, "
-        "scoring) and a run holds one: give the chain a `mutex:` of its own, or the children "
-        "the same one"]),
+        "scoring) and a run holds one: give them the same one"]),
+    ("chain mutex over a child's", ("    run_as: batch\n",
+                                    "    run_as: batch\n    mutex: nightly\n"), [
+      "wf.yaml:55 automations.nightly.mutex: what this chain runs holds mutex exports and a "
+      "run holds one (nightly): give the chain and what it runs the same mutex"]),
     ("unknown profile", ("run_as: batch", "run_as: bot"), [
         "wf.yaml:54 automations.nightly.run_as: unknown profile 'bot' (known: batch)"]),
     ("profile swaps kinds", ("{vendor_sftp: vendor_sftp_batch}", "{vendor_sftp: landing}"), [
