@@ -14,7 +14,8 @@ from __future__ import annotations
 import operator
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,13 +77,27 @@ def _retry_policy(retry: spec.StepRetry) -> dg.RetryPolicy | None:
     # shrinks it; a retry waits the time the spec says.
 
 
+@contextmanager
+def _bad_sql_is_final(what: str, hint: str = "fix the SQL") -> Iterator[None]:
+    """A query a retry cannot fix (syntax, unknown table, a constraint) fails the step for
+    good, saying `what` failed; anything else (a lost connection) is left to the retries."""
+    try:
+        yield
+    except dg.Failure:
+        raise
+    except Exception as error:
+        if _is_bad_sql(error):
+            raise _final(f"{what}: {_first_line(error)}; {hint} (not retried)") from None
+        raise
+
+
 def _run_sql(context: dg.OpExecutionContext, wf: str, step: spec.SqlStep,
              params: dict[str, Any]) -> dict[str, Any]:
     database = _database(context, wf, step.connection)
     values = _template_values(context, params)
     bound = [render_sql(sql, values, database.placeholder.format)
              for sql in step_statements(context, wf, step, params)]
-    try:
+    with _bad_sql_is_final(f"step {context.op.name}: the query failed"):
         if step.into and len(bound) != 1:
             raise _final(f"step {context.op.name}: `into` needs one SELECT; the fetched "
                          f"query has {len(bound)} statements")
@@ -97,11 +112,6 @@ def _run_sql(context: dg.OpExecutionContext, wf: str, step: spec.SqlStep,
             return {"table": step.into, "rows": rows}
         database.execute(f"step {context.op.name}", *((b.text, b.params) for b in bound))
         return {}
-    except Exception as error:
-        if _is_bad_sql(error):
-            raise _final(f"step {context.op.name}: the query failed: "
-                             f"{_first_line(error)}; fix the SQL (not retried)") from None
-        raise
 
 
 def _run_alarm(context: dg.OpExecutionContext, wf: str, step: spec.AlarmStep,
@@ -113,16 +123,12 @@ def _run_alarm(context: dg.OpExecutionContext, wf: str, step: spec.AlarmStep,
                      f"{len(statements)} statements")
     bound = render_sql(statements[0], _template_values(context, params),
                        database.placeholder.format)
-    try:
+    with _bad_sql_is_final(f"step {context.op.name}: the alarm's query failed"):
         rows = database.fetch(bound.text, bound.params)
-    except Exception as error:
-        if _is_bad_sql(error):
-            raise _final(f"step {context.op.name}: the alarm's query failed: "
-                             f"{_first_line(error)}; fix the SQL (not retried)") from None
-        raise
     if len(rows) != 1 or len(rows[0]) != 1:
+        shape = f"{len(rows)} row(s)" + (f" of {len(rows[0])} columns" if rows else "")
         raise _final(f"step {context.op.name}: the alarm's query must return one value "
-                         f"(one row, one column), not {len(rows)} row(s)")
+                     f"(one row, one column), not {shape}")
     value = rows[0][0]
     try:
         number = float(value)
@@ -209,10 +215,13 @@ def _connection_variables(context: dg.OpExecutionContext, workflow: spec.Workflo
     swaps = workflow.profiles[profile].connections if profile in workflow.profiles else {}
     variables = {}
     for name in names:
-        connection = workflow.connections[swaps.get(name, name)]
-        fields = {k: getattr(connection, k) for k in type(connection).model_fields
+        used = swaps.get(name, name)
+        connection = workflow.connections[used]
+        fields = {f"connection {used}: {k}": getattr(connection, k)
+                  for k in type(connection).model_fields
                   if k not in ("kind", "description") and getattr(connection, k) is not None}
-        for field_name, value in _env_values(fields, context.op.name).items():
+        for label, value in _env_values(fields, context.op.name).items():
+            field_name = label.rsplit(": ", 1)[1]
             variables[f"{CONN_PREFIX}{name.upper()}_{field_name.upper()}"] = (
                 str(value).lower() if isinstance(value, bool) else str(value))
     return variables
@@ -257,13 +266,11 @@ def _run_pivot(context: dg.OpExecutionContext, workflow: spec.Workflow, step: sp
     warehouse = _database(context, workflow.workflow.name, None)
     source = qualified(*step.from_.split("."))
     pivot = quote_ident(step.columns)
-    try:
+    with _bad_sql_is_final(f"step {context.op.name}: cannot read {step.from_}",
+                           "check the table and columns"):
         distinct = [r[0] for r in warehouse.fetch(
             f"SELECT DISTINCT {pivot} FROM {source} WHERE {pivot} IS NOT NULL ORDER BY 1 "
             f"LIMIT {step.max_columns + 1}")]
-    except Exception as error:
-        raise _final(f"step {context.op.name}: cannot read {step.from_}: "
-                     f"{_first_line(error)}") from None
     if len(distinct) > step.max_columns:
         raise _final(f"step {context.op.name}: {step.columns} has more than "
                      f"{step.max_columns} distinct values; raise `max_columns` or pivot on a "
@@ -279,10 +286,9 @@ def _run_pivot(context: dg.OpExecutionContext, workflow: spec.Workflow, step: sp
     sql = (f"SELECT {index}{''.join(', ' + c for c in cells)} FROM {source} "
            f"GROUP BY {index} ORDER BY {index}")
     schema, table = step.into.split(".")
-    try:
+    with _bad_sql_is_final(f"step {context.op.name}: the pivot failed",
+                           "check the value column's type"):
         rows = warehouse.replace_table(schema, table, sql, placeholders)
-    except Exception as error:
-        raise _final(f"step {context.op.name}: the pivot failed: {_first_line(error)}") from None
     context.log.info(f"{step.into}: {rows} rows, {len(distinct)} pivoted columns")
     return {"table": step.into, "rows": rows, "pivoted_columns": len(distinct)}
 
@@ -292,14 +298,12 @@ def _run_concat(context: dg.OpExecutionContext, workflow: spec.Workflow,
                 ) -> dict[str, Any]:
     warehouse = _database(context, workflow.workflow.name, None)
     columns: dict[str, list[str]] = {}
-    try:
-        for source in step.sources:
+    for source in step.sources:
+        with _bad_sql_is_final(f"step {context.op.name}: cannot read {source}",
+                               "check the table's name"):
             [empty] = list(warehouse.batches(f"SELECT * FROM {qualified(*source.split('.'))} "
                                              "LIMIT 0"))
-            columns[source] = list(empty.schema.names)
-    except Exception as error:
-        raise _final(f"step {context.op.name}: cannot read {source}: "
-                     f"{_first_line(error)}") from None
+        columns[source] = list(empty.schema.names)
     aligned = list(dict.fromkeys(c for names in columns.values() for c in names
                                  if c != step.source_column))
     selects, values = [], {}
@@ -312,11 +316,9 @@ def _run_concat(context: dg.OpExecutionContext, workflow: spec.Workflow,
                          f"{quote_ident(step.source_column)}")
         selects.append(f"SELECT {', '.join(parts)} FROM {qualified(*source.split('.'))}")
     schema, table = step.into.split(".")
-    try:
+    with _bad_sql_is_final(f"step {context.op.name}: the concatenation failed",
+                           "columns of one name must have compatible types"):
         rows = warehouse.replace_table(schema, table, " UNION ALL ".join(selects), values)
-    except Exception as error:
-        raise _final(f"step {context.op.name}: the concatenation failed (columns of one name "
-                     f"must have compatible types): {_first_line(error)}") from None
     context.log.info(f"{step.into}: {rows} rows from {len(step.sources)} tables, "
                      f"{len(aligned)} columns")
     return {"table": step.into, "rows": rows}
@@ -326,15 +328,10 @@ def _run_sync(context: dg.OpExecutionContext, workflow: spec.Workflow, step: spe
               params: dict[str, Any], files: list[str]) -> dict[str, Any]:
     total = 0
     for source, into in step.tables.items():
-        try:
+        with _bad_sql_is_final(f"step {context.op.name}: copying {source} from "
+                               f"`{step.connection}` failed", "check the table's name"):
             total += copy_query(context, workflow.workflow.name, step.connection,
                                 f"SELECT * FROM {source_table(source)}", None, into)
-        except Exception as error:
-            if _is_bad_sql(error):
-                raise _final(f"step {context.op.name}: copying {source} from "
-                             f"`{step.connection}` failed: {_first_line(error)}; check the "
-                             "table's name (not retried)") from None
-            raise
     return {"tables": len(step.tables), "rows": total}
 
 

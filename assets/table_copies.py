@@ -9,6 +9,7 @@ COPY) in one transaction: a failure anywhere leaves the old table as it was.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import suppress
 from typing import Any
 
 import dagster as dg
@@ -32,6 +33,8 @@ def copy_query(context: dg.OpExecutionContext, workflow: str, source: str, sql: 
         loaded = warehouse.load_parquet(schema, table, target)
     finally:
         target.unlink(missing_ok=True)
+        with suppress(OSError):  # another copy of the run may still use the folder
+            target.parent.rmdir()
     context.log.info(f"{into}: {loaded:,} rows loaded ({read:,} read)")
     return loaded
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -91,6 +92,15 @@ def docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _login() -> str:
+    """The operator's name; a uid without a passwd entry or $USER (containers) is shown as
+    such rather than failing."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
 def cancel_retry(args: argparse.Namespace) -> int:
     """Stop a run's pending step retries: its next attempt fails and the run ends failed."""
     import dagster as dg
@@ -99,7 +109,7 @@ def cancel_retry(args: argparse.Namespace) -> int:
 
     with dg.DagsterInstance.get() as instance:
         try:
-            print(request_cancel_retry(instance, args.run_id, args.by))
+            print(request_cancel_retry(instance, args.run_id, args.by or _login()))
         except ValueError as refused:
             print(f"cancel-retry: {refused}", file=sys.stderr)
             return 1
@@ -141,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = commands.add_parser("cancel-retry", help="no further step retries for a run (it "
                                                     "ends as failed); uses $DAGSTER_HOME")
     stop.add_argument("run_id")
-    stop.add_argument("--by", default=getpass.getuser(), help="who cancels (default: you)")
+    stop.add_argument("--by", help="who cancels (default: your login name)")
     args = parser.parse_args(argv)
     if args.command == "cancel-retry":
         return cancel_retry(args)

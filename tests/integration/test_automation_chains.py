@@ -294,3 +294,9 @@ profiles:
             logs = " ".join(e.user_message for e in instance.all_logs(result.run_id))
             assert "connecting to ***" in logs
             assert "s3cr3t" not in logs
+        monkeypatch.delenv("CRM_BATCH_DB_URL")
+        unset = job.execute_in_process(instance=instance, tags={RUN_AS_TAG: "batch"},
+                                       raise_on_error=False)
+    [failure] = [e for e in unset.all_events if e.is_step_failure]
+    assert ("environment variable CRM_BATCH_DB_URL (for connection crm_batch: url) is not set"
+            in failure.event_specific_data.error.message)

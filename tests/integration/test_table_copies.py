@@ -89,6 +89,7 @@ def test_query_and_whole_tables_copied_into_the_warehouse(
         logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
         assert any(f"crm_copy.accounts: {ACCOUNTS:,} rows loaded" in m for m in logs)
         assert not list((stagecoach_env / "data").rglob("*.parquet*")), "staged files left"
+        assert not list((stagecoach_env / "data" / "auto" / "copies").iterdir())
 
         # The source table goes away: the step fails at once and the old copy stays whole.
         with crm.begin() as conn:
