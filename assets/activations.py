@@ -21,6 +21,7 @@ from assets.common import (
     archive_key,
     asset_partition,
     connection_key,
+    ends_on_termination,
     owners_of,
     partitions_for,
     template_context,
@@ -107,6 +108,7 @@ def build_activation_asset(workflow: spec.Workflow, name: str, activation: spec.
                                   f"{wf}_resend_job"},
         retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     )
+    @ends_on_termination
     def _activation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
         staging: StagingResource = getattr(context.resources, STAGING_KEY)

@@ -30,7 +30,13 @@ from assets.automation_steps import first_line as _first_line
 from assets.automation_steps import is_bad_sql as _is_bad_sql
 from assets.automation_steps import step_statements
 from assets.automation_steps import template_values as _template_values
-from assets.common import STAGING_KEY, WAREHOUSE_KEY, connection_key, owners_of
+from assets.common import (
+    STAGING_KEY,
+    WAREHOUSE_KEY,
+    connection_key,
+    ends_on_termination,
+    owners_of,
+)
 from assets.table_copies import copy_query, source_table
 from assets.templating import render_sql, render_text
 from resources.ssh_command import CONN_PREFIX
@@ -420,6 +426,7 @@ def _step_op(workflow: spec.Workflow, automation_name: str, automation: spec.Aut
            description=step.description or f"Step {index + 1} of automation "
                                            f"`{automation_name}`: {step.kind}.",
            tags={"stagecoach/step_kind": step.kind})
+    @ends_on_termination
     def _step(context, **inputs: Any) -> dict:
         _refuse_cancelled_retry(context)
         state = ({"params": dict(context.op_config["params"]), "files": []} if first
@@ -441,11 +448,13 @@ def _job_child_op(chain: str, child: str, target: ChildJob) -> dg.OpDefinition:
     @dg.op(name=f"{chain}__run_{child}", ins={"after": dg.In(dg.Nothing)}, out=dg.Out(dict),
            description=f"Runs job `{target.job}` and waits for it (child of chain `{chain}`).",
            tags={"stagecoach/step_kind": "job"})
+    @ends_on_termination
     def _run_job(context) -> dict:
         from resources.dagster_runs import DagsterRuns, LaunchFailed
 
+        scheduled = context.run.tags.get("dagster/scheduled_execution_time")
         partition = context.run.tags.get("dagster/partition") or target.partition(
-            datetime.now(UTC))
+            datetime.fromisoformat(scheduled) if scheduled else datetime.now(UTC))
         tags = {PARENT_RUN_TAG: context.run_id, TRIGGERED_BY_TAG: f"chain:{chain}",
                 **({"dagster/partition": partition} if partition else {})}
         location = context.dagster_run.remote_job_origin
@@ -456,6 +465,9 @@ def _job_child_op(chain: str, child: str, target: ChildJob) -> dg.OpDefinition:
         try:
             run_id = runs.launch(target.job, tags, {})
         except LaunchFailed as refused:
+            if refused.transient:  # the webserver unreachable: the step's retries may help
+                raise RuntimeError(f"step {context.op.name}: could not reach Dagster to "
+                                   f"launch `{target.job}`: {refused}") from None
             raise _final(f"step {context.op.name}: Dagster refused to launch "
                          f"`{target.job}`: {refused}") from None
         context.log.info(f"launched `{target.job}` run {run_id}"
@@ -464,7 +476,11 @@ def _job_child_op(chain: str, child: str, target: ChildJob) -> dg.OpDefinition:
             status = runs.wait(run_id, on_change=lambda now: context.log.info(
                 f"`{target.job}` run {run_id}: {now.value}"))
         except BaseException:  # the chain was terminated (or lost the webserver): stop it too
-            runs.terminate(run_id)
+            try:
+                runs.terminate(run_id)
+            except Exception as stuck:
+                context.log.error(f"`{target.job}` run {run_id} could not be terminated "
+                                  f"({type(stuck).__name__}: {stuck}); stop it from the UI")
             raise
         context.add_output_metadata({"child_run": run_id, "status": status.value,
                                      **({"partition": partition} if partition else {})})

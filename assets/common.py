@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -19,6 +21,7 @@ OPTIONAL_COURIERS_TAG = "stagecoach/optional_couriers"  # couriers that may find
 REDELIVER_TAG = "stagecoach/redeliver"  # "true": send even what the ledger shows as delivered
 SCHEDULED_TIME_TAG = "dagster/scheduled_execution_time"
 PARTITION_TAG = "dagster/partition"
+Compute = TypeVar("Compute", bound=Callable[..., Any])
 
 
 def connection_key(workflow: str, connection: str) -> str:
@@ -78,3 +81,26 @@ def asset_partition(context: dg.AssetExecutionContext) -> str | None:
     if context.assets_def.partitions_def is None or not context.has_partition_key:
         return None
     return context.partition_key
+
+
+def ends_on_termination(compute: Compute) -> Compute:
+    """For a step with a retry policy: Dagster retries a step interrupted by its run's
+    termination, so the run would go on. Here the interruption ends the step for good, and a
+    step starting once the run is being terminated does not run; the run then ends CANCELED."""
+
+    @functools.wraps(compute)
+    def _compute(context: Any, *args: Any, **kwargs: Any) -> Any:
+        run = context.instance.get_run_by_id(context.run_id)
+        if run is not None and run.status == dg.DagsterRunStatus.CANCELING:
+            raise _terminated()
+        try:
+            return compute(context, *args, **kwargs)
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+            raise _terminated() from None
+
+    return _compute  # type: ignore[return-value]
+
+
+def _terminated() -> dg.Failure:
+    return dg.Failure("the run is being terminated: this step stops and is not retried",
+                      allow_retries=False)

@@ -23,6 +23,7 @@ from assets.common import (
     STAGING_KEY,
     asset_partition,
     connection_key,
+    ends_on_termination,
     owners_of,
     partitions_for,
     template_context,
@@ -74,6 +75,7 @@ def build_courier_asset(workflow: spec.Workflow, name: str, courier: spec.Courie
                   if connection.kind != "sql" else "sql query → parquet"},
         retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     )
+    @ends_on_termination
     def _courier(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         staging: StagingResource = getattr(context.resources, STAGING_KEY)
         conn = getattr(context.resources, conn_key)

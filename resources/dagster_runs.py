@@ -15,12 +15,19 @@ from urllib.parse import urlsplit
 import dagster as dg
 
 REPOSITORY_NAME = "__repository__"  # where Dagster puts the jobs of a plain Definitions
+POLL_FAILURES_ALLOWED = 5  # status polls failing in a row before waiting gives up (~2 min)
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
             dg.DagsterRunStatus.CANCELED}
 
 
 class LaunchFailed(Exception):
-    """Dagster refused or could not take a launch; the message is Dagster's answer."""
+    """Dagster refused or could not take a launch; the message is Dagster's answer.
+    `transient`: the webserver could not be reached (a retry may work), rather than a refusal
+    (an unknown job, bad config) that would be refused again."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class DagsterRuns:
@@ -46,15 +53,25 @@ class DagsterRuns:
                 job, repository_location_name=self.location, repository_name=REPOSITORY_NAME,
                 run_config=run_config, tags=tags)
         except DagsterGraphQLClientError as failed:
-            raise LaunchFailed(graphql_message(failed.args)) from failed
+            raise LaunchFailed(graphql_message(failed.args),
+                               transient=len(failed.args) < 2) from failed
 
     def wait(self, run_id: str, poll_seconds: float = 2.0,
              on_change: Callable[[dg.DagsterRunStatus], None] | None = None
              ) -> dg.DagsterRunStatus:
-        """Poll until the run is over; `on_change` hears each new status."""
-        status = None
+        """Poll until the run is over; `on_change` hears each new status. A poll that fails
+        (the webserver restarting) is tried again, up to POLL_FAILURES_ALLOWED in a row."""
+        status, failures = None, 0
         while True:
-            now = self.client.get_run_status(run_id)
+            try:
+                now = self.client.get_run_status(run_id)
+                failures = 0
+            except Exception:
+                failures += 1
+                if failures > POLL_FAILURES_ALLOWED:
+                    raise
+                time.sleep(poll_seconds * 2 ** min(failures, 5))
+                continue
             if now != status and on_change is not None:
                 on_change(now)
             status = now

@@ -4,6 +4,7 @@ run launches each group's run over GraphQL, waits for it, and goes on only after
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -39,9 +40,11 @@ def spec(root) -> str:
 workflow: {{name: {WF}}}
 connections:
   landing: {{kind: folder, path: {root / 'landing'}}}
+  pg: {{kind: sql, url: {{env: SLOW_DB_URL}}}}
 couriers:
   people: {{from: landing, path: people.csv}}
   absent: {{from: landing, path: absent.csv}}
+  slow: {{from: pg, query: "select 1 as id from pg_sleep(45)"}}
 domain_tables:
   people:
     from: people
@@ -51,6 +54,7 @@ domain_tables:
 courier_groups:
   intake: {{couriers: [people], run: load_and_build}}
   broken_intake: {{couriers: [absent], run: load}}
+  slow_intake: {{couriers: [slow], run: load}}
 automations:
   count_people:
     steps:
@@ -59,11 +63,13 @@ automations:
     chain: [intake, count_people]
   stops_early:
     chain: [broken_intake, count_people]
+  waits:
+    chain: [slow_intake, count_people]
 """
 
 
 @pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
+def dev(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[DagsterDev]:
     root = tmp_path_factory.mktemp("chain_jobs")
     for folder in ("landing", "workflows", "data", "dagster_home"):
         (root / folder).mkdir()
@@ -74,7 +80,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
     port = free_port()
     env = {**os.environ, "STAGECOACH_WORKFLOWS_DIR": str(root / "workflows"),
            "STAGECOACH_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "dagster_home"),
-           "STAGECOACH_DAGSTER_URL": f"http://127.0.0.1:{port}"}
+           "STAGECOACH_DAGSTER_URL": f"http://127.0.0.1:{port}", "SLOW_DB_URL": postgres_url}
     for name in ("STAGECOACH_WAREHOUSE_URL", "STAGECOACH_EXECUTOR"):
         env.pop(name, None)
     with running_dagster_dev(root, root / "workflows", env, port=port) as dagster:
@@ -121,3 +127,16 @@ def test_a_failed_group_run_stops_the_chain(dev: DagsterDev):
         "runOrError"]["stepStats"]}
     assert "count_people__step1_sql" not in steps or steps["count_people__step1_sql"] in (
         None, "SKIPPED")
+
+
+def test_terminating_a_chain_terminates_the_group_run_it_waits_for(dev: DagsterDev):
+    run_id = launch(dev, "waits")
+    deadline, child = time.monotonic() + 120, None
+    while time.monotonic() < deadline and not child:
+        started = [c for c in children(dev, run_id) if c["status"] == "STARTED"]
+        child = started[0] if started else None
+        time.sleep(1)
+    assert child, f"the group's run never started: {children(dev, run_id)}"
+    dev.client().terminate_run(run_id)
+    assert wait_for_run(dev, run_id) == "CANCELED"
+    assert wait_for_run(dev, child["runId"]) == "CANCELED"
