@@ -25,7 +25,7 @@ import stat
 import struct
 from collections import deque
 from pathlib import Path
-from typing import IO, Any, ClassVar, Protocol
+from typing import IO, Any, ClassVar
 
 import paramiko
 from paramiko.sftp import (
@@ -36,7 +36,6 @@ from paramiko.sftp import (
     CMD_STATUS,
     CMD_WRITE,
 )
-from pydantic import Field
 
 from resources.files import (
     RemoteFile,
@@ -49,6 +48,7 @@ from resources.files import (
     split_pattern,
 )
 from resources.retry import RetryingConnection
+from resources.ssh_connection import SshConnection
 
 _ERRORS = (paramiko.SSHException, paramiko.SFTPError, OSError, EOFError)
 
@@ -69,22 +69,10 @@ _WINDOW = 8 * 1024 * 1024
 _MAX_PACKET = 256 * 1024
 
 
-class SftpResource(RetryingConnection):
+class SftpResource(SshConnection, RetryingConnection):
     """An SFTP server (paramiko); host keys are checked against known_hosts."""
 
-    host: str
-    port: int = 22
-    username: str
-    password: str | None = None
-    private_key_path: str | None = None
-    private_key_passphrase: str | None = None
-    known_hosts: str | None = Field(None, description="Default ~/.ssh/known_hosts.")
-    host_key: str | None = Field(
-        None, description="The server's public host key pinned, as in known_hosts without the "
-        "host ('ssh-ed25519 AAAA…'); when set, only this key is accepted and known_hosts is "
-        "not read.")
     base_path: str = "."
-    timeout_seconds: float = 30
 
     checks_md5: ClassVar[bool] = False  # SFTP has no standard checksum request: size only
 
@@ -225,21 +213,7 @@ def _sftp_makedirs(sftp: paramiko.SFTPClient, directory: str) -> None:
 # ---------------------------------------------------------------- SSH connection (shared)
 
 
-class SshSettings(Protocol):
-    """The connection fields an SSH-based resource has (SftpResource, SshCommandResource)."""
-
-    host: str
-    port: int
-    username: str
-    password: str | None
-    private_key_path: str | None
-    private_key_passphrase: str | None
-    known_hosts: str | None
-    host_key: str | None
-    timeout_seconds: float
-
-
-def _trusted_keys(settings: SshSettings, client: paramiko.SSHClient, operation: str,
+def _trusted_keys(settings: SshConnection, client: paramiko.SSHClient, operation: str,
                   where: str, error: type[Exception]) -> str:
     """Load the keys this connection trusts (the pinned one, or known_hosts); returns
     where they came from, for the messages."""
@@ -263,7 +237,7 @@ def _trusted_keys(settings: SshSettings, client: paramiko.SSHClient, operation: 
     return f"known_hosts {known}"
 
 
-def open_ssh_client(settings: SshSettings, operation: str, where: str,
+def open_ssh_client(settings: SshConnection, operation: str, where: str,
                     error: type[Exception]) -> paramiko.SSHClient:
     """An authenticated SSH client whose server's host key was checked (pinned `host_key`,
     else known_hosts; an unknown or changed key is refused). Failures raise `error` with a

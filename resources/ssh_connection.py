@@ -1,5 +1,5 @@
-"""The connection settings every SSH-based resource has (SSH commands; SFTP should share them:
-resources/sftp.py still declares its own copy), checked by sftp's `open_ssh_client`."""
+"""The connection settings every SSH-based resource has (SFTP transfers, SSH commands),
+checked by sftp's `open_ssh_client`."""
 
 from __future__ import annotations
 
