@@ -283,7 +283,6 @@ def test_a_report_renders_tables_and_a_chart_into_a_pdf_the_next_step_gets(
     assert "39" in lines and "40" not in lines  # rows 0..39 shown, the rest cut
     assert "Only the first 40 rows are shown; the query returned more (raise max_rows to " \
            "show more)." in text.replace("\n", " ")
-    assert not [p for p in pdf.parent.iterdir() if p.name.endswith(".partial")]
 
 
 @pytest.mark.bad_input
@@ -300,8 +299,32 @@ def test_a_report_chart_needs_numbers(stagecoach_env: Path):
         result = run(defs, "bad_chart", instance)
     assert failures(result) == ["step bad_chart__report: the chart's amount column holds "
                                 "'many', not a number"]
-    assert not (stagecoach_env / "data" / "reports" / WF / result.run_id).exists() or not list(
-        (stagecoach_env / "data" / "reports" / WF / result.run_id).iterdir())
+    assert not (stagecoach_env / "data" / "reports" / WF / result.run_id).exists()
+
+
+@pytest.mark.fault
+def test_a_report_that_fails_once_written_leaves_no_file(stagecoach_env: Path):
+    """The PDF is whole under its partial name when the rename fails (a folder holds the final
+    name): neither the partial file nor a final one is left behind."""
+    import uuid
+
+    defs = write_spec(stagecoach_env, """
+  blocked_report:
+    steps:
+      - {name: report, kind: report, title: Blocked, file_name: blocked.pdf,
+         tables: [{sql: "select 1 as n"}]}
+""")
+    run_id = str(uuid.uuid4())
+    folder = stagecoach_env / "data" / "reports" / WF / run_id
+    (folder / "blocked.pdf").mkdir(parents=True)
+    (folder / "blocked.pdf" / "keep").write_text("a folder under the report's name")
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def(f"{WF}_blocked_report_job").execute_in_process(
+            instance=instance, run_id=run_id, raise_on_error=False)
+    [message] = failures(result)
+    assert "blocked.pdf" in message, message
+    assert sorted(p.name for p in folder.iterdir()) == ["blocked.pdf"]  # no partial file
+    assert (folder / "blocked.pdf").is_dir()  # and no report under the final name
 
 
 def test_a_report_reads_a_postgresql_connection_and_stops_at_max_rows(
