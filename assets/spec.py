@@ -10,6 +10,7 @@ import codecs
 import re
 from datetime import date
 from typing import Annotated, Literal
+from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -587,10 +588,16 @@ class FileSource(Model):
     path: str = Field(min_length=1, description="The file, relative to the connection's base.")
 
 
+# Query-string parameter names that carry credentials (token=, api_key=, X-Amz-Signature=...).
+_SECRET_PARAM = re.compile(r"token|key|secret|pass|pwd|signature|sig$|auth|credential|session",
+                           re.I)
+
+
 class UrlSource(Model):
     """A query served over HTTP(S), fetched at every run (`sql_url: https://...` for short)."""
 
-    url: str = Field(pattern=r"^https?://[^\s]+$")
+    url: str = Field(description="http(s) address of the query; credentials go in `token`, "
+                                 "never in the URL.")
     token: Secret | None = Field(None, description="Sent in `header`, from an environment "
                                                    "variable; only over https (or loopback).")
     header: str = Field("Authorization", pattern=r"^[A-Za-z0-9-]{1,64}$")
@@ -603,6 +610,24 @@ class UrlSource(Model):
     @classmethod
     def _short_form(cls, value: object) -> object:
         return {"url": value} if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, url: str) -> str:
+        """Never echoes the URL: it may hold a password or a token."""
+        if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url):
+            raise ValueError("must be an http:// or https:// address without spaces")
+        parts = urlsplit(url)
+        fix = ("keep credentials out of the URL (it shows in logs and the spec): send them with "
+               "`token: {env: VARIABLE_NAME}` (with `header:` and `scheme:` as the server "
+               "expects)")
+        if "@" in parts.netloc:
+            raise ValueError(f"holds a user name or password before '@'; {fix}")
+        for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+            if _SECRET_PARAM.search(name):
+                raise ValueError(f"its query parameter {name[:40]!r} looks like a credential; "
+                                 f"{fix}")
+        return url
 
 
 StatementType = Annotated[str, Field(pattern=r"^[a-z]+( [a-z]+){0,3}$")]
