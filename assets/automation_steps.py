@@ -85,10 +85,10 @@ def step_resources(workflow: str, step: Any) -> set[str]:
     """Resource keys a step needs beyond its database: the query source and the staging area
     (for the cached copy or the report file)."""
     keys: set[str] = set()
-    source = _file_source(step)
-    if source is not None:
-        keys.add(connection_key(workflow, source.connection))
-    if source is not None or _url_source(step) is not None or isinstance(step, spec.ReportStep):
+    fetched = isinstance(step, spec.FetchedQueryStep) and step.fetched
+    if fetched and step.file_source is not None:
+        keys.add(connection_key(workflow, step.file_source.connection))
+    if fetched or isinstance(step, spec.ReportStep):
         keys.add(STAGING_KEY)
     if isinstance(step, spec.EtlStep | spec.ReportStep):
         connection = getattr(step, "connection", None)
@@ -97,14 +97,6 @@ def step_resources(workflow: str, step: Any) -> set[str]:
 
 
 # ---------------------------------------------------------------- queries fetched at run time
-
-
-def _file_source(step: Any) -> spec.FileSource | None:
-    return getattr(step, "sql_source", None) or getattr(step, "query_source", None)
-
-
-def _url_source(step: Any) -> spec.UrlSource | None:
-    return getattr(step, "sql_url", None) or getattr(step, "query_url", None)
 
 
 def _token(source: spec.UrlSource, step: str) -> str | None:
@@ -116,10 +108,11 @@ def _token(source: spec.UrlSource, step: str) -> str | None:
     return os.environ[source.token.env]
 
 
-def _fetch(context: dg.OpExecutionContext, workflow: str, step: Any) -> tuple[str, str]:
+def _fetch(context: dg.OpExecutionContext, workflow: str, step: spec.FetchedQueryStep
+           ) -> tuple[str, str]:
     """(query text, where it came from): fetched now, else the cached copy (with a warning)."""
     op = context.op.name
-    file_source, url_source = _file_source(step), _url_source(step)
+    file_source, url_source = step.file_source, step.url_source
     if file_source is not None:
         files = getattr(context.resources, connection_key(workflow, file_source.connection))
         where = f"connection {file_source.connection}: {file_source.path}"
@@ -152,7 +145,8 @@ def _fence(text: str) -> str:
     return "`" * ticks
 
 
-def step_statements(context: dg.OpExecutionContext, workflow: str, step: Any,
+def step_statements(context: dg.OpExecutionContext, workflow: str,
+                    step: spec.SqlStep | spec.AlarmStep,
                     params: dict[str, Any]) -> list[BoundSql]:
     """The statements a sql or alarm step runs, rendered for its database: its own SQL as one,
     or a fetched query's statements of the allowed types.
@@ -162,7 +156,7 @@ def step_statements(context: dg.OpExecutionContext, workflow: str, step: Any,
     db = database(context, workflow, step.connection)
     values = template_values(context, params)
     inline = step.sql if isinstance(step, spec.SqlStep) else step.query
-    if _file_source(step) is None and _url_source(step) is None:
+    if not step.fetched:
         return [render_sql(inline or "", values, db.placeholder.format)]
     op = context.op.name
     text, where = _fetch(context, workflow, step)
@@ -198,9 +192,10 @@ def without_file_access_when_fetched(run: Callable[..., dict[str, Any]]
     """A sql or alarm runner whose DuckDB database cannot touch files while it runs a fetched
     query (the warehouse's own loads, made elsewhere, keep their access)."""
 
-    def runner(context: dg.OpExecutionContext, workflow: spec.Workflow, step: Any,
+    def runner(context: dg.OpExecutionContext, workflow: spec.Workflow,
+               step: spec.SqlStep | spec.AlarmStep,
                params: dict[str, Any], files: list[str]) -> dict[str, Any]:
-        if _file_source(step) is None and _url_source(step) is None:
+        if not step.fetched:
             return run(context, workflow, step, params, files)
         with database(context, workflow.workflow.name, step.connection).without_file_access():
             return run(context, workflow, step, params, files)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import codecs
 import re
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -633,9 +633,30 @@ class UrlSource(Model):
 StatementType = Annotated[str, Field(pattern=r"^[a-z]+( [a-z]+){0,3}$")]
 
 
-class SqlStep(AutomationStep):
+class FetchedQueryStep(AutomationStep):
+    """A step whose query may be fetched at run time. The spec keys differ by kind (`sql_url`,
+    `query_url`: what users write); code reads `file_source` and `url_source`."""
+
+    FETCH_KEYS: ClassVar[tuple[str, str]]  # the spec keys of the file and the URL source
+
+    @property
+    def file_source(self) -> FileSource | None:
+        raise NotImplementedError
+
+    @property
+    def url_source(self) -> UrlSource | None:
+        raise NotImplementedError
+
+    @property
+    def fetched(self) -> bool:
+        return self.file_source is not None or self.url_source is not None
+
+
+class SqlStep(FetchedQueryStep):
     """SQL query to storage: statements, or a SELECT that (re)builds `into` (on a `sql`
     connection, its rows are copied into the warehouse)."""
+
+    FETCH_KEYS: ClassVar[tuple[str, str]] = ("sql_source", "sql_url")
 
     kind: Literal["sql"]
     sql: str | None = None
@@ -647,16 +668,27 @@ class SqlStep(AutomationStep):
     allow_statements: list[StatementType] | None = Field(
         None, min_length=1, description="Statement types a fetched query may run (its first "
         "keywords, e.g. select, `create table`); others are removed. Default: select, with, "
-        "insert, update, delete, merge, drop, and create of a table, view, schema or index.")
+        "insert, update, delete, merge, drop table/view, and create of a table, view, schema "
+        "(a bare name) or index.")
     connection: Name | None = Field(None, description="A `sql` connection; default the "
                                                       "warehouse.")
     into: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$",
                              description="schema.table in the warehouse, rebuilt from the "
                                          "SELECT's rows (all or nothing), wherever it runs.")
 
+    @property
+    def file_source(self) -> FileSource | None:
+        return self.sql_source
 
-class AlarmStep(AutomationStep):
+    @property
+    def url_source(self) -> UrlSource | None:
+        return self.sql_url
+
+
+class AlarmStep(FetchedQueryStep):
     """A query's one value against a threshold; when the condition holds, an alarm."""
+
+    FETCH_KEYS: ClassVar[tuple[str, str]] = ("query_source", "query_url")
 
     kind: Literal["alarm"]
     query: str | None = None
@@ -668,6 +700,14 @@ class AlarmStep(AutomationStep):
     threshold: float
     stop: bool = Field(False, description="Also fail the step (the chain stops) when the "
                                           "alarm is raised.")
+
+    @property
+    def file_source(self) -> FileSource | None:
+        return self.query_source
+
+    @property
+    def url_source(self) -> UrlSource | None:
+        return self.query_url
 
 
 class PythonStep(AutomationStep):
