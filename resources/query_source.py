@@ -103,7 +103,10 @@ def fetch_url(url: str, token: str | None, header: str, scheme: str | None,
 
 def fetch_file(connection: FileConnection, path: str) -> str:
     """Download the query file to a temporary file and read it."""
-    where = connection.describe(path)
+    try:
+        where = connection.describe(path)
+    except UnsafePath as unsafe:
+        raise SourceRefused(str(unsafe)) from None
     with tempfile.TemporaryDirectory(prefix="stagecoach-query-") as folder:
         local = Path(folder) / "query.sql"
         try:
