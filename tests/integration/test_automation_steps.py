@@ -509,3 +509,46 @@ def test_the_cached_copy_belongs_to_the_whole_url(
     assert first.success, failures(first)
     [message] = failures(second)
     assert "no copy is cached yet" in message, message
+
+
+@pytest.mark.security
+def test_a_fetched_query_on_postgresql_runs_its_selects_and_nothing_smuggled(
+        stagecoach_env: Path, stoppable_http: tuple[HttpRecorder, object], postgres_url: str,
+        monkeypatch: pytest.MonkeyPatch):
+    import uuid
+
+    monkeypatch.setenv("STAGECOACH_WAREHOUSE_URL", postgres_url)
+    server, _ = stoppable_http
+    role = f"smuggled_{uuid.uuid4().hex[:12]}"
+    path = server.unique_path("pg")
+    server.script(path, then=Reply(200, (
+        "create schema if not exists fetched; "
+        "create table fetched.t as select cast({{ params.minimum }} as int) as n, 'a;b' as note; "
+        f"select $é$ ` $é$; create role {role}; select $é$ ` $é$; "
+        "create schema sm grant create on database postgres to public; "
+        "insert into fetched.t values ({{ params.minimum }} + 1, $$it's; fine$$)")))
+    defs = write_spec(stagecoach_env, f"""
+  pg_fetched:
+    params: {{minimum: 6}}
+    steps:
+      - {{name: load, kind: sql, sql_url: "{server.url}{path}"}}
+""")
+    with dg.instance_for_test() as instance:
+        result = run(defs, "pg_fetched", instance)
+        logs = logs_of(instance, result)
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(sa.text(
+                "select n, note from fetched.t order by n"))]
+            roles = conn.execute(sa.text("select count(*) from pg_roles where rolname = :r"),
+                                 {"r": role}).scalar()
+            schemas = conn.execute(sa.text("select count(*) from information_schema.schemata "
+                                           "where schema_name = 'sm'")).scalar()
+            conn.execute(sa.text(f"drop role if exists {role}"))
+            conn.commit()
+    finally:
+        engine.dispose()
+    assert result.success, failures(result)
+    assert rows == [(6, "a;b"), (7, "it's; fine")] and (roles, schemas) == (0, 0)
+    assert "removed 2 statement(s)" in logs and f"create role {role}" in logs
