@@ -1,14 +1,17 @@
 """What automation steps share, and the steps beyond plain SQL: queries fetched at run time,
 ETL (a table into another through one compiled SELECT) and PDF reports.
 
-A fetched query is cached before parameters are applied, cut down to the statement types the
-step allows (the rest removed, with a warning), and shown in the op's output as a preview.
+A fetched query is cached before parameters are applied; at each run it is rendered (template
+values become bound parameters), split as its database reads it, cut down to the statement
+types the step allows (the rest removed, with a warning) and shown, strings masked, in the op's
+output. On DuckDB it runs without file access.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -18,7 +21,13 @@ import dagster as dg
 from assets import spec
 from assets.common import STAGING_KEY, WAREHOUSE_KEY, connection_key
 from assets.sql_statements import DEFAULT_ALLOWED, SqlTextError, keep_allowed
-from assets.templating import check_template, date_context, render_sql, render_text
+from assets.templating import (
+    BoundSql,
+    check_template,
+    date_context,
+    render_sql,
+    render_text,
+)
 from resources.files import TransferError
 from resources.query_source import (
     SourceRefused,
@@ -76,10 +85,10 @@ def step_resources(workflow: str, step: Any) -> set[str]:
     """Resource keys a step needs beyond its database: the query source and the staging area
     (for the cached copy or the report file)."""
     keys: set[str] = set()
-    source = _file_source(step)
-    if source is not None:
-        keys.add(connection_key(workflow, source.connection))
-    if source is not None or _url_source(step) is not None or isinstance(step, spec.ReportStep):
+    fetched = isinstance(step, spec.FetchedQueryStep) and step.fetched
+    if fetched and step.file_source is not None:
+        keys.add(connection_key(workflow, step.file_source.connection))
+    if fetched or isinstance(step, spec.ReportStep):
         keys.add(STAGING_KEY)
     if isinstance(step, spec.EtlStep | spec.ReportStep):
         connection = getattr(step, "connection", None)
@@ -88,14 +97,6 @@ def step_resources(workflow: str, step: Any) -> set[str]:
 
 
 # ---------------------------------------------------------------- queries fetched at run time
-
-
-def _file_source(step: Any) -> spec.FileSource | None:
-    return getattr(step, "sql_source", None) or getattr(step, "query_source", None)
-
-
-def _url_source(step: Any) -> spec.UrlSource | None:
-    return getattr(step, "sql_url", None) or getattr(step, "query_url", None)
 
 
 def _token(source: spec.UrlSource, step: str) -> str | None:
@@ -107,10 +108,11 @@ def _token(source: spec.UrlSource, step: str) -> str | None:
     return os.environ[source.token.env]
 
 
-def _fetch(context: dg.OpExecutionContext, workflow: str, step: Any) -> tuple[str, str]:
+def _fetch(context: dg.OpExecutionContext, workflow: str, step: spec.FetchedQueryStep
+           ) -> tuple[str, str]:
     """(query text, where it came from): fetched now, else the cached copy (with a warning)."""
     op = context.op.name
-    file_source, url_source = _file_source(step), _url_source(step)
+    file_source, url_source = step.file_source, step.url_source
     if file_source is not None:
         files = getattr(context.resources, connection_key(workflow, file_source.connection))
         where = f"connection {file_source.connection}: {file_source.path}"
@@ -121,7 +123,8 @@ def _fetch(context: dg.OpExecutionContext, workflow: str, step: Any) -> tuple[st
         where = describe_url(url_source.url)
         fetch = partial(fetch_url, url_source.url, token, url_source.header, url_source.scheme,
                         url_source.ca_file, url_source.timeout_seconds)
-    digest = hashlib.sha256(where.encode()).hexdigest()[:12]
+    source = f"{file_source.connection}:{file_source.path}" if file_source else url_source.url
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]  # the whole URL, query included
     cache = getattr(context.resources, STAGING_KEY).folder(QUERY_CACHE, workflow)
     try:
         fetched = cached_fetch(fetch, cache / f"{op}-{digest}.sql")
@@ -142,18 +145,28 @@ def _fence(text: str) -> str:
     return "`" * ticks
 
 
-def step_statements(context: dg.OpExecutionContext, workflow: str, step: Any,
-                    params: dict[str, Any]) -> list[str]:
-    """The statements a sql or alarm step runs, in order: its own SQL as one, or a fetched
-    query's statements of the allowed types."""
+def step_statements(context: dg.OpExecutionContext, workflow: str,
+                    step: spec.SqlStep | spec.AlarmStep,
+                    params: dict[str, Any]) -> list[BoundSql]:
+    """The statements a sql or alarm step runs, rendered for its database: its own SQL as one,
+    or a fetched query's statements of the allowed types.
+
+    A fetched query is rendered before it is split, so what is checked is what runs (a Jinja
+    comment or filter block cannot turn one checked statement into two)."""
+    db = database(context, workflow, step.connection)
+    values = template_values(context, params)
     inline = step.sql if isinstance(step, spec.SqlStep) else step.query
-    if _file_source(step) is None and _url_source(step) is None:
-        return [inline or ""]
+    if not step.fetched:
+        return [render_sql(inline or "", values, db.placeholder.format)]
     op = context.op.name
     text, where = _fetch(context, workflow, step)
+    if problem := check_template(text, params, sql=True):
+        raise final(f"step {op}: the query from {where}: {problem}")
+    bound = render_sql(text, values, db.placeholder.format)
     allowed = step.allow_statements or list(DEFAULT_ALLOWED)
     try:
-        kept, removed = keep_allowed(text, allowed)
+        kept, removed = keep_allowed(bound.text, allowed, "duckdb" if db.is_duckdb
+                                     else "postgres")
     except SqlTextError as bad:
         raise final(f"step {op}: the query from {where} cannot be split into statements: "
                     f"{bad}") from None
@@ -162,7 +175,7 @@ def step_statements(context: dg.OpExecutionContext, workflow: str, step: Any,
             f"step {op}: removed {len(removed)} statement(s) of a type not allowed "
             f"(allowed: {', '.join(allowed)}) from the query of {where}: "
             + "; ".join(s.short() for s in removed))
-    preview = ";\n".join(s.text for s in kept)
+    preview = ";\n".join(s.masked for s in kept)  # strings masked, as in the warning
     fence = _fence(preview)
     context.add_output_metadata({
         "query": dg.MetadataValue.md(f"{fence}sql\n{preview}\n{fence}"),
@@ -170,10 +183,24 @@ def step_statements(context: dg.OpExecutionContext, workflow: str, step: Any,
     if not kept:
         raise final(f"step {op}: the query from {where} has no statement left to run (allowed: "
                     f"{', '.join(allowed)}; removed {len(removed)})")
-    for statement in kept:
-        if problem := check_template(statement.text, params, sql=True):
-            raise final(f"step {op}: the query from {where}: {problem}")
-    return [s.text for s in kept]
+    return [BoundSql(s.text, {k: v for k, v in bound.params.items() if k in s.params})
+            for s in kept]
+
+
+def without_file_access_when_fetched(run: Callable[..., dict[str, Any]]
+                                     ) -> Callable[..., dict[str, Any]]:
+    """A sql or alarm runner whose DuckDB database cannot touch files while it runs a fetched
+    query (the warehouse's own loads, made elsewhere, keep their access)."""
+
+    def runner(context: dg.OpExecutionContext, workflow: spec.Workflow,
+               step: spec.SqlStep | spec.AlarmStep,
+               params: dict[str, Any], files: list[str]) -> dict[str, Any]:
+        if not step.fetched:
+            return run(context, workflow, step, params, files)
+        with database(context, workflow.workflow.name, step.connection).without_file_access():
+            return run(context, workflow, step, params, files)
+
+    return runner
 
 
 # ---------------------------------------------------------------- etl

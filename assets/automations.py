@@ -28,7 +28,7 @@ from assets.automation_steps import database as _database
 from assets.automation_steps import final as _final
 from assets.automation_steps import first_line as _first_line
 from assets.automation_steps import is_bad_sql as _is_bad_sql
-from assets.automation_steps import step_statements
+from assets.automation_steps import step_statements, without_file_access_when_fetched
 from assets.automation_steps import template_values as _template_values
 from assets.common import (
     STAGING_KEY,
@@ -38,7 +38,7 @@ from assets.common import (
     owners_of,
 )
 from assets.table_copies import copy_query, source_table
-from assets.templating import render_sql, render_text
+from assets.templating import render_text
 from resources.ssh_command import CONN_PREFIX
 from resources.warehouse import qualified, quote_ident
 
@@ -100,9 +100,7 @@ def _bad_sql_is_final(what: str, hint: str = "fix the SQL") -> Iterator[None]:
 def _run_sql(context: dg.OpExecutionContext, wf: str, step: spec.SqlStep,
              params: dict[str, Any]) -> dict[str, Any]:
     database = _database(context, wf, step.connection)
-    values = _template_values(context, params)
-    bound = [render_sql(sql, values, database.placeholder.format)
-             for sql in step_statements(context, wf, step, params)]
+    bound = step_statements(context, wf, step, params)
     with _bad_sql_is_final(f"step {context.op.name}: the query failed"):
         if step.into and len(bound) != 1:
             raise _final(f"step {context.op.name}: `into` needs one SELECT; the fetched "
@@ -127,8 +125,7 @@ def _run_alarm(context: dg.OpExecutionContext, wf: str, step: spec.AlarmStep,
     if len(statements) != 1:
         raise _final(f"step {context.op.name}: an alarm runs one query; the fetched text has "
                      f"{len(statements)} statements")
-    bound = render_sql(statements[0], _template_values(context, params),
-                       database.placeholder.format)
+    bound = statements[0]
     with _bad_sql_is_final(f"step {context.op.name}: the alarm's query failed"):
         rows = database.fetch(bound.text, bound.params)
     if len(rows) != 1 or len(rows[0]) != 1:
@@ -344,10 +341,12 @@ def _run_sync(context: dg.OpExecutionContext, workflow: spec.Workflow, step: spe
 RUNNERS: dict[type, Callable[..., dict[str, Any]]] = {
     spec.SyncStep: _run_sync,
     spec.PivotStep: _run_pivot, spec.ConcatStep: _run_concat,
-    spec.SqlStep: lambda context, workflow, step, params, files: _run_sql(
-        context, workflow.workflow.name, step, params),
-    spec.AlarmStep: lambda context, workflow, step, params, files: _run_alarm(
-        context, workflow.workflow.name, step, params),
+    spec.SqlStep: without_file_access_when_fetched(lambda context, workflow, step, params,
+                                                   files: _run_sql(
+        context, workflow.workflow.name, step, params)),
+    spec.AlarmStep: without_file_access_when_fetched(lambda context, workflow, step, params,
+                                                     files: _run_alarm(
+        context, workflow.workflow.name, step, params)),
     spec.PythonStep: _run_python, spec.SshStep: _run_ssh, **automation_steps.RUNNERS}
 
 

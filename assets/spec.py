@@ -9,7 +9,8 @@ from __future__ import annotations
 import codecs
 import re
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
+from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -587,10 +588,16 @@ class FileSource(Model):
     path: str = Field(min_length=1, description="The file, relative to the connection's base.")
 
 
+# Query-string parameter names that carry credentials (token=, api_key=, X-Amz-Signature=...).
+_SECRET_PARAM = re.compile(r"token|key|secret|pass|pwd|signature|sig$|auth|credential|session",
+                           re.I)
+
+
 class UrlSource(Model):
     """A query served over HTTP(S), fetched at every run (`sql_url: https://...` for short)."""
 
-    url: str = Field(pattern=r"^https?://[^\s]+$")
+    url: str = Field(description="http(s) address of the query; credentials go in `token`, "
+                                 "never in the URL.")
     token: Secret | None = Field(None, description="Sent in `header`, from an environment "
                                                    "variable; only over https (or loopback).")
     header: str = Field("Authorization", pattern=r"^[A-Za-z0-9-]{1,64}$")
@@ -604,13 +611,52 @@ class UrlSource(Model):
     def _short_form(cls, value: object) -> object:
         return {"url": value} if isinstance(value, str) else value
 
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, url: str) -> str:
+        """Never echoes the URL: it may hold a password or a token."""
+        if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url):
+            raise ValueError("must be an http:// or https:// address without spaces")
+        parts = urlsplit(url)
+        fix = ("keep credentials out of the URL (it shows in logs and the spec): send them with "
+               "`token: {env: VARIABLE_NAME}` (with `header:` and `scheme:` as the server "
+               "expects)")
+        if "@" in parts.netloc:
+            raise ValueError(f"holds a user name or password before '@'; {fix}")
+        for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+            if _SECRET_PARAM.search(name):
+                raise ValueError(f"its query parameter {name[:40]!r} looks like a credential; "
+                                 f"{fix}")
+        return url
+
 
 StatementType = Annotated[str, Field(pattern=r"^[a-z]+( [a-z]+){0,3}$")]
 
 
-class SqlStep(AutomationStep):
+class FetchedQueryStep(AutomationStep):
+    """A step whose query may be fetched at run time. The spec keys differ by kind (`sql_url`,
+    `query_url`: what users write); code reads `file_source` and `url_source`."""
+
+    FETCH_KEYS: ClassVar[tuple[str, str]]  # the spec keys of the file and the URL source
+
+    @property
+    def file_source(self) -> FileSource | None:
+        raise NotImplementedError
+
+    @property
+    def url_source(self) -> UrlSource | None:
+        raise NotImplementedError
+
+    @property
+    def fetched(self) -> bool:
+        return self.file_source is not None or self.url_source is not None
+
+
+class SqlStep(FetchedQueryStep):
     """SQL query to storage: statements, or a SELECT that (re)builds `into` (on a `sql`
     connection, its rows are copied into the warehouse)."""
+
+    FETCH_KEYS: ClassVar[tuple[str, str]] = ("sql_source", "sql_url")
 
     kind: Literal["sql"]
     sql: str | None = None
@@ -622,16 +668,27 @@ class SqlStep(AutomationStep):
     allow_statements: list[StatementType] | None = Field(
         None, min_length=1, description="Statement types a fetched query may run (its first "
         "keywords, e.g. select, `create table`); others are removed. Default: select, with, "
-        "insert, update, delete, merge, drop, and create of a table, view, schema or index.")
+        "insert, update, delete, merge, drop table/view, and create of a table, view, schema "
+        "(a bare name) or index.")
     connection: Name | None = Field(None, description="A `sql` connection; default the "
                                                       "warehouse.")
     into: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$",
                              description="schema.table in the warehouse, rebuilt from the "
                                          "SELECT's rows (all or nothing), wherever it runs.")
 
+    @property
+    def file_source(self) -> FileSource | None:
+        return self.sql_source
 
-class AlarmStep(AutomationStep):
+    @property
+    def url_source(self) -> UrlSource | None:
+        return self.sql_url
+
+
+class AlarmStep(FetchedQueryStep):
     """A query's one value against a threshold; when the condition holds, an alarm."""
+
+    FETCH_KEYS: ClassVar[tuple[str, str]] = ("query_source", "query_url")
 
     kind: Literal["alarm"]
     query: str | None = None
@@ -643,6 +700,14 @@ class AlarmStep(AutomationStep):
     threshold: float
     stop: bool = Field(False, description="Also fail the step (the chain stops) when the "
                                           "alarm is raised.")
+
+    @property
+    def file_source(self) -> FileSource | None:
+        return self.query_source
+
+    @property
+    def url_source(self) -> UrlSource | None:
+        return self.query_url
 
 
 class PythonStep(AutomationStep):

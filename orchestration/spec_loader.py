@@ -833,14 +833,13 @@ class _Validator:
                             connections: Mapping[str, Any]) -> None:
         """A query fetched at run time: a file connection and a safe path, or a URL whose
         token never travels in clear text."""
-        prefix = "sql" if isinstance(step, spec.SqlStep) else "query"
-        source, url = getattr(step, f"{prefix}_source"), getattr(step, f"{prefix}_url")
-        if step.allow_statements and source is None and url is None:
+        source_key, url_key = step.FETCH_KEYS
+        source, url = step.file_source, step.url_source
+        if step.allow_statements and not step.fetched:
             self.error((*path, "allow_statements"), f"only applies to a query fetched at run "
-                                                    f"time (`{prefix}_source:` or "
-                                                    f"`{prefix}_url:`)")
+                                                    f"time (`{source_key}:` or `{url_key}:`)")
         if source is not None:
-            where = (*path, f"{prefix}_source")
+            where = (*path, source_key)
             if self._known("connections", source.connection, (*where, "connection"),
                            "connection"):
                 kind = getattr(connections.get(source.connection), "kind", None)
@@ -854,7 +853,7 @@ class _Validator:
         if url is not None and url.token is not None:
             host = urlsplit(url.url).hostname or ""
             if url.url.startswith("http://") and host not in ("127.0.0.1", "localhost", "::1"):
-                self.error((*path, f"{prefix}_url", "url"), "a token is sent only over https "
+                self.error((*path, url_key, "url"), "a token is sent only over https "
                                                             "(http would show it to the "
                                                             "network); use an https URL")
 

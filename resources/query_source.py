@@ -1,9 +1,10 @@
 """Queries fetched at run time (over HTTP(S) or from a file connection), with a local copy.
 
 Every successful fetch refreshes the copy (written under a partial name, then renamed); when the
-source cannot be reached the copy is used and the caller is told so, so a night run survives a
-query server that is down. A source that answers but refuses (401, 404, too large, not UTF-8)
-is not hidden behind the copy: that is a setting to fix.
+source cannot be reached (refused or dropped connection, timeout, 408/429/5xx) the copy is used
+and the caller is told so, so a night run survives a query server that is down. A source that
+answers but refuses (401, 403, 404, a missing file, a wrong password, an unsafe path, too large,
+not UTF-8) is not hidden behind the copy: that is a setting to fix.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from resources.files import FileConnection, TransferError, partial_name, redact
+from resources.files import FileConnection, TransferError, UnsafePath, partial_name, redact
 from resources.http_post import tls_context
+from resources.retry import causes, socket_transient
 
 MAX_QUERY_BYTES = 1_000_000  # a query file larger than this is not a query
 _UNREACHABLE_STATUSES = {408, 429, 500, 502, 503, 504}
@@ -101,14 +103,30 @@ def fetch_url(url: str, token: str | None, header: str, scheme: str | None,
 
 def fetch_file(connection: FileConnection, path: str) -> str:
     """Download the query file to a temporary file and read it."""
-    where = connection.describe(path)
+    try:
+        where = connection.describe(path)
+    except UnsafePath as unsafe:
+        raise SourceRefused(str(unsafe)) from None
     with tempfile.TemporaryDirectory(prefix="stagecoach-query-") as folder:
         local = Path(folder) / "query.sql"
         try:
             connection.download(path, local)
         except (TransferError, OSError) as failed:
-            raise SourceUnreachable(f"{where} cannot be fetched: {failed}") from None
+            if _transient(connection, failed):
+                raise SourceUnreachable(f"{where} cannot be fetched: {failed}") from None
+            raise SourceRefused(f"{where} cannot be fetched: {failed}") from None
         return _decoded(local.read_bytes(), where)
+
+
+def _transient(connection: FileConnection, failed: Exception) -> bool:
+    """Whether the server was unreachable or dropped the connection (the cached copy may stand
+    in), rather than refusing: a missing file, a wrong password, an unsafe path."""
+    if isinstance(failed, UnsafePath):
+        return False
+    judge = getattr(connection, "is_transient", None)  # the connection kind's own verdict
+    if isinstance(failed, TransferError) and judge is not None:
+        return bool(judge(failed))
+    return any(socket_transient(e) for e in causes(failed) if isinstance(e, OSError))
 
 
 def cached_fetch(fetch: Callable[[], str], cache_file: Path) -> Fetched:

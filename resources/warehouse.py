@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,11 @@ def quote_ident(name: str) -> str:
 
 def qualified(schema: str, table: str) -> str:
     return f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
+# DuckDB databases (their paths) opened without file access in the current block.
+_NO_FILE_ACCESS: ContextVar[frozenset[str]] = ContextVar("stagecoach_duckdb_no_file_access",
+                                                         default=frozenset())
 
 
 class WarehouseError(Exception):
@@ -255,6 +261,21 @@ class WarehouseResource(dg.ConfigurableResource):
                f"{self.placeholder.format('s')} AND table_name = {self.placeholder.format('t')}")
         return self.fetch(sql, {"s": schema, "t": table})[0][0] > 0
 
+    @contextmanager
+    def without_file_access(self) -> Iterator[None]:
+        """DuckDB connections this warehouse opens inside the block cannot read, write or attach
+        files, nor install extensions (`enable_external_access=false`): for SQL that comes from
+        outside the spec, whose read_text('/proc/self/environ') or `FROM 'secrets.csv'` would
+        copy files into tables. No effect on other databases (their roles set the limits)."""
+        if not self.is_duckdb:
+            yield
+            return
+        token = _NO_FILE_ACCESS.set(_NO_FILE_ACCESS.get() | {self._duckdb_path()})
+        try:
+            yield
+        finally:
+            _NO_FILE_ACCESS.reset(token)
+
     # ---------------------------------------------------------------- DuckDB
     def _duckdb_path(self) -> str:
         path = self.url.removeprefix("duckdb:///").removeprefix("duckdb://")
@@ -266,12 +287,18 @@ class WarehouseResource(dg.ConfigurableResource):
     def _duckdb(self, ordered: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
         deadline = time.monotonic() + self.lock_timeout_seconds
         delay = 0.05
+        path = self._duckdb_path()
+        # A setting of the database, not the connection: such a connection cannot open while
+        # another of this process has the file open with file access (and the reverse), so it
+        # waits for it as for the lock.
+        config = {"enable_external_access": False} if path in _NO_FILE_ACCESS.get() else {}
         while True:
             try:
-                con = duckdb.connect(self._duckdb_path())
+                con = duckdb.connect(path, config=config)
                 break
-            except duckdb.IOException as busy:
-                if "lock" not in str(busy).lower() or time.monotonic() > deadline:
+            except (duckdb.IOException, duckdb.ConnectionException) as busy:
+                waiting = re.search(r"lock|different configuration", str(busy), re.I)
+                if not waiting or time.monotonic() > deadline:
                     raise WarehouseError(f"cannot open the DuckDB warehouse "
                                          f"{self._duckdb_path()}: {busy}") from busy
                 time.sleep(delay)

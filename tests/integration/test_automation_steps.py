@@ -39,7 +39,7 @@ def output_metadata(result: dg.ExecuteInProcessResult, op: str) -> dict:
 FETCHED = """-- the nightly numbers
 USE other_database;
 SET threads = 1;
-select range as n, {{ params.region }} as region  -- ; not a statement end
+select range as n, {{ params.region }} as region, 'lit-4f2a' as tag  -- ; not an end
 from range(10) where range >= {{ params.minimum }};
 """
 
@@ -79,6 +79,7 @@ def test_a_query_over_http_is_cached_and_used_while_the_server_is_down(
     preview = output_metadata(first, "nightly__numbers")["query"]
     assert preview.startswith("```sql\nselect range as n")  # comments go with their statement
     assert "USE" not in preview and "SET" not in preview
+    assert "lit-4f2a" not in preview and "as region, '…' as tag" in preview  # masked
     [cached] = (stagecoach_env / "data" / "query_cache" / WF).glob("nightly__numbers-*.sql")
     assert cached.read_text() == FETCHED  # kept as fetched: parameters are applied per run
     assert second.success, failures(second)
@@ -282,7 +283,6 @@ def test_a_report_renders_tables_and_a_chart_into_a_pdf_the_next_step_gets(
     assert "39" in lines and "40" not in lines  # rows 0..39 shown, the rest cut
     assert "Only the first 40 rows are shown; the query returned more (raise max_rows to " \
            "show more)." in text.replace("\n", " ")
-    assert not [p for p in pdf.parent.iterdir() if p.name.endswith(".partial")]
 
 
 @pytest.mark.bad_input
@@ -299,8 +299,32 @@ def test_a_report_chart_needs_numbers(stagecoach_env: Path):
         result = run(defs, "bad_chart", instance)
     assert failures(result) == ["step bad_chart__report: the chart's amount column holds "
                                 "'many', not a number"]
-    assert not (stagecoach_env / "data" / "reports" / WF / result.run_id).exists() or not list(
-        (stagecoach_env / "data" / "reports" / WF / result.run_id).iterdir())
+    assert not (stagecoach_env / "data" / "reports" / WF / result.run_id).exists()
+
+
+@pytest.mark.fault
+def test_a_report_that_fails_once_written_leaves_no_file(stagecoach_env: Path):
+    """The PDF is whole under its partial name when the rename fails (a folder holds the final
+    name): neither the partial file nor a final one is left behind."""
+    import uuid
+
+    defs = write_spec(stagecoach_env, """
+  blocked_report:
+    steps:
+      - {name: report, kind: report, title: Blocked, file_name: blocked.pdf,
+         tables: [{sql: "select 1 as n"}]}
+""")
+    run_id = str(uuid.uuid4())
+    folder = stagecoach_env / "data" / "reports" / WF / run_id
+    (folder / "blocked.pdf").mkdir(parents=True)
+    (folder / "blocked.pdf" / "keep").write_text("a folder under the report's name")
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def(f"{WF}_blocked_report_job").execute_in_process(
+            instance=instance, run_id=run_id, raise_on_error=False)
+    [message] = failures(result)
+    assert "blocked.pdf" in message, message
+    assert sorted(p.name for p in folder.iterdir()) == ["blocked.pdf"]  # no partial file
+    assert (folder / "blocked.pdf").is_dir()  # and no report under the final name
 
 
 def test_a_report_reads_a_postgresql_connection_and_stops_at_max_rows(
@@ -386,3 +410,145 @@ def test_an_alarm_query_from_s3(stagecoach_env: Path, s3_endpoint: str,
     metadata = output_metadata(result, "lake_check__rows")
     assert (metadata["value"], metadata["alarm"]) == (7.0, True)
     assert metadata["query_source"] == "connection lake: checks/rows.sql"
+
+
+SMUGGLING = {
+    # The reviewer's payload: a non-ASCII dollar tag, a backtick DuckDB does not end on.
+    "tag": "select $é$ ` $é$; copy (select 42) to '{copy}'; attach ':memory:' as evil; "
+           "select $é$ ` $é$",
+    # A Jinja comment hides a quote from a split made before rendering.
+    "jinja": "create table work.jinja as select 1 as x {{# ' #}}; copy (select 42) to "
+             "'{copy}'; select 2 {{# ' #}}",
+    # A Jinja filter block turns one checked statement into two once rendered.
+    "filter": "select 1 {{% filter replace('X', ';') %}}X copy (select 42) to '{copy}'"
+              "{{% endfilter %}}",
+    # File-reading table functions and replacement scans: refused by DuckDB itself.
+    "read_text": "create table work.leak as select * from read_text('{secret}')",
+    "scan": "create table work.scan as select * from '{secret}'",
+}
+
+
+@pytest.mark.security
+def test_a_fetched_query_cannot_smuggle_statements_or_read_files_on_duckdb(
+        stagecoach_env: Path, stoppable_http: tuple[HttpRecorder, object]):
+    server, _ = stoppable_http
+    secret = stagecoach_env / "secrets.csv"
+    secret.write_text("name,value\nAPI_KEY,sk-9f8e7d\n")
+    copies = {name: stagecoach_env / f"{name}.csv" for name in SMUGGLING}
+    automations = ""
+    for name, text in SMUGGLING.items():
+        path = server.unique_path(name)
+        server.script(path, then=Reply(200, text.format(copy=copies[name], secret=secret)))
+        automations += f"""
+  {name}:
+    steps:
+      - {{name: fetched, kind: sql, sql_url: "{server.url}{path}"}}
+      - {{name: inline, kind: sql, into: work.{name}_after,
+         sql: "select count(*) as n from read_csv('{secret}')"}}
+"""
+    defs = write_spec(stagecoach_env, automations)
+    with dg.instance_for_test() as instance:
+        results = {name: run(defs, name, instance) for name in SMUGGLING}
+    assert not [p for p in copies.values() if p.exists()]  # no COPY ran
+    for name in ("tag", "jinja", "filter"):
+        assert results[name].success, (name, failures(results[name]))
+    for name in ("read_text", "scan"):
+        [message] = failures(results[name])
+        assert message.startswith(f"step {name}__fetched: the query failed: "), message
+    assert "file system operations are disabled" in failures(results["read_text"])[0]
+    tables = {r[0] for r in warehouse(stagecoach_env, "select table_name from "
+                                                      "information_schema.tables")}
+    assert "leak" not in tables and "scan" not in tables and "jinja" in tables
+    # The spec's own SQL in a later step of the same run keeps its file access.
+    assert warehouse(stagecoach_env, "select n from work.tag_after") == [(1,)]
+    attached = warehouse(stagecoach_env, "select database_name from duckdb_databases()")
+    assert ("evil",) not in attached
+
+
+@pytest.mark.fault
+def test_a_refusing_file_source_is_not_hidden_behind_the_cache(stagecoach_env: Path):
+    queries = stagecoach_env / "queries"
+    queries.mkdir()
+    (queries / "count.sql").write_text("select 5")
+    defs = write_spec(stagecoach_env, """
+  counted:
+    retry: {count: 2, delay: 1s}
+    steps:
+      - {name: rows, kind: alarm, query_source: {connection: queries, path: count.sql},
+         condition: ">", threshold: 10}
+""", extra=f"  queries: {{kind: folder, path: {queries}}}")
+    with dg.instance_for_test() as instance:
+        first = run(defs, "counted", instance)
+        (queries / "count.sql").unlink()  # a file that is gone: a setting to fix, not an outage
+        second = run(defs, "counted", instance)
+    assert first.success, failures(first)
+    [message] = failures(second)
+    assert message.startswith("step counted__rows: the query source refused: "), message
+    assert "count.sql" in message
+    assert not [e for e in second.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+
+@pytest.mark.fault
+def test_the_cached_copy_belongs_to_the_whole_url(
+        stagecoach_env: Path, stoppable_http: tuple[HttpRecorder, object]):
+    """A query string is part of what is fetched: a copy of ?v=1 never stands in for ?v=2."""
+    server, stop = stoppable_http
+    path = server.unique_path("sql")
+    server.script(path, then=Reply(200, "select 1 as x"))
+    spec = """
+  versioned:
+    steps:
+      - {{name: one, kind: sql, into: work.one, sql_url: "{url}"}}
+"""
+    with dg.instance_for_test() as instance:
+        first = run(write_spec(stagecoach_env, spec.format(url=f"{server.url}{path}?v=1")),
+                    "versioned", instance)
+        stop()
+        second = run(write_spec(stagecoach_env, spec.format(url=f"{server.url}{path}?v=2")),
+                     "versioned", instance)
+    assert first.success, failures(first)
+    [message] = failures(second)
+    assert "no copy is cached yet" in message, message
+
+
+@pytest.mark.security
+def test_a_fetched_query_on_postgresql_runs_its_selects_and_nothing_smuggled(
+        stagecoach_env: Path, stoppable_http: tuple[HttpRecorder, object], postgres_url: str,
+        monkeypatch: pytest.MonkeyPatch):
+    import uuid
+
+    monkeypatch.setenv("STAGECOACH_WAREHOUSE_URL", postgres_url)
+    server, _ = stoppable_http
+    role = f"smuggled_{uuid.uuid4().hex[:12]}"
+    path = server.unique_path("pg")
+    server.script(path, then=Reply(200, (
+        "create schema if not exists fetched; "
+        "create table fetched.t as select cast({{ params.minimum }} as int) as n, 'a;b' as note; "
+        f"select $é$ ` $é$; create role {role}; select $é$ ` $é$; "
+        "create schema sm grant create on database postgres to public; "
+        "insert into fetched.t values ({{ params.minimum }} + 1, $$it's; fine$$)")))
+    defs = write_spec(stagecoach_env, f"""
+  pg_fetched:
+    params: {{minimum: 6}}
+    steps:
+      - {{name: load, kind: sql, sql_url: "{server.url}{path}"}}
+""")
+    with dg.instance_for_test() as instance:
+        result = run(defs, "pg_fetched", instance)
+        logs = logs_of(instance, result)
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(sa.text(
+                "select n, note from fetched.t order by n"))]
+            roles = conn.execute(sa.text("select count(*) from pg_roles where rolname = :r"),
+                                 {"r": role}).scalar()
+            schemas = conn.execute(sa.text("select count(*) from information_schema.schemata "
+                                           "where schema_name = 'sm'")).scalar()
+            conn.execute(sa.text(f"drop role if exists {role}"))
+            conn.commit()
+    finally:
+        engine.dispose()
+    assert result.success, failures(result)
+    assert rows == [(6, "a;b"), (7, "it's; fine")] and (roles, schemas) == (0, 0)
+    assert "removed 2 statement(s)" in logs and f"create role {role}" in logs

@@ -3,6 +3,8 @@ ends nothing, and only the allowed statement types are kept."""
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 import duckdb
 import pytest
 
@@ -87,3 +89,129 @@ def test_unclosed_pieces_are_refused(text: str, message: str) -> None:
 ])
 def test_expressions_stay_one_expression(expression: str, problem: str | None) -> None:
     assert expression_problem(expression) == problem
+
+
+# ---------------------------------------------------------------- smuggling, on each database
+# Each payload hides a statement of a forbidden type ({S}) where a splitter that sees a quote
+# or comment the database does not see would keep it inside an allowed one. The kept statements
+# are then run one by one, as a step runs them; {S} must not have run.
+SMUGGLED = [
+    pytest.param("select $é$ ` $é$; {S}; select $é$ ` $é$", id="unicode-dollar-tag-backtick"),
+    pytest.param("select $é$;$é$; {S}", id="unicode-dollar-tag"),
+    pytest.param("select 1 as `x; {S}; select 1 as y`", id="backticks"),
+    pytest.param("select 1 /* a /* b */ c */; {S}", id="nested-comment-closed"),
+    pytest.param("select 1 /* a /* b */ ; {S}; */ ; select 2", id="nested-comment-open"),
+    pytest.param("select 1 -- ends at a carriage return\r; {S}; select 2 --\n as y",
+                 id="comment-cr"),
+    pytest.param("select E'\\'; {S}; select '", id="e-string"),
+    pytest.param("select 'a\\'; {S}; select 'b'", id="backslash-in-plain-string"),
+    pytest.param("select e'x\\'' as v; {S}", id="e-string-escaped-quote"),
+    pytest.param("select 1 as a$b$; {S}; select $b$", id="dollar-inside-a-name"),
+    pytest.param("select 1\u00a0E'\\'; {S}; select '", id="non-ascii-space-before-e"),
+    pytest.param("select \"a;\"\"\"; {S}", id="doubled-quote-in-name"),
+]
+
+
+def _run_kept(text: str, dialect: str, execute: object) -> list[str]:
+    """Run what keep_allowed keeps, each statement alone; returns the removed statements."""
+    try:
+        kept, removed = keep_allowed(text, DEFAULT_ALLOWED, dialect)  # type: ignore[arg-type]
+    except SqlTextError:
+        return ["(refused whole)"]
+    for statement in kept:
+        with suppress(Exception):  # a kept statement may be invalid: what matters is {S}
+            execute(statement.text)  # type: ignore[operator]
+    return [s.text for s in removed]
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("payload", SMUGGLED)
+def test_duckdb_never_runs_a_smuggled_statement(payload: str, tmp_path) -> None:
+    target = tmp_path / "smuggled.csv"
+    for smuggled in (f"copy (select 42) to '{target}'", "attach ':memory:' as evil"):
+        with duckdb.connect(str(tmp_path / "w.duckdb")) as db:
+            _run_kept(payload.replace("{S}", smuggled), "duckdb", db.execute)
+            attached = [r[0] for r in db.execute("select database_name from duckdb_databases()"
+                                                 ).fetchall()]
+        assert not target.exists() and "evil" not in attached
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("payload", SMUGGLED)
+def test_postgres_never_runs_a_smuggled_statement(payload: str, postgres_url: str) -> None:
+    import uuid
+
+    import sqlalchemy as sa
+
+    role = f"smuggled_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            for smuggled in (f"create role {role}",
+                             "create schema sm create table smuggled (x int)"):
+                # exec_driver_sql: the simple query protocol, which runs several statements
+                _run_kept(payload.replace("{S}", smuggled), "postgres", conn.exec_driver_sql)
+            roles = conn.exec_driver_sql(f"select count(*) from pg_roles where rolname = "
+                                         f"'{role}'").scalar()
+            tables = conn.exec_driver_sql("select count(*) from information_schema.tables "
+                                          "where table_name = 'smuggled'").scalar()
+            conn.exec_driver_sql(f"drop role if exists {role}")
+    finally:
+        engine.dispose()
+    assert (roles, tables) == (0, 0)
+
+
+def test_the_reviewers_payload_is_split_as_each_database_reads_it() -> None:
+    text = ("select $é$ ` $é$; copy (select 42) to '/tmp/x'; attach ':memory:' as evil; "
+            "select $é$ ` $é$")
+    for dialect in ("duckdb", "postgres"):
+        kept, removed = keep_allowed(text, DEFAULT_ALLOWED, dialect)
+        assert [s.kind for s in kept] == ["select", "select"], dialect
+        assert [s.kind for s in removed] == ["copy", "attach"], dialect
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("dialect", ["duckdb", "postgres"])
+def test_the_default_list_creates_a_bare_schema_and_drops_only_tables_and_views(
+        dialect: str) -> None:
+    text = "create schema if not exists a; create schema main.b; drop table if exists t; " \
+           "drop view v; drop schema s cascade; "
+    text += ("drop macro m; drop secret k" if dialect == "duckdb" else
+             "drop role r; drop database d; create schema s grant create on database postgres "
+             "to public; create schema s2 create table t2 (x int)")
+    kept, removed = keep_allowed(text, DEFAULT_ALLOWED, dialect)  # type: ignore[arg-type]
+    assert [s.short() for s in kept] == ["create schema if not exists a",
+                                         "create schema main.b", "drop table if exists t",
+                                         "drop view v"]
+    assert [s.short() for s in removed] == ["drop schema s cascade", *(
+        ["drop macro m", "drop secret k"] if dialect == "duckdb" else
+        ["drop role r", "drop database d", "create schema s grant create on database "
+         "postgres to public", "create schema s2 create table t2 (x int)"])]
+
+
+@pytest.mark.bad_input
+def test_postgres_refuses_a_backslash_in_a_plain_string() -> None:
+    """With standard_conforming_strings off, PostgreSQL would end that string elsewhere."""
+    with pytest.raises(SqlTextError) as raised:
+        split_statements("select 'C:\\temp' as path")
+    assert str(raised.value) == (
+        "the string opened at character 8 holds a backslash, which PostgreSQL reads as an "
+        "escape when standard_conforming_strings is off; write it as an E'...' string with "
+        "the backslash doubled")
+    assert [s.kind for s in split_statements("select E'C:\\\\temp' as path")] == ["select"]
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgres"])
+def test_the_masked_text_hides_every_string_and_comment(dialect: str) -> None:
+    [statement] = split_statements(
+        "select 'pw1' /* note: pw2 */ as a, $$pw3$$ -- pw4\n, E'pw5' as b", dialect)
+    assert statement.short() == "select '…' as a, '…' , '…' as b"
+
+
+def test_duckdb_keywords_and_parsed_type_must_agree() -> None:
+    """The first keywords pick the rule; DuckDB's parsed type must be the one they name."""
+    kept, removed = keep_allowed("with a as (select 1) insert into t select * from a; "
+                                 "with b as (select 1) select * from b", ["with"], "duckdb")
+    assert [s.text for s in kept] == ["with a as (select 1) insert into t select * from a",
+                                      "with b as (select 1) select * from b"]
+    assert not removed

@@ -34,6 +34,9 @@ REPORT_CONTENT = """\
         chart: {type: bar, sql: "select order_id, total from work.totals"}
 """
 
+URL_FIX = ("keep credentials out of the URL (it shows in logs and the spec): send them with "
+           "`token: {env: VARIABLE_NAME}` (with `header:` and `scheme:` as the server expects)")
+
 STEP_CATALOGUE = [
     ("two query sources", ("sql_source: {connection", 'sql: "select 1", sql_source: {connection'),
      ["wf.yaml:38 automations.reports.steps.0: give exactly one of `sql:`, `sql_file:`, "
@@ -59,8 +62,17 @@ STEP_CATALOGUE = [
      ["wf.yaml:41 automations.reports.steps.1.sql_url.url: a token is sent only over https "
       "(http would show it to the network); use an https URL"]),
     ("not an http url", ('"https://queries.example.com/count.sql"', '"ftp://q.example.com/x"'),
-     ["wf.yaml:42 automations.reports.steps.2.query_url.url: 'ftp://q.example.com/x' does "
-      "not match the pattern ^https?://[^\\s]+$"]),
+     ["wf.yaml:42 automations.reports.steps.2.query_url.url: must be an http:// or https:// "
+      "address without spaces"]),
+    ("password in a query url", ('"https://queries.example.com/count.sql"',
+                                 '"https://bob:hunter2@queries.example.com/count.sql"'),
+     ["wf.yaml:42 automations.reports.steps.2.query_url.url: holds a user name or password "
+      f"before '@'; {URL_FIX}"]),
+    ("token in a query url's query string", ('url: "https://queries.example.com/daily.sql"',
+                                             'url: "https://queries.example.com/daily.sql?'
+                                             'day=1&api_token=t0k3n"'),
+     ["wf.yaml:41 automations.reports.steps.1.sql_url.url: its query parameter 'api_token' "
+      f"looks like a credential; {URL_FIX}"]),
     ("allow-list without a fetched query", ('query_url: "https://queries.example.com/count.sql"',
                                             'query: "select 1"'),
      ["wf.yaml:43 automations.reports.steps.2.allow_statements: only applies to a query "
@@ -75,6 +87,9 @@ STEP_CATALOGUE = [
     ("etl expression with a comment", ('{double: "amount * 2"}', '{double: "amount -- * 2"}'),
      ["wf.yaml:45 automations.reports.steps.3.computed.double: holds a comment (-- or /*), "
       "which would hide the SQL after it"]),
+    ("etl expression with a backtick", ('{double: "amount * 2"}', '{double: "`amount` * 2"}'),
+     ["wf.yaml:45 automations.reports.steps.3.computed.double: holds a backtick, which DuckDB "
+      "reads as a quote: use \"double quotes\""]),
     ("etl aggregate with an open parenthesis", ('{total: "sum(amount)"}', '{total: "sum(amount"}'),
      ["wf.yaml:47 automations.reports.steps.4.aggregates.total: opens a parenthesis it never "
       "closes"]),
