@@ -165,6 +165,7 @@ class SqlConnection(Retried):
     description: str | None = None
 
 
+FILE_KINDS = ("folder", "sftp", "ftp", "smb", "s3")  # connections that hold files
 Connection = Annotated[
     FolderConnection | SftpConnection | S3Connection | FtpConnection | SmbConnection
     | SmtpConnection | SqlConnection,
