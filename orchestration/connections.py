@@ -52,7 +52,9 @@ def resource_for(connection: spec.Connection, name: str = "") -> dg.Configurable
                   "endpoint_url": _value(connection.endpoint_url),
                   "aws_access_key_id": _value(connection.access_key_id),
                   "aws_secret_access_key": _value(connection.secret_access_key)}
-        return S3BucketResource(prefix=connection.prefix, **retry,
+        # One botocore attempt: Stagecoach's retries (`retries`, `backoff_seconds`) are the
+        # retries; botocore's own five would multiply the attempts and the waits.
+        return S3BucketResource(prefix=connection.prefix, max_attempts=1, **retry,
                                 **{k: v for k, v in fields.items() if v is not None})
     if isinstance(connection, spec.FtpConnection):
         return FtpResource(**retry, **_settings(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import fnmatch
 import posixpath
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
@@ -18,6 +19,7 @@ from assets.templating import date_context, render_text
 from resources.files import RemoteFile, is_partial, split_pattern
 from resources.retry import single_attempt
 
+LISTING_BUDGET_SECONDS = 40  # of one tick's listings: Dagster times a tick out at 60 s
 WILDCARDS = "*?["  # fnmatch's special characters
 
 
@@ -70,15 +72,24 @@ class _Listing:
         return found
 
 
-def look(workflow: spec.Workflow, expected: list[ExpectedFile], resources: Any
-         ) -> dict[str, list[RemoteFile]]:
+def look(workflow: spec.Workflow, expected: list[ExpectedFile], resources: Any,
+         budget_seconds: float = LISTING_BUDGET_SECONDS) -> dict[str, list[RemoteFile]]:
     """Courier name → the files matching its pattern, listing each directory of each connection
-    once (a tick over 1,000 couriers in one folder is one listing)."""
+    once (a tick over 1,000 couriers in one folder is one listing).
+
+    Listings that together pass `budget_seconds` stop the look with TimeoutError: Dagster ends
+    a tick at 60 s, and a folder not listed must not be reported as missing files."""
     by_folder: dict[tuple[str, str], list[ExpectedFile]] = defaultdict(list)
     for item in expected:
         by_folder[(item.connection, item.folder)].append(item)
     found: dict[str, list[RemoteFile]] = {item.courier: [] for item in expected}
-    for (connection, folder), items in by_folder.items():
+    started = time.monotonic()
+    for done, ((connection, folder), items) in enumerate(by_folder.items()):
+        if (spent := time.monotonic() - started) > budget_seconds:
+            raise TimeoutError(f"listing {done} of {len(by_folder)} folders took {spent:.0f} s "
+                               f"(the budget is {budget_seconds:.0f} s, within Dagster's 60 s "
+                               "per tick); the rest were not listed, so no file is reported "
+                               "missing: the next tick looks again")
         resource = getattr(resources, connection_key(workflow.workflow.name, connection))
         with single_attempt():  # the next tick is the retry
             listing = _Listing(resource.list_files(posixpath.join(folder, "*")))

@@ -412,3 +412,33 @@ triggers:
                 (root / "landing" / "drops" / "a.csv").write_text("x\n")
         # the target group's `concurrency: skip` applies to its triggers too
         assert not result.run_requests and "still queued or running" in result.skip_message
+
+
+class SlowFolder(FolderResource):
+    """A folder whose listings take a while, like a remote server's under load."""
+
+    def list_files(self, pattern: str) -> list:
+        time.sleep(0.2)
+        return super().list_files(pattern)
+
+
+@pytest.mark.fault
+def test_listings_past_the_ticks_budget_stop_without_calling_files_missing(
+        stagecoach_env: Path):
+    from datetime import date
+    from types import SimpleNamespace
+
+    from sensors.missing_files import expected_files, look
+
+    root = stagecoach_env
+    for folder in (root / "landing" / "drop", root / "landing" / "snap", root / "partner"):
+        folder.mkdir(parents=True)
+    [loaded] = load_workflows(many_couriers_spec(root))
+    workflow = loaded.spec
+    expected = expected_files(workflow, list(workflow.couriers), date(2026, 11, 6))
+    resources = SimpleNamespace(**{f"many__{n}": SlowFolder(path=c.path)
+                                   for n, c in workflow.connections.items()})
+    assert len(look(workflow, expected, resources, budget_seconds=5)) == 45  # three listings
+    with pytest.raises(TimeoutError, match=r"listing 1 of 3 folders took 0 s \(the budget is 0 s"
+                                           r".*no file is reported missing"):
+        look(workflow, expected, resources, budget_seconds=0.1)
