@@ -156,7 +156,10 @@ class FtpResource(RetryingConnection):
 
     def transient_error(self, error: BaseException) -> bool | None:
         """4xx replies are the server's own "try again later" (421 too many users, 425 no data
-        connection, 426 transfer aborted, 450/451 busy or local error); 5xx are refusals."""
+        connection, 426 transfer aborted, 450/451 busy or local error); 5xx are refusals, and so
+        is 452 (the server's disk is full: a retry seconds later fills it again)."""
+        if isinstance(error, ftplib.error_temp) and str(error)[:3] == "452":
+            return False
         if isinstance(error, ftplib.error_temp | ftplib.error_reply | ftplib.error_proto):
             return True
         if isinstance(error, ftplib.error_perm):
