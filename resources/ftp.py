@@ -167,7 +167,7 @@ class FtpResource(RetryingConnection):
         return super().transient_error(error)
 
     def _upload_once(self, local: Path, remote: str, overwrite: bool, md5: str | None,
-                     litter: list[str]) -> int:
+                     litter: list[str], retried: bool = False) -> int:
         final = self._full(remote)
         directory, name = posixpath.split(final)
         partial = posixpath.join(directory, partial_name(name))
@@ -185,6 +185,9 @@ class FtpResource(RetryingConnection):
         try:
             _makedirs(ftp, directory)
             if not overwrite and _exists(ftp, final):
+                if self._delivered_earlier(self.describe(remote), retried, _size(ftp, final),
+                                           expected):
+                    return expected
                 raise TransferError(f"{self.describe(remote)} exists and overwrite is off")
             stored = True
             with open(local, "rb") as handle:

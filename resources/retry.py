@@ -10,6 +10,7 @@ fresh temporary name), so a retried upload never appends to a half file.
 from __future__ import annotations
 
 import errno
+import itertools
 import re
 import ssl
 import time
@@ -90,8 +91,10 @@ class RetryingConnection(dg.ConfigurableResource):
         connection left behind (`litter`) are removed by the next attempt that gets in. A pipe
         cannot be read twice: an upload from one makes a single attempt."""
         litter: list[str] = []
+        tries = itertools.count()
         return self._with_retries(
-            "upload", lambda: self._upload_once(local, remote, overwrite, md5, litter),
+            "upload", lambda: self._upload_once(local, remote, overwrite, md5, litter,
+                                                retried=next(tries) > 0),
             litter=litter, once=not local.is_file())
 
     # ---------------------------------------------------------------- for the kinds
@@ -102,8 +105,26 @@ class RetryingConnection(dg.ConfigurableResource):
         raise NotImplementedError
 
     def _upload_once(self, local: Path, remote: str, overwrite: bool, md5: str | None,
-                     litter: list[str]) -> int:
+                     litter: list[str], retried: bool = False) -> int:
         raise NotImplementedError
+
+    def _delivered_earlier(self, where: str, retried: bool, size: int, expected: int,
+                           same_md5: bool | None = None) -> bool:
+        """With overwrite off, a retry that finds the final file need not be a clash: an
+        earlier attempt may have renamed (or PUT) it and lost only the reply. The file counts
+        as delivered when it has the local file's size and, where the kind can read one
+        (`same_md5` not None), its md5."""
+        if not retried or size != expected or same_md5 is False:
+            return False
+        dg.get_dagster_logger("stagecoach.connections").warning(
+            f"{self._named('upload')}: {where} is there with the file's size"
+            f"{'' if same_md5 is None else ' and md5'}: an earlier attempt delivered it and "
+            f"lost the reply; taken as delivered")
+        return True
+
+    def _named(self, operation: str) -> str:
+        return f"connection `{self.connection_name}` {operation}" if self.connection_name \
+            else operation
 
     def transient_error(self, error: BaseException) -> bool | None:
         """True: a retry may succeed; False: it cannot; None: this kind does not know."""

@@ -8,7 +8,7 @@ import hashlib
 import posixpath
 import ssl
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import botocore.exceptions as boto_errors
 from boto3.s3.transfer import TransferConfig
@@ -118,7 +118,7 @@ class S3BucketResource(RetryingConnection, S3Resource):
         return super().transient_error(error)
 
     def _upload_once(self, local: Path, remote: str, overwrite: bool, md5: str | None,
-                     litter: list[str]) -> int:
+                     litter: list[str], retried: bool = False) -> int:
         """S3 shows an object only once its upload completes: no temporary name is needed.
 
         With overwrite off the object is written with one conditional PUT (`If-None-Match: *`),
@@ -141,6 +141,8 @@ class S3BucketResource(RetryingConnection, S3Resource):
         except Exception as failed:
             code = getattr(failed, "response", {}).get("Error", {}).get("Code")
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                if retried and self._ours(client, key, local, expected, where):
+                    return expected
                 raise TransferError(f"{where} exists and overwrite is off") from failed
             raise TransferError(f"{where} upload: {failed}") from failed
         try:
@@ -161,3 +163,14 @@ class S3BucketResource(RetryingConnection, S3Resource):
                 client.delete_object(Bucket=self.bucket, Key=key)
             raise
         return head["ContentLength"]
+
+    def _ours(self, client: Any, key: str, local: Path, expected: int, where: str) -> bool:
+        """The object an earlier attempt's PUT wrote, its reply lost: same size and ETag."""
+        try:
+            head = client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as failed:
+            raise TransferError(f"{where} upload: {failed}") from failed
+        encrypted = head.get("ServerSideEncryption") == "aws:kms" or \
+            head.get("SSECustomerAlgorithm")
+        same = None if encrypted else head["ETag"].strip('"') in s3_etag(local)
+        return self._delivered_earlier(where, True, head["ContentLength"], expected, same)

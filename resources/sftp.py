@@ -158,7 +158,7 @@ class SftpResource(SshConnection, RetryingConnection):
         return super().transient_error(error)
 
     def _upload_once(self, local: Path, remote: str, overwrite: bool, md5: str | None,
-                     litter: list[str]) -> int:
+                     litter: list[str], retried: bool = False) -> int:
         final = self._full(remote)
         directory, name = posixpath.split(final)
         partial = posixpath.join(directory, partial_name(name))
@@ -168,6 +168,9 @@ class SftpResource(SshConnection, RetryingConnection):
         try:
             _sftp_makedirs(sftp, posixpath.dirname(final))
             if not overwrite and _sftp_exists(sftp, final):
+                if self._delivered_earlier(self.describe(remote), retried,
+                                           sftp.stat(final).st_size or 0, expected):
+                    return expected
                 raise TransferError(f"{self.describe(remote)} exists and overwrite is off")
             _, write_size = _request_sizes(sftp)
             with open(local, "rb", buffering=0) as source, sftp.open(partial, "wb") as target:
