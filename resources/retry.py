@@ -76,7 +76,7 @@ class RetryingConnection(dg.ConfigurableResource):
     retries: int = Field(3, ge=0, le=10, description="Further attempts after a transient "
                          "fault (refused, reset, timed out, the server's temporary codes).")
     backoff_seconds: float = Field(1.0, ge=0, le=300, description="Wait before the first "
-                                   "retry, doubled for each next one.")
+                                   "retry, doubled for each next one, each wait at most 300 s.")
 
     # ---------------------------------------------------------------- public interface
     def list_files(self, pattern: str) -> list[RemoteFile]:
@@ -149,6 +149,15 @@ class RetryingConnection(dg.ConfigurableResource):
                             litter=litter)
 
 
+MAX_DELAY_SECONDS = 300.0  # one wait never exceeds this, whatever retries x backoff_seconds
+
+
+def retry_delay(failed_attempts: int, backoff_seconds: float) -> float:
+    """The wait after attempt `failed_attempts` (1-based): doubling from `backoff_seconds`,
+    capped at MAX_DELAY_SECONDS so 10 retries of 300 s end within an hour, not days."""
+    return min(backoff_delay(failed_attempts - 1, backoff_seconds), MAX_DELAY_SECONDS)
+
+
 _SINGLE_ATTEMPT: ContextVar[bool] = ContextVar("stagecoach_single_attempt", default=False)
 
 
@@ -191,7 +200,7 @@ def with_retries(attempt: Callable[[], T], *, connection: str, operation: str, r
                     f"{named} failed after {attempts} attempt{'s' * (attempts != 1)} (each "
                     f"time the server was unreachable or dropped the connection): "
                     f"{failed}{left}") from failed
-            delay = backoff_delay(number - 1, backoff_seconds)
+            delay = retry_delay(number, backoff_seconds)
             dg.get_dagster_logger("stagecoach.connections").warning(
                 f"{named}: attempt {number} of {attempts} failed ({failed}); retrying in "
                 f"{delay:.1f} s")

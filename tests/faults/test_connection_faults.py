@@ -70,6 +70,7 @@ def _proxied(request: pytest.FixtureRequest, kind: str) -> Iterator[Site]:
         direct = request.getfixturevalue("postgres_url")
         proxy = FaultProxy(5432)
         url = direct.replace(":5432/", f":{proxy.port}/")
+        assert f":{proxy.port}/" in url, f"the SQL cases would bypass the proxy: {url}"
         yield Site(kind, proxy, lambda retries, backoff: WarehouseResource(
             url=url, connection_name=NAME, retries=retries, backoff_seconds=backoff), url=direct)
         proxy.close()

@@ -19,7 +19,7 @@ from smbprotocol.exceptions import SMBAuthenticationError, SMBConnectionClosed
 from resources.files import TransferError, UnsafePath
 from resources.folder import FolderResource
 from resources.ftp import FtpResource
-from resources.retry import with_retries
+from resources.retry import MAX_DELAY_SECONDS, retry_delay, with_retries
 from resources.s3 import S3BucketResource
 from resources.sftp import SftpResource, UnknownHostKey
 from resources.smb import SmbResource
@@ -167,3 +167,10 @@ def test_a_missing_file_fails_at_once(tmp_path: Path):
     with pytest.raises(TransferError, match=r"^connection `landing` download: .*absent\.csv"):
         folder.download("absent.csv", tmp_path / "copy.csv")
     assert not (tmp_path / "copy.csv").exists()
+
+
+def test_each_wait_is_capped():
+    """10 retries x backoff_seconds 300 would otherwise wait 300 x 2**9 s (42 hours) once."""
+    assert retry_delay(1, 1.0) >= 1.0
+    assert [retry_delay(n, 300) for n in range(1, 11)] == [MAX_DELAY_SECONDS] * 10
+    assert retry_delay(10, 1.0) == MAX_DELAY_SECONDS  # 512 s uncapped
