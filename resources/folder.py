@@ -66,14 +66,20 @@ class FolderResource(RetryingConnection):
         return local.stat().st_size
 
     def _upload_once(self, local: Path, remote: str, overwrite: bool, md5: str | None,
-                     litter: list[str]) -> int:
+                     litter: list[str], retried: bool = False) -> int:
         final = self._full(remote)
         partial = final.with_name(partial_name(final.name))
+        for path in list(litter):  # left by an attempt whose mount went away
+            with contextlib.suppress(OSError):
+                Path(path).unlink(missing_ok=True)
+                litter.remove(path)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            if final.exists() and not overwrite:
-                raise TransferError(f"{final} exists and overwrite is off")
             expected = local.stat().st_size
+            if final.exists() and not overwrite:
+                if self._ours(final, local, md5, expected, retried):
+                    return expected
+                raise TransferError(f"{final} exists and overwrite is off")
             with open(local, "rb") as source, open(partial, "xb") as copy:
                 shutil.copyfileobj(source, copy, 1 << 20)
             check_size(str(final), partial.stat().st_size, expected)
@@ -85,10 +91,23 @@ class FolderResource(RetryingConnection):
                 try:
                     os.link(partial, final)
                 except FileExistsError:
+                    if self._ours(final, local, md5, expected, retried):
+                        return expected
                     raise TransferError(f"{final} exists and overwrite is off") from None
             return final.stat().st_size
         except OSError as failed:
             raise TransferError(f"{final} upload: {failed}") from failed
         finally:
-            with contextlib.suppress(OSError):  # e.g. the folder itself could not be made
+            try:
                 partial.unlink(missing_ok=True)
+            except (NotADirectoryError, FileNotFoundError):
+                pass  # the folder itself could not be made: no partial file either
+            except OSError:
+                litter.append(str(partial))  # e.g. a mount gone stale: the next attempt tries
+
+    def _ours(self, final: Path, local: Path, md5: str | None, expected: int,
+              retried: bool) -> bool:
+        """An existing final file an earlier attempt of this upload delivered."""
+        size = final.stat().st_size
+        return retried and size == expected and self._delivered_earlier(
+            str(final), retried, size, expected, md5_of(final) == (md5 or md5_of(local)))

@@ -156,7 +156,10 @@ class FtpResource(RetryingConnection):
 
     def transient_error(self, error: BaseException) -> bool | None:
         """4xx replies are the server's own "try again later" (421 too many users, 425 no data
-        connection, 426 transfer aborted, 450/451 busy or local error); 5xx are refusals."""
+        connection, 426 transfer aborted, 450/451 busy or local error); 5xx are refusals, and so
+        is 452 (the server's disk is full: a retry seconds later fills it again)."""
+        if isinstance(error, ftplib.error_temp) and str(error)[:3] == "452":
+            return False
         if isinstance(error, ftplib.error_temp | ftplib.error_reply | ftplib.error_proto):
             return True
         if isinstance(error, ftplib.error_perm):
@@ -164,7 +167,7 @@ class FtpResource(RetryingConnection):
         return super().transient_error(error)
 
     def _upload_once(self, local: Path, remote: str, overwrite: bool, md5: str | None,
-                     litter: list[str]) -> int:
+                     litter: list[str], retried: bool = False) -> int:
         final = self._full(remote)
         directory, name = posixpath.split(final)
         partial = posixpath.join(directory, partial_name(name))
@@ -182,6 +185,9 @@ class FtpResource(RetryingConnection):
         try:
             _makedirs(ftp, directory)
             if not overwrite and _exists(ftp, final):
+                if self._delivered_earlier(self.describe(remote), retried, _size(ftp, final),
+                                           expected):
+                    return expected
                 raise TransferError(f"{self.describe(remote)} exists and overwrite is off")
             stored = True
             with open(local, "rb") as handle:

@@ -57,7 +57,7 @@ _TYPES = {"size": "BIGINT", "row_count": "BIGINT", "created_at": "TIMESTAMP",
 class DeliveryLedger(BookkeepingTable):
     """Reads and writes the ledger table through any warehouse (DuckDB, PostgreSQL...)."""
 
-    def __init__(self, warehouse: WarehouseResource):
+    def __init__(self, warehouse: WarehouseResource) -> None:
         super().__init__(warehouse, TABLE, COLUMNS, _TYPES)
 
     def record(self, entry: LedgerEntry) -> LedgerEntry:

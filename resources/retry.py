@@ -10,6 +10,7 @@ fresh temporary name), so a retried upload never appends to a half file.
 from __future__ import annotations
 
 import errno
+import itertools
 import re
 import ssl
 import time
@@ -75,7 +76,7 @@ class RetryingConnection(dg.ConfigurableResource):
     retries: int = Field(3, ge=0, le=10, description="Further attempts after a transient "
                          "fault (refused, reset, timed out, the server's temporary codes).")
     backoff_seconds: float = Field(1.0, ge=0, le=300, description="Wait before the first "
-                                   "retry, doubled for each next one.")
+                                   "retry, doubled for each next one, each wait at most 300 s.")
 
     # ---------------------------------------------------------------- public interface
     def list_files(self, pattern: str) -> list[RemoteFile]:
@@ -90,8 +91,10 @@ class RetryingConnection(dg.ConfigurableResource):
         connection left behind (`litter`) are removed by the next attempt that gets in. A pipe
         cannot be read twice: an upload from one makes a single attempt."""
         litter: list[str] = []
+        tries = itertools.count()
         return self._with_retries(
-            "upload", lambda: self._upload_once(local, remote, overwrite, md5, litter),
+            "upload", lambda: self._upload_once(local, remote, overwrite, md5, litter,
+                                                retried=next(tries) > 0),
             litter=litter, once=not local.is_file())
 
     # ---------------------------------------------------------------- for the kinds
@@ -102,8 +105,26 @@ class RetryingConnection(dg.ConfigurableResource):
         raise NotImplementedError
 
     def _upload_once(self, local: Path, remote: str, overwrite: bool, md5: str | None,
-                     litter: list[str]) -> int:
+                     litter: list[str], retried: bool = False) -> int:
         raise NotImplementedError
+
+    def _delivered_earlier(self, where: str, retried: bool, size: int, expected: int,
+                           same_md5: bool | None = None) -> bool:
+        """With overwrite off, a retry that finds the final file need not be a clash: an
+        earlier attempt may have renamed (or PUT) it and lost only the reply. The file counts
+        as delivered when it has the local file's size and, where the kind can read one
+        (`same_md5` not None), its md5."""
+        if not retried or size != expected or same_md5 is False:
+            return False
+        dg.get_dagster_logger("stagecoach.connections").warning(
+            f"{self._named('upload')}: {where} is there with the file's size"
+            f"{'' if same_md5 is None else ' and md5'}: an earlier attempt delivered it and "
+            f"lost the reply; taken as delivered")
+        return True
+
+    def _named(self, operation: str) -> str:
+        return f"connection `{self.connection_name}` {operation}" if self.connection_name \
+            else operation
 
     def transient_error(self, error: BaseException) -> bool | None:
         """True: a retry may succeed; False: it cannot; None: this kind does not know."""
@@ -126,6 +147,15 @@ class RetryingConnection(dg.ConfigurableResource):
                             operation=operation, retries=0 if once else self.retries,
                             backoff_seconds=self.backoff_seconds, transient=self.is_transient,
                             litter=litter)
+
+
+MAX_DELAY_SECONDS = 300.0  # one wait never exceeds this, whatever retries x backoff_seconds
+
+
+def retry_delay(failed_attempts: int, backoff_seconds: float) -> float:
+    """The wait after attempt `failed_attempts` (1-based): doubling from `backoff_seconds`,
+    capped at MAX_DELAY_SECONDS so 10 retries of 300 s end within an hour, not days."""
+    return min(backoff_delay(failed_attempts - 1, backoff_seconds), MAX_DELAY_SECONDS)
 
 
 _SINGLE_ATTEMPT: ContextVar[bool] = ContextVar("stagecoach_single_attempt", default=False)
@@ -170,7 +200,7 @@ def with_retries(attempt: Callable[[], T], *, connection: str, operation: str, r
                     f"{named} failed after {attempts} attempt{'s' * (attempts != 1)} (each "
                     f"time the server was unreachable or dropped the connection): "
                     f"{failed}{left}") from failed
-            delay = backoff_delay(number - 1, backoff_seconds)
+            delay = retry_delay(number, backoff_seconds)
             dg.get_dagster_logger("stagecoach.connections").warning(
                 f"{named}: attempt {number} of {attempts} failed ({failed}); retrying in "
                 f"{delay:.1f} s")

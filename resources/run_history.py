@@ -73,7 +73,7 @@ def _capped(text: str | None) -> str | None:
 class RunHistory(BookkeepingTable):
     """Appends to and reads the run-history table through any warehouse."""
 
-    def __init__(self, warehouse: WarehouseResource):
+    def __init__(self, warehouse: WarehouseResource) -> None:
         super().__init__(warehouse, TABLE, COLUMNS, _TYPES)
 
     def _append(self, record: RunRecord) -> RunRecord:

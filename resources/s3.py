@@ -6,17 +6,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import posixpath
+import ssl
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import botocore.exceptions as boto_errors
 from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import (
-    ClientError,
-    ConnectionError,
-    HTTPClientError,
-    IncompleteReadError,
-    NoCredentialsError,
-)
 from dagster_aws.s3 import S3Resource
 
 from resources.files import (
@@ -28,7 +23,7 @@ from resources.files import (
     safe_relative,
     split_pattern,
 )
-from resources.retry import RetryingConnection
+from resources.retry import RetryingConnection, causes
 
 PART_SIZE = 16 * 1024 * 1024
 # Fixed part sizes make the multipart ETag predictable, so the md5 can be checked after upload.
@@ -104,18 +99,26 @@ class S3BucketResource(RetryingConnection, S3Resource):
     def transient_error(self, error: BaseException) -> bool | None:
         """Connection errors, cut responses, 5xx and throttling are worth another attempt
         (after botocore's own `max_attempts`); 4xx (denied, no such key or bucket) are not."""
-        if isinstance(error, NoCredentialsError):
+        if isinstance(error, boto_errors.NoCredentialsError):
             return False
-        if isinstance(error, ConnectionError | HTTPClientError | IncompleteReadError):
+        if isinstance(error, boto_errors.SSLError):
+            # A TLS connection cut mid-way may come back; an untrusted certificate or a
+            # failed handshake will not (SSLError is a botocore ConnectionError).
+            chain = list(causes(error))
+            if any(isinstance(c, ssl.SSLCertVerificationError) for c in chain):
+                return False
+            return any(isinstance(c, ssl.SSLEOFError | ssl.SSLZeroReturnError) for c in chain)
+        if isinstance(error, boto_errors.ConnectionError | boto_errors.HTTPClientError
+                      | boto_errors.IncompleteReadError):
             return True
-        if isinstance(error, ClientError):
+        if isinstance(error, boto_errors.ClientError):
             code = error.response.get("Error", {}).get("Code", "")
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
             return code in _THROTTLED or status >= 500 or status == 429
         return super().transient_error(error)
 
     def _upload_once(self, local: Path, remote: str, overwrite: bool, md5: str | None,
-                     litter: list[str]) -> int:
+                     litter: list[str], retried: bool = False) -> int:
         """S3 shows an object only once its upload completes: no temporary name is needed.
 
         With overwrite off the object is written with one conditional PUT (`If-None-Match: *`),
@@ -138,6 +141,8 @@ class S3BucketResource(RetryingConnection, S3Resource):
         except Exception as failed:
             code = getattr(failed, "response", {}).get("Error", {}).get("Code")
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                if retried and self._ours(client, key, local, expected, where):
+                    return expected
                 raise TransferError(f"{where} exists and overwrite is off") from failed
             raise TransferError(f"{where} upload: {failed}") from failed
         try:
@@ -158,3 +163,14 @@ class S3BucketResource(RetryingConnection, S3Resource):
                 client.delete_object(Bucket=self.bucket, Key=key)
             raise
         return head["ContentLength"]
+
+    def _ours(self, client: Any, key: str, local: Path, expected: int, where: str) -> bool:
+        """The object an earlier attempt's PUT wrote, its reply lost: same size and ETag."""
+        try:
+            head = client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as failed:
+            raise TransferError(f"{where} upload: {failed}") from failed
+        encrypted = head.get("ServerSideEncryption") == "aws:kms" or \
+            head.get("SSECustomerAlgorithm")
+        same = None if encrypted else head["ETag"].strip('"') in s3_etag(local)
+        return self._delivered_earlier(where, True, head["ContentLength"], expected, same)

@@ -21,6 +21,7 @@ import base64
 import binascii
 import os
 import posixpath
+import re
 import stat
 import struct
 from collections import deque
@@ -47,9 +48,14 @@ from resources.files import (
     safe_relative,
     split_pattern,
 )
-from resources.retry import RetryingConnection
+from resources.retry import RetryingConnection, causes, socket_transient
 from resources.ssh_connection import SshConnection
 
+# paramiko's messages for a connection that was cut or never finished opening (the others, such
+# as "Invalid key" or "No authentication methods available", are refusals a retry cannot fix).
+_SSH_GONE = re.compile(r"error reading ssh protocol banner|server connection dropped|"
+                       r"ssh session not active|no existing session|eof during negotiation|"
+                       r"timeout opening channel|^channel closed", re.I)
 _ERRORS = (paramiko.SSHException, paramiko.SFTPError, OSError, EOFError)
 
 # AES-GCM encrypts and authenticates in one call of `cryptography` (AES-NI): paramiko's default,
@@ -143,12 +149,16 @@ class SftpResource(SshConnection, RetryingConnection):
             return False
         if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError):
             return True
-        if isinstance(error, paramiko.SSHException):  # banner, dropped, session not active
-            return True
+        if isinstance(error, paramiko.SSHException):
+            # Only a cut or half-opened connection is worth another attempt; a bad key, a
+            # wrong passphrase, no usable auth method or a refused subsystem are not.
+            if _SSH_GONE.search(str(error)):
+                return True
+            return any(socket_transient(c) for c in causes(error) if c is not error)
         return super().transient_error(error)
 
     def _upload_once(self, local: Path, remote: str, overwrite: bool, md5: str | None,
-                     litter: list[str]) -> int:
+                     litter: list[str], retried: bool = False) -> int:
         final = self._full(remote)
         directory, name = posixpath.split(final)
         partial = posixpath.join(directory, partial_name(name))
@@ -158,6 +168,9 @@ class SftpResource(SshConnection, RetryingConnection):
         try:
             _sftp_makedirs(sftp, posixpath.dirname(final))
             if not overwrite and _sftp_exists(sftp, final):
+                if self._delivered_earlier(self.describe(remote), retried,
+                                           sftp.stat(final).st_size or 0, expected):
+                    return expected
                 raise TransferError(f"{self.describe(remote)} exists and overwrite is off")
             _, write_size = _request_sizes(sftp)
             with open(local, "rb", buffering=0) as source, sftp.open(partial, "wb") as target:

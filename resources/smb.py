@@ -171,7 +171,7 @@ class SmbResource(RetryingConnection):
         return super().transient_error(error)
 
     def _upload_once(self, local: Path, remote: str, overwrite: bool, md5: str | None,
-                     litter: list[str]) -> int:
+                     litter: list[str], retried: bool = False) -> int:
         if safe_relative(remote) == ".":
             raise TransferError(f"{self.describe(remote)} upload: the path names no file")
         parts = self._parts(remote)
@@ -194,6 +194,10 @@ class SmbResource(RetryingConnection):
                 if len(parts) > 1:
                     smbclient.makedirs(directory, exist_ok=True, **kwargs)
                 if not overwrite and _exists(final, kwargs):
+                    if self._delivered_earlier(self.describe(remote), retried,
+                                               smbclient.stat(final, **kwargs).st_size,
+                                               expected):
+                        return expected
                     raise TransferError(f"{self.describe(remote)} exists and overwrite is off")
                 leftover = True
                 with (open(local, "rb") as reader,

@@ -70,6 +70,7 @@ def _proxied(request: pytest.FixtureRequest, kind: str) -> Iterator[Site]:
         direct = request.getfixturevalue("postgres_url")
         proxy = FaultProxy(5432)
         url = direct.replace(":5432/", f":{proxy.port}/")
+        assert f":{proxy.port}/" in url, f"the SQL cases would bypass the proxy: {url}"
         yield Site(kind, proxy, lambda retries, backoff: WarehouseResource(
             url=url, connection_name=NAME, retries=retries, backoff_seconds=backoff), url=direct)
         proxy.close()
@@ -272,3 +273,38 @@ def test_permanent_errors_are_not_retried(ftp_files: Endpoint):
     message = str(failed.value)
     assert message.startswith(f"connection `{NAME}` list: ") and "530" in message
     assert "wrong-password-x" not in message and "attempts" not in message
+
+
+@pytest.mark.parametrize("site", ["s3"], indirect=True)
+def test_a_lost_reply_to_a_conditional_put_is_a_delivery(site: Site, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture):
+    """With overwrite off, the PUT is stored but its reply is cut: the retry meets its own
+    object (412) and, as it has the file's size and ETag, takes it as delivered."""
+    payload = os.urandom(64 * 1024)
+    local = tmp_path / "report.bin"
+    local.write_bytes(payload)
+    assert site.endpoint is not None
+    conn = site.build(RETRIES, BACKOFF)
+    site.proxy.reset_counts()  # measure the replies to one conditional PUT (100 Continue, 200)
+    conn.upload(local, "calibrate/report.bin", overwrite=False)  # a PUT, then a HEAD
+    both = site.proxy.counted["down"]
+    site.proxy.reset_counts()
+    conn.get_client().head_object(Bucket=conn.bucket, Key=conn._key("calibrate/report.bin"))
+    put_reply = both - site.proxy.counted["down"]
+    assert put_reply > 40, (both, put_reply)
+    cut = put_reply - 10  # inside the PUT's final reply: stored, but the client never hears
+    site.proxy.cut_after("down", cut, down_for=None)
+    with restart_after_failed_attempts(site.proxy, 1):
+        assert conn.upload(local, "out/report.bin", overwrite=False,
+                           md5=_md5(payload)) == len(payload)
+    assert site.proxy.cuts == 1
+    assert "an earlier attempt delivered it and lost the reply" in caplog.text
+    assert site.endpoint.read("out/report.bin") == payload
+
+    other = tmp_path / "other.bin"  # another file of the same size is still refused
+    other.write_bytes(os.urandom(len(payload)))
+    site.proxy.cut_after("down", cut, down_for=None)
+    with restart_after_failed_attempts(site.proxy, 1), pytest.raises(
+            TransferError, match="exists and overwrite is off"):
+        conn.upload(other, "out/report.bin", overwrite=False, md5=_md5(other.read_bytes()))
+    assert site.endpoint.read("out/report.bin") == payload

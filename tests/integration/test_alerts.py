@@ -448,6 +448,20 @@ def test_pruning_on_postgres_reads_the_workflow_name_literally():
             storage.dispose()
 
 
+def test_pruning_on_sqlite_matches_the_case_and_the_value_read(tmp_path: Path):
+    """SQLite's LIKE ignores case: keys that differ from the workflow's only in case stay."""
+    now = time.time()
+    stale = str(int(now - KEEP_SECONDS - DAY))
+    mine = ledger_key("wf", "r", "x")
+    others = [ledger_key("WF", "r", "x"), "STAGECOACH/ALERT/wf/r/x", "Stagecoach/alert/wf/r/y"]
+    with dg.instance_for_test(overrides={"storage": {"sqlite": {"base_dir": str(tmp_path)}}}
+                              ) as instance:
+        storage = instance.run_storage
+        storage.set_cursor_values({mine: stale, **dict.fromkeys(others, stale)})
+        assert prune_ledger(storage, "wf", now) == 1
+        assert set(storage.get_cursor_values({mine, *others})) == set(others)
+
+
 @pytest.mark.fault
 def test_a_broken_ledger_fails_the_tick_naming_the_reporters(setup: Setup,
                                                             http_recorder: HttpRecorder,

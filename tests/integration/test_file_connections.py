@@ -84,6 +84,35 @@ def test_overwrite_off_keeps_the_existing_file(endpoint: Endpoint, tmp_path: Pat
 
 
 @pytest.mark.fault
+def test_a_retry_that_finds_its_own_delivery_succeeds(endpoint: Endpoint, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture):
+    """The rename (or conditional PUT) went through but its reply was lost: the retry finds
+    the final file. The same size (and md5, where the kind reads one) is the earlier attempt's
+    delivery, not a clash; anything else is still refused."""
+    payload = b"id,amount\n1,2.5\n"
+    local = tmp_path / "report.csv"
+    local.write_bytes(payload)
+    endpoint.put("out/report.csv", payload)
+    conn = endpoint.connection
+
+    with pytest.raises(TransferError, match="exists and overwrite is off"):
+        conn._upload_once(local, "out/report.csv", False, md5(payload), [], retried=False)
+    with caplog.at_level("WARNING"):
+        assert conn._upload_once(local, "out/report.csv", False, md5(payload), [],
+                                 retried=True) == len(payload)
+    assert "an earlier attempt delivered it" in caplog.text
+
+    endpoint.put("out/longer.csv", payload + b"3,4\n")
+    with pytest.raises(TransferError, match="exists and overwrite is off"):
+        conn._upload_once(local, "out/longer.csv", False, md5(payload), [], retried=True)
+    if conn.checks_md5:  # same size, other bytes
+        endpoint.put("out/other.csv", payload.replace(b"2.5", b"9.9"))
+        with pytest.raises(TransferError, match="exists and overwrite is off"):
+            conn._upload_once(local, "out/other.csv", False, md5(payload), [], retried=True)
+    assert endpoint.read("out/longer.csv") == payload + b"3,4\n"
+
+
+@pytest.mark.fault
 def test_wrong_md5_is_not_delivered(endpoint: Endpoint, tmp_path: Path):
     if not endpoint.connection.checks_md5:
         pytest.skip(f"{endpoint.kind} cannot read a checksum back; the size is checked")

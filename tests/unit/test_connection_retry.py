@@ -7,18 +7,19 @@ from __future__ import annotations
 import errno
 import ftplib
 import logging
+import ssl
 from pathlib import Path
 
 import paramiko
 import pytest
 import sqlalchemy as sa
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError, SSLError
 from smbprotocol.exceptions import SMBAuthenticationError, SMBConnectionClosed
 
 from resources.files import TransferError, UnsafePath
 from resources.folder import FolderResource
 from resources.ftp import FtpResource
-from resources.retry import with_retries
+from resources.retry import MAX_DELAY_SECONDS, retry_delay, with_retries
 from resources.s3 import S3BucketResource
 from resources.sftp import SftpResource, UnknownHostKey
 from resources.smb import SmbResource
@@ -38,6 +39,20 @@ def client_error(code: str, status: int) -> ClientError:
                         "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
 
 
+def socket_cut_ssh() -> paramiko.SSHException:
+    """An SSHException paramiko raised from a reset socket."""
+    error = paramiko.SSHException("Unable to open channel.")
+    error.__cause__ = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+    return error
+
+
+def ssl_error(cause: ssl.SSLError) -> SSLError:
+    """botocore's SSLError (a botocore ConnectionError) as its HTTP session raises it."""
+    error = SSLError(endpoint_url="https://127.0.0.1:1", error=cause)
+    error.__context__ = cause
+    return error
+
+
 FOLDER = FolderResource(path="/tmp")
 SFTP = SftpResource(host="h", username="u")
 FTP = FtpResource(host="h", username="u")
@@ -55,15 +70,30 @@ CLASSIFIED = [
     (SFTP, paramiko.SSHException("Error reading SSH protocol banner"), True),
     (SFTP, EOFError(), True),
     (SFTP, paramiko.AuthenticationException("Authentication failed."), False),
+    (SFTP, paramiko.SSHException("Server connection dropped: "), True),
+    (SFTP, paramiko.SSHException("SSH session not active"), True),
+    (SFTP, socket_cut_ssh(), True),
+    (SFTP, paramiko.SSHException("OpenSSH private key file checkints do not match"), False),
+    (SFTP, paramiko.SSHException("Invalid key"), False),
+    (SFTP, paramiko.SSHException("not a valid RSA private key file"), False),
+    (SFTP, paramiko.SSHException("No authentication methods available"), False),
+    (SFTP, paramiko.ChannelException(1, "Administratively prohibited"), False),
     (SFTP, UnknownHostKey("the server's host key is unknown"), False),
     (FTP, ftplib.error_temp("421 Too many connections"), True),
     (FTP, ftplib.error_temp("451 Local error"), True),
+    (FTP, ftplib.error_temp("425 Can't open data connection"), True),
+    (FTP, ftplib.error_temp("426 Connection closed; transfer aborted"), True),
+    (FTP, ftplib.error_temp("450 Requested file action not taken"), True),
+    (FTP, ftplib.error_temp("452 Insufficient storage space"), False),  # the disk is full
     (FTP, ftplib.error_perm("530 Login incorrect."), False),
     (FTP, ftplib.error_perm("550 No such file"), False),
     (FTP, TimeoutError("timed out"), True),
     (SMB, SMBConnectionClosed("SMB socket was closed"), True),
     (SMB, SMBAuthenticationError("logon failure"), False),
     (S3, EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), True),
+    (S3, ssl_error(ssl.SSLCertVerificationError(1, "CERTIFICATE_VERIFY_FAILED")), False),
+    (S3, ssl_error(ssl.SSLError(1, "WRONG_VERSION_NUMBER")), False),
+    (S3, ssl_error(ssl.SSLEOFError(8, "EOF occurred in violation of protocol")), True),
     (S3, client_error("SlowDown", 503), True),
     (S3, client_error("InternalError", 500), True),
     (S3, client_error("AccessDenied", 403), False),
@@ -137,3 +167,10 @@ def test_a_missing_file_fails_at_once(tmp_path: Path):
     with pytest.raises(TransferError, match=r"^connection `landing` download: .*absent\.csv"):
         folder.download("absent.csv", tmp_path / "copy.csv")
     assert not (tmp_path / "copy.csv").exists()
+
+
+def test_each_wait_is_capped():
+    """10 retries x backoff_seconds 300 would otherwise wait 300 x 2**9 s (42 hours) once."""
+    assert retry_delay(1, 1.0) >= 1.0
+    assert [retry_delay(n, 300) for n in range(1, 11)] == [MAX_DELAY_SECONDS] * 10
+    assert retry_delay(10, 1.0) == MAX_DELAY_SECONDS  # 512 s uncapped
