@@ -49,6 +49,7 @@ from typing import IO, Any
 import dagster as dg
 
 from orchestration.settings import data_dir
+from resources.process_group import stop_group
 from resources.shell_channel import looks_secret
 from resources.ssh_command import secret_masker
 
@@ -230,7 +231,7 @@ class _Process:
         try:
             self._follow(process, lines, started, timeout_seconds)
         except BaseException:  # the deadline, or the run interrupted: nothing left running
-            _stop_group(process)
+            stop_group(process, KILL_GRACE_SECONDS)
             raise
         took = time.monotonic() - started
         self.log.info(f"script {self.script.name} ended with code {process.returncode} after "
@@ -245,7 +246,7 @@ class _Process:
         while True:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                _stop_group(process)
+                stop_group(process, KILL_GRACE_SECONDS)
                 self._drain(lines, wait=0.2)
                 tail = "\n".join([*self.tails["stdout"], *self.tails["stderr"]][-TAIL_LINES:])
                 raise ScriptError(
@@ -306,27 +307,6 @@ def _read_lines(stream: IO[bytes], name: str, lines: queue.Queue) -> None:
     finally:
         lines.put((name, None))
         stream.close()
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM the script's process group, SIGKILL what is left after the grace period."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, KILL_GRACE_SECONDS)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break  # the whole group is gone
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=wait)
-        if process.poll() is not None and not _group_alive(process.pid):
-            break
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def _output_files(script: Path, messages: Sequence[Any], printed: list[str]) -> list[str]:

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from resources.alerting import AlertDeliveryError, AlertMessage
+from resources.process_group import stop_group
 
 PREFIX = "STAGECOACH_ALERT_"
 VALUE_MAX_CHARS = 8192
@@ -169,12 +169,4 @@ def _kill_group(process: subprocess.Popen) -> None:
     if process.stdin is not None:
         with contextlib.suppress(OSError):
             process.stdin.close()
-    for sig, grace in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break  # the whole group is gone
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=grace)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
+    stop_group(process, KILL_GRACE_SECONDS)
