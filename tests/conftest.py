@@ -203,6 +203,18 @@ def stagecoach_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     yield tmp_path
 
 
+@pytest.fixture(params=["duckdb", "postgres"])
+def warehouse_url(request: pytest.FixtureRequest, stagecoach_env: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """The test once on the default DuckDB warehouse (None) and once on PostgreSQL (its URL,
+    set as STAGECOACH_WAREHOUSE_URL)."""
+    if request.param == "duckdb":
+        return None
+    url = request.getfixturevalue("postgres_url")
+    monkeypatch.setenv("STAGECOACH_WAREHOUSE_URL", url)
+    return url
+
+
 @dataclass
 class WorkflowRun:
     result: dg.ExecuteInProcessResult

@@ -16,7 +16,13 @@ import pytest
 import sqlalchemy as sa
 
 from assets.automations import CANCEL_RETRY_TAG, RUN_AS_TAG, request_cancel_retry
-from tests.integration.test_automations import run, step_statuses, warehouse, write_spec
+from tests.integration.test_automations import (
+    failure_message,
+    run,
+    step_statuses,
+    warehouse,
+    write_spec,
+)
 
 pytestmark = pytest.mark.timeout(180)
 WF = "auto"
@@ -178,9 +184,9 @@ profiles:
             instance=instance, tags={RUN_AS_TAG: "batch"}, raise_on_error=False)
         assert run(defs, "as_batch", instance, tags={RUN_AS_TAG: "batch"}).success
     assert not borrowed.success
-    [failure] = [e for e in borrowed.all_events if e.is_step_failure]
+    message = failure_message(borrowed)
     assert ("run as profile 'batch', which automation `plain_stamp` does not name for this "
-            "step (run_as: none)") in failure.event_specific_data.error.message
+            "step (run_as: none)") in message
     with sa.create_engine(postgres_url).connect() as conn:
         rows = set(conn.execute(sa.text("select who, run from whoami")).fetchall())
     assert rows == {(role, "scheduled"), ("postgres", "manual"), (role, "chained")}
@@ -297,6 +303,6 @@ profiles:
         monkeypatch.delenv("CRM_BATCH_DB_URL")
         unset = job.execute_in_process(instance=instance, tags={RUN_AS_TAG: "batch"},
                                        raise_on_error=False)
-    [failure] = [e for e in unset.all_events if e.is_step_failure]
+    message = failure_message(unset)
     assert ("environment variable CRM_BATCH_DB_URL (for connection crm_batch: url) is not set"
-            in failure.event_specific_data.error.message)
+            in message)

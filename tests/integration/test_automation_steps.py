@@ -165,14 +165,9 @@ def test_a_query_from_sftp_runs_only_the_allowed_statements(stagecoach_env: Path
     assert "removed 1 statement(s) of a type not allowed (allowed: select)" in logs
 
 
-@pytest.mark.parametrize("warehouse_kind", ["duckdb", "postgres"])
 def test_etl_filters_computes_and_groups_on_each_warehouse(
-        stagecoach_env: Path, warehouse_kind: str, request: pytest.FixtureRequest,
-        monkeypatch: pytest.MonkeyPatch):
-    url = None
-    if warehouse_kind == "postgres":
-        url = request.getfixturevalue("postgres_url")
-        monkeypatch.setenv("STAGECOACH_WAREHOUSE_URL", url)
+        stagecoach_env: Path, warehouse_url: str | None):
+    url = warehouse_url
     defs = write_spec(stagecoach_env, """
   sales_etl:
     params: {minimum: 2}

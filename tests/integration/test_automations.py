@@ -39,6 +39,12 @@ def run(defs: dg.Definitions, name: str, instance: dg.DagsterInstance,
         instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
 
 
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """The message of the run's one failed step (a second failure fails the unpacking)."""
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    return failure.event_specific_data.error.message
+
+
 def warehouse(root: Path, sql: str) -> list[tuple]:
     with duckdb.connect(str(root / "data" / "warehouse.duckdb"), read_only=True) as db:
         return db.execute(sql).fetchall()
@@ -72,8 +78,7 @@ def test_a_chain_stops_at_its_first_failure(stagecoach_env: Path):
     assert not result.success
     assert step_statuses(result) == {"nightly_scores__numbers": "success",
                                      "nightly_scores__broken": "failure"}
-    [failure] = [e for e in result.all_events if e.is_step_failure]
-    message = failure.event_specific_data.error.message
+    message = failure_message(result)
     assert "step nightly_scores__broken: the query failed" in message
     assert "work.nope" in message or "nope" in message
     assert warehouse(stagecoach_env, "select count(*) from work.numbers") == [(5,)]
@@ -198,8 +203,8 @@ def test_ssh_steps_run_on_the_host_and_stop_the_chain_on_a_bad_exit(stagecoach_e
     assert any(m.startswith("publishing a b; echo INJECTED for 20") for m in logs), logs
     assert "INJECTED" not in [m.strip() for m in logs]
     assert "checking" in logs
-    [failure] = [e for e in result.all_events if e.is_step_failure]
-    assert "the command exited with 3" in failure.event_specific_data.error.message
+    message = failure_message(result)
+    assert "the command exited with 3" in message
     assert not Path(f"{marker}.never").exists()
 
 
@@ -259,18 +264,13 @@ def test_python_steps_chain_files_and_retry_only_when_asked(
     assert "tok-5f1c2a9e0b7d" not in logs  # the secret is masked in the run log
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert [e.step_key for e in retries] == ["scoring__count"]  # a bad script is not retried
-    [failure] = [e for e in result.all_events if e.is_step_failure]
-    assert "the model file is missing" in failure.event_specific_data.error.message
+    message = failure_message(result)
+    assert "the model file is missing" in message
 
 
-@pytest.mark.parametrize("warehouse_kind", ["duckdb", "postgres"])
-def test_pivot_and_concatenate_on_each_warehouse(stagecoach_env: Path, warehouse_kind: str,
-                                                 request: pytest.FixtureRequest,
-                                                 monkeypatch: pytest.MonkeyPatch):
-    url = None
-    if warehouse_kind == "postgres":
-        url = request.getfixturevalue("postgres_url")
-        monkeypatch.setenv("STAGECOACH_WAREHOUSE_URL", url)
+def test_pivot_and_concatenate_on_each_warehouse(stagecoach_env: Path,
+                                                 warehouse_url: str | None):
+    url = warehouse_url
     defs = write_spec(stagecoach_env, """
   regional:
     steps:
