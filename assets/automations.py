@@ -512,21 +512,12 @@ def _paths(workflow: spec.Workflow) -> dict[str, dict[str, list[spec.Automation]
     return paths
 
 
-def leaf_automations(automations: Mapping[str, spec.Automation], name: str) -> list[str]:
-    """The step automations a (chain) automation runs, in order (job children left out)."""
-    if name not in automations:
-        return []
-    chain = automations[name].chain
-    return [leaf for child in chain for leaf in leaf_automations(automations, child)] \
-        if chain else [name]
-
-
-def _mutex_of(workflow: spec.Workflow, name: str) -> str | None:
-    """A chain holds its own mutex, else the one its children share (the loader refuses
-    children with different ones)."""
-    own = workflow.automations[name].mutex
-    return own or next((m for leaf in leaf_automations(workflow.automations, name)
-                        if (m := workflow.automations[leaf].mutex)), None)
+def _mutex_of(name: str, paths: Mapping[str, Mapping[str, list[spec.Automation]]]
+              ) -> str | None:
+    """The mutex a job holds: the first along its paths, its own first (the loader refuses a
+    chain over anything holding another one)."""
+    return next((a.mutex for by_root in paths.values() for a in by_root.get(name, ())
+                 if a.mutex), None)
 
 
 def build_automations(workflow: spec.Workflow, child_jobs: Mapping[str, ChildJob]
@@ -588,7 +579,7 @@ def _automation_job(workflow: spec.Workflow, name: str, automation: spec.Automat
                     ) -> dg.JobDefinition:
     wf = workflow.workflow.name
     tags = {"stagecoach/workflow": wf, AUTOMATION_TAG: name}
-    if mutex := _mutex_of(workflow, name):
+    if mutex := _mutex_of(name, paths):
         tags[MUTEX_TAG] = mutex
     owners = owners_of(workflow, automation)
     if automation.chain:

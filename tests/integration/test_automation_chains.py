@@ -99,6 +99,7 @@ def test_chains_nest_and_each_chains_params_override_what_it_runs(stagecoach_env
     defs = write_spec(stagecoach_env, STEPS + """
   inner:
     params: {region: emea}
+    mutex: warehouse_writes
     chain: [load, publish]
   outer:
     chain: [inner]
@@ -106,6 +107,9 @@ def test_chains_nest_and_each_chains_params_override_what_it_runs(stagecoach_env
     params: {region: apac}
     chain: [outer]
 """)
+    # The inner chain's mutex is held by every job that runs it, however deep.
+    assert {defs.resolve_job_def(f"{WF}_{name}_job").tags.get("stagecoach/mutex")
+            for name in ("inner", "outer", "top")} == {"warehouse_writes"}
     regions = "select distinct region from work.{} order by 1"
     with dg.instance_for_test() as instance:
         assert run(defs, "outer", instance).success  # no params of its own: inner's apply
