@@ -37,7 +37,13 @@ from resources.query_source import (
     fetch_file,
     fetch_url,
 )
-from resources.warehouse import WarehouseError, WarehouseResource, qualified, quote_ident
+from resources.warehouse import (
+    WarehouseError,
+    WarehouseResource,
+    first_line,
+    qualified,
+    quote_ident,
+)
 
 QUERY_CACHE = "query_cache"  # under the data directory: <workflow>/<op>-<source hash>.sql
 REPORTS = "reports"  # under the data directory: <workflow>/<run id>/<file>.pdf
@@ -47,11 +53,6 @@ def final(description: str) -> dg.Failure:
     """A failure a retry cannot fix: it bypasses the step's retry policy (a plain dg.Failure
     would be retried like any other error)."""
     return dg.Failure(description, allow_retries=False)
-
-
-def first_line(error: BaseException) -> str:
-    text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def is_bad_sql(error: Exception) -> bool:

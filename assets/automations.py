@@ -26,7 +26,6 @@ import dagster as dg
 from assets import automation_steps, spec
 from assets.automation_steps import database as _database
 from assets.automation_steps import final as _final
-from assets.automation_steps import first_line as _first_line
 from assets.automation_steps import is_bad_sql as _is_bad_sql
 from assets.automation_steps import step_statements, without_file_access_when_fetched
 from assets.automation_steps import template_values as _template_values
@@ -40,7 +39,7 @@ from assets.common import (
 from assets.table_copies import copy_query, source_table
 from assets.templating import render_text
 from resources.ssh_command import CONN_PREFIX
-from resources.warehouse import qualified, quote_ident
+from resources.warehouse import first_line, qualified, quote_ident
 
 MUTEX_TAG = "stagecoach/mutex"  # deploy/*.yaml limit runs sharing a value to one at a time
 AUTOMATION_TAG = "stagecoach/automation"
@@ -93,7 +92,7 @@ def _bad_sql_is_final(what: str, hint: str = "fix the SQL") -> Iterator[None]:
         raise
     except Exception as error:
         if _is_bad_sql(error):
-            raise _final(f"{what}: {_first_line(error)}; {hint} (not retried)") from None
+            raise _final(f"{what}: {first_line(error)}; {hint} (not retried)") from None
         raise
 
 

@@ -21,7 +21,7 @@ from pydantic import PrivateAttr
 
 from resources.alerting import AlertDeliveryError, AlertMessage
 from resources.bookkeeping import SCHEMA, BookkeepingTable, new_id, now
-from resources.warehouse import WarehouseError, WarehouseResource
+from resources.warehouse import WarehouseError, WarehouseResource, first_line
 
 TABLE = "run_history"
 TARGET = f'"{SCHEMA}"."{TABLE}"'
@@ -150,8 +150,7 @@ class DatasetChannel(dg.ConfigurableResource):
 
     def _failed(self, failed: Exception) -> AlertDeliveryError:
         # WarehouseError names the table, never the URL; a driver error's first line neither
-        first = (str(getattr(failed, "orig", None) or failed).strip().splitlines() or [""])[0]
-        return AlertDeliveryError(f"{self.describe()}: {first}")
+        return AlertDeliveryError(f"{self.describe()}: {first_line(failed)}")
 
     def send_alert(self, message: AlertMessage) -> None:
         try:

@@ -358,9 +358,8 @@ class WarehouseResource(dg.ConfigurableResource):
                     f"{what} failed, the previous table is unchanged: lost the connection to "
                     f"the warehouse {self.safe_url} ({lost}); run again once it is back"
                 ) from failed
-            detail = str(getattr(failed, "orig", None) or failed).strip().splitlines()[0]
             raise WarehouseError(f"{what} failed, the previous table is unchanged: "
-                                 f"{detail}") from failed
+                                 f"{first_line(failed)}") from failed
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         """The DB-API driver's own error class: COPY runs on the raw driver connection, so
@@ -386,6 +385,13 @@ def lost_connection_only(failed: BaseException) -> bool:
         return False
     return _lost_connection(failed) is not None or any(
         socket_transient(e) for e in chain if isinstance(e, OSError))
+
+
+def first_line(error: BaseException) -> str:
+    """An error's first line, a driver error's own (SQLAlchemy's `orig`) when it wraps one:
+    the rest repeats the statement and its parameters."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return (text.splitlines() or [type(error).__name__])[0]
 
 
 def _lost_connection(failed: BaseException) -> str | None:

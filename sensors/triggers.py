@@ -39,7 +39,7 @@ from assets.common import WAREHOUSE_KEY, connection_key
 from assets.templating import date_context, render_text
 from resources.files import FileConnection, RemoteFile
 from resources.retry import single_attempt
-from resources.warehouse import WarehouseResource, qualified
+from resources.warehouse import WarehouseResource, first_line, qualified
 from sensors.common import TRIGGER_TAG, concurrency_gate, job_name, serial_tags
 
 TAG_LIMIT = 200  # longest TRIGGER_TAG value: file lists are cut, with a count of the rest
@@ -185,11 +185,6 @@ def _cut(text: str) -> str:
     return text if len(text) <= TAG_LIMIT else text[:TAG_LIMIT - 3] + "..."
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(getattr(error, "orig", None) or error).strip()
-    return (text.splitlines() or [type(error).__name__])[0]
-
-
 # ---------------------------------------------------------------- file_change
 
 
@@ -214,7 +209,7 @@ def _file_change(workflow: spec.Workflow, name: str, when: spec.FileChange,
                 listing = connection.list_files(pattern)
         except Exception as failed:  # re-raised with the trigger and connection named
             raise TriggerError(f"trigger {name}: cannot list {pattern!r} on connection "
-                               f"{when.connection!r}: {_first_line(failed)}") from failed
+                               f"{when.connection!r}: {first_line(failed)}") from failed
         return _look(listing, cursor, pattern)
 
     return tick
@@ -310,7 +305,7 @@ def _table_change(name: str, when: spec.TableChange, key: str) -> _Tick:
             raise TriggerError(f"trigger {name}: {failed}") from failed
         except Exception as failed:  # re-raised with the trigger and table named
             raise TriggerError(f"trigger {name}: cannot read table {when.table} in the "
-                               f"warehouse: {_first_line(failed)}") from failed
+                               f"warehouse: {first_line(failed)}") from failed
         what = f"table {when.table}" + (" (absent)" if fingerprint == ABSENT else "")
         return _changed(name, "table_change", cursor, fingerprint, what)
 
@@ -350,7 +345,7 @@ def _sql_change(name: str, when: spec.SqlChange, key: str) -> _Tick:
             fingerprint = result_fingerprint(database.batches(when.query))
         except Exception as failed:  # re-raised with the trigger and connection named
             raise TriggerError(f"trigger {name}: the query on {where} failed: "
-                               f"{_first_line(failed)}") from failed
+                               f"{first_line(failed)}") from failed
         return _changed(name, "sql_change", cursor, fingerprint, f"the query on {where}")
 
     return tick
