@@ -1,0 +1,1 @@
+"""Typed spec models and the factories that turn them into assets, checks and jobs."""

@@ -1,56 +1,45 @@
-"""Automations: a job of ops, one per step, run one after the other.
+"""Automations: a job of ops, one per step, run one after the other (a `deliver` step sends the
+chain's files through the activations' delivery code). The step runners and their registry
+are in assets/steps/.
 
 Each op takes the chain's state from the op before it and hands it on: the parameters (from
 the first op's config: the spec's defaults, overridable in the launchpad or a launch's run
-config) and the current files (a Python step's output files replace them). So the chain's
+config) and the current files (all the files a step produced, in order, replace them; a
+Python step gets every one of them as its first arguments). So the chain's
 order is the ops' dependencies: the first failure stops the chain and Dagster shows the steps
 after it as not run. Retryable failures (a lost
 connection, a timeout) are retried per the step's policy; a bad query, a bad script or an
 alarm that stops the chain raise `dg.Failure(allow_retries=False)`, which is never retried.
 """
 
-from __future__ import annotations
-
-import operator
-import os
-import re
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from assets import automation_steps, spec
-from assets.automation_steps import database as _database
-from assets.automation_steps import final as _final
-from assets.automation_steps import is_bad_sql as _is_bad_sql
-from assets.automation_steps import step_statements, without_file_access_when_fetched
-from assets.automation_steps import template_values as _template_values
-from assets.common import (
-    STAGING_KEY,
-    WAREHOUSE_KEY,
-    connection_key,
-    ends_on_termination,
-    owners_of,
+from assets import spec
+from assets.common import ends_on_termination, owners_of
+from assets.names import (
+    AUTOMATION_TAG,
+    CANCEL_RETRY_TAG,
+    CHAIN_PARENT_TAG,
+    MUTEX_TAG,
+    PARTITION_TAG,
+    RUN_AS_TAG,
+    RUN_DAY_TAG,
+    SCHEDULED_TIME_TAG,
+    STEP_KIND_TAG,
+    TRIGGERED_BY_TAG,
+    WORKFLOW_TAG,
+    cancel_retry_job_name,
+    job_name,
+    schedule_name,
 )
-from assets.table_copies import copy_query, source_table
-from assets.templating import render_text
-from resources.ssh_command import CONN_PREFIX
-from resources.warehouse import first_line, qualified, quote_ident
-
-MUTEX_TAG = "stagecoach/mutex"  # deploy/*.yaml limit runs sharing a value to one at a time
-AUTOMATION_TAG = "stagecoach/automation"
-EX_TEMPFAIL = 75  # sysexits.h: a script exiting with it asks for its step's retry policy
-TRIGGERED_BY_TAG = "stagecoach/triggered_by"  # who launched a run; scripts get it as a variable
-RUN_AS_TAG = "stagecoach/run_as"  # the profile whose connections a run's steps use
-CANCEL_RETRY_TAG = "stagecoach/cancel_retry"  # set by an operator: no further step retries
-PARENT_RUN_TAG = "stagecoach/parent_run"  # on a chain's child run: the chain's run
-CONDITIONS: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
-    "==": operator.eq, "!=": operator.ne}
+from assets.steps.common import final as _final
+from assets.steps.registry import STEPS
+from assets.webhook_params import ParamError, webhook_job_args, webhook_params
 
 
 @dataclass(frozen=True)
@@ -62,17 +51,8 @@ class ChildJob:
     dagster_url: Callable[[], str]  # read at run time: the webserver's GraphQL API
 
 
-@dataclass
-class AutomationBundle:
-    jobs: list[dg.JobDefinition] = field(default_factory=list)
-    schedules: list[dg.ScheduleDefinition] = field(default_factory=list)
-
-
-def automation_job_name(workflow: str, name: str) -> str:
-    return f"{workflow}_{name}_job"
-
-
-def _retry_policy(retry: spec.StepRetry) -> dg.RetryPolicy | None:
+def retry_policy_for(retry: spec.StepRetry) -> dg.RetryPolicy | None:
+    """The step's Dagster RetryPolicy from an automation's `retry:` (docs/retries.md)."""
     if not retry.count:
         return None
     return dg.RetryPolicy(
@@ -82,271 +62,14 @@ def _retry_policy(retry: spec.StepRetry) -> dg.RetryPolicy | None:
     # shrinks it; a retry waits the time the spec says.
 
 
-@contextmanager
-def _bad_sql_is_final(what: str, hint: str = "fix the SQL") -> Iterator[None]:
-    """A query a retry cannot fix (syntax, unknown table, a constraint) fails the step for
-    good, saying `what` failed; anything else (a lost connection) is left to the retries."""
+def _launch_params(context: dg.OpExecutionContext, workflow: spec.Workflow) -> dict[str, Any]:
+    """The op's params (spec defaults, or the launchpad's) with a webhook launch's declared
+    params over them, validated again from the run's tag."""
     try:
-        yield
-    except dg.Failure:
-        raise
-    except Exception as error:
-        if _is_bad_sql(error):
-            raise _final(f"{what}: {first_line(error)}; {hint} (not retried)") from None
-        raise
-
-
-def _run_sql(context: dg.OpExecutionContext, wf: str, step: spec.SqlStep,
-             params: dict[str, Any]) -> dict[str, Any]:
-    database = _database(context, wf, step.connection)
-    bound = step_statements(context, wf, step, params)
-    with _bad_sql_is_final(f"step {context.op.name}: the query failed"):
-        if step.into and len(bound) != 1:
-            raise _final(f"step {context.op.name}: `into` needs one SELECT; the fetched "
-                         f"query has {len(bound)} statements")
-        if step.into and step.connection:  # rows from another database into the warehouse
-            rows = copy_query(context, wf, step.connection, bound[0].text, bound[0].params,
-                              step.into)
-            return {"table": step.into, "rows": rows}
-        if step.into:
-            schema, table = step.into.split(".")
-            rows = database.replace_table(schema, table, bound[0].text, bound[0].params)
-            context.log.info(f"{step.into}: {rows} rows")
-            return {"table": step.into, "rows": rows}
-        database.execute(f"step {context.op.name}", *((b.text, b.params) for b in bound))
-        return {}
-
-
-def _run_alarm(context: dg.OpExecutionContext, wf: str, step: spec.AlarmStep,
-               params: dict[str, Any]) -> dict[str, Any]:
-    database = _database(context, wf, step.connection)
-    statements = step_statements(context, wf, step, params)
-    if len(statements) != 1:
-        raise _final(f"step {context.op.name}: an alarm runs one query; the fetched text has "
-                     f"{len(statements)} statements")
-    bound = statements[0]
-    with _bad_sql_is_final(f"step {context.op.name}: the alarm's query failed"):
-        rows = database.fetch(bound.text, bound.params)
-    if len(rows) != 1 or len(rows[0]) != 1:
-        shape = f"{len(rows)} row(s)" + (f" of {len(rows[0])} columns" if rows else "")
-        raise _final(f"step {context.op.name}: the alarm's query must return one value "
-                     f"(one row, one column), not {shape}")
-    value = rows[0][0]
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise _final(f"step {context.op.name}: the alarm's query returned {value!r}, not "
-                         "a number") from None
-    raised = CONDITIONS[step.condition](number, step.threshold)
-    rule = f"{number:g} {step.condition} {step.threshold:g}"
-    # An expectation result is how an op records a check: the alert sensors read the failed
-    # ones as alarms, and the run's page shows it.
-    context.log_event(dg.ExpectationResult(
-        success=not raised, label=context.op.name,
-        description=f"alarm {context.op.name}: {rule}" if raised else f"no alarm: not {rule}",
-        metadata={"value": number, "condition": step.condition, "threshold": step.threshold}))
-    if raised and step.stop:
-        raise _final(f"step {context.op.name}: alarm raised ({rule}); the chain stops "
-                         "here (`stop: true`)")
-    return {"value": number, "alarm": raised}
-
-
-def _env_values(settings: Mapping[str, Any], step: str) -> dict[str, Any]:
-    """A step's environment: `{env: NAME}` read now (a missing one fails, named)."""
-    values = {}
-    for name, setting in settings.items():
-        if isinstance(setting, spec.EnvRef):
-            if setting.env not in os.environ:
-                raise _final(f"step {step}: environment variable {setting.env} (for "
-                                 f"{name}) is not set; set it where the runs execute")
-            values[name] = os.environ[setting.env]
-        else:
-            values[name] = setting
-    return values
-
-
-def _run_variables(context: dg.OpExecutionContext, params: dict[str, Any]) -> dict[str, str]:
-    """What a script or command gets: the parameters, the run's day and who launched it."""
-    values = _template_values(context, params)
-    return {**{f"STAGECOACH_PARAM_{k.upper()}": str(v) for k, v in params.items()},
-            "STAGECOACH_DS": values["ds"], "STAGECOACH_RUN_ID": context.run_id,
-            "STAGECOACH_TRIGGERED_BY": triggered_by(context.run.tags)}
-
-
-def triggered_by(tags: Mapping[str, str]) -> str:
-    """Who or what launched a run: its tag (a webhook caller, a launchpad tag, a schedule),
-    else the sensor, else a manual launch (Dagster OSS records no user)."""
-    if who := tags.get(TRIGGERED_BY_TAG):
-        return who
-    if sensor := tags.get("dagster/sensor_name"):
-        return f"sensor:{sensor}"
-    if schedule := tags.get("dagster/schedule_name"):
-        return f"schedule:{schedule}"
-    return "manual"
-
-
-def _run_python(context: dg.OpExecutionContext, workflow: spec.Workflow,
-                step: spec.PythonStep,
-                params: dict[str, Any], files: list[str]) -> dict[str, Any]:
-    from resources.python_script import ScriptError, run_python_script
-
-    values = {**_template_values(context, params), "files": files}
-    args = [render_text(a, values) for a in step.args] if step.args else files[:1]
-    env = _run_variables(context, params)
-    env |= _connection_variables(context, workflow, step.connections)
-    env |= _env_values(step.env, context.op.name)
-    try:
-        outcome = run_python_script(
-            context, Path(step.script), args, env, step.requirements,
-            timeout_seconds=spec.seconds_of(step.timeout) if step.timeout else None)
-    except ScriptError as failed:
-        if failed.exit_code == EX_TEMPFAIL:  # the script says a retry may work
-            raise RuntimeError(f"step {context.op.name}: {failed}") from None
-        raise _final(f"step {context.op.name}: {failed}") from None
-    result: dict[str, Any] = {"exit_code": outcome.exit_code}
-    if outcome.output_files:
-        result["files"] = list(outcome.output_files)
-    return result
-
-
-def _connection_variables(context: dg.OpExecutionContext, workflow: spec.Workflow,
-                          names: list[str]) -> dict[str, str]:
-    """STAGECOACH_CONN_<NAME>_<FIELD> for each named connection (the run-as profile's in its
-    place, under the name the script knows), secrets read from their variables now."""
-    profile = context.run.tags.get(RUN_AS_TAG)
-    swaps = workflow.profiles[profile].connections if profile in workflow.profiles else {}
-    variables = {}
-    for name in names:
-        used = swaps.get(name, name)
-        connection = workflow.connections[used]
-        fields = {f"connection {used}: {k}": getattr(connection, k)
-                  for k in type(connection).model_fields
-                  if k not in ("kind", "description") and getattr(connection, k) is not None}
-        for label, value in _env_values(fields, context.op.name).items():
-            field_name = label.rsplit(": ", 1)[1]
-            variables[f"{CONN_PREFIX}{name.upper()}_{field_name.upper()}"] = (
-                str(value).lower() if isinstance(value, bool) else str(value))
-    return variables
-
-
-def _run_ssh(context: dg.OpExecutionContext, workflow: spec.Workflow, step: spec.SshStep,
-             params: dict[str, Any], files: list[str]) -> dict[str, Any]:
-    from resources.ssh_command import SshCommandError, SshCommandResource
-
-    connection = workflow.connections[step.connection]
-    settings = {k: getattr(connection, k) for k in (
-        "host", "port", "username", "password", "private_key_path", "private_key_passphrase",
-        "known_hosts", "host_key", "timeout_seconds") if getattr(connection, k, None) is not None}
-    remote = SshCommandResource(**_env_values(settings, context.op.name))
-    # Values reach the remote shell as variables, never pasted into the command text.
-    env = _run_variables(context, params)
-    env |= _env_values(step.env, context.op.name)
-    try:
-        result = remote.run(step.command or "", context.log.info, env,
-                            spec.seconds_of(step.timeout) if step.timeout else None)
-    except SshCommandError as failed:
-        raise RuntimeError(f"step {context.op.name}: {failed}") from None  # retryable
-    if result.exit_code != 0:
-        raise _final(f"step {context.op.name}: the command exited with {result.exit_code}; "
-                         f"its last lines:\n{result.tail}")
-    return {"exit_code": 0}
-
-
-def _pivot_column(value: object, taken: set[str]) -> str:
-    """A column name for a pivoted value: lower_snake_case, unique."""
-    base = re.sub(r"[^a-z0-9]+", "_", str(value).lower()).strip("_") or "blank"
-    name = base if base[0].isalpha() else f"v_{base}"
-    name, n = name[:60], 2
-    while name in taken:
-        name, n = f"{base[:56]}_{n}", n + 1
-    taken.add(name)
-    return name
-
-
-def _run_pivot(context: dg.OpExecutionContext, workflow: spec.Workflow, step: spec.PivotStep,
-               params: dict[str, Any], files: list[str]) -> dict[str, Any]:
-    warehouse = _database(context, workflow.workflow.name, None)
-    source = qualified(*step.from_.split("."))
-    pivot = quote_ident(step.columns)
-    with _bad_sql_is_final(f"step {context.op.name}: cannot read {step.from_}",
-                           "check the table and columns"):
-        distinct = [r[0] for r in warehouse.fetch(
-            f"SELECT DISTINCT {pivot} FROM {source} WHERE {pivot} IS NOT NULL ORDER BY 1 "
-            f"LIMIT {step.max_columns + 1}")]
-    if len(distinct) > step.max_columns:
-        raise _final(f"step {context.op.name}: {step.columns} has more than "
-                     f"{step.max_columns} distinct values; raise `max_columns` or pivot on a "
-                     "column with fewer values")
-    taken = set(step.index)
-    placeholders, cells = {}, []
-    for i, value in enumerate(distinct):
-        placeholders[f"v{i}"] = value
-        cells.append(f"{step.aggregate.upper()}(CASE WHEN {pivot} = "
-                     f"{warehouse.placeholder.format(f'v{i}')} THEN {quote_ident(step.values)} "
-                     f"END) AS {quote_ident(_pivot_column(value, taken))}")
-    index = ", ".join(quote_ident(c) for c in step.index)
-    sql = (f"SELECT {index}{''.join(', ' + c for c in cells)} FROM {source} "
-           f"GROUP BY {index} ORDER BY {index}")
-    schema, table = step.into.split(".")
-    with _bad_sql_is_final(f"step {context.op.name}: the pivot failed",
-                           "check the value column's type"):
-        rows = warehouse.replace_table(schema, table, sql, placeholders)
-    context.log.info(f"{step.into}: {rows} rows, {len(distinct)} pivoted columns")
-    return {"table": step.into, "rows": rows, "pivoted_columns": len(distinct)}
-
-
-def _run_concat(context: dg.OpExecutionContext, workflow: spec.Workflow,
-                step: spec.ConcatStep, params: dict[str, Any], files: list[str]
-                ) -> dict[str, Any]:
-    warehouse = _database(context, workflow.workflow.name, None)
-    columns: dict[str, list[str]] = {}
-    for source in step.sources:
-        with _bad_sql_is_final(f"step {context.op.name}: cannot read {source}",
-                               "check the table's name"):
-            [empty] = list(warehouse.batches(f"SELECT * FROM {qualified(*source.split('.'))} "
-                                             "LIMIT 0"))
-        columns[source] = list(empty.schema.names)
-    aligned = list(dict.fromkeys(c for names in columns.values() for c in names
-                                 if c != step.source_column))
-    selects, values = [], {}
-    for i, source in enumerate(step.sources):
-        have = set(columns[source])
-        parts = [quote_ident(c) if c in have else f"NULL AS {quote_ident(c)}" for c in aligned]
-        if step.source_column:
-            values[f"s{i}"] = source
-            parts.append(f"{warehouse.placeholder.format(f's{i}')} AS "
-                         f"{quote_ident(step.source_column)}")
-        selects.append(f"SELECT {', '.join(parts)} FROM {qualified(*source.split('.'))}")
-    schema, table = step.into.split(".")
-    with _bad_sql_is_final(f"step {context.op.name}: the concatenation failed",
-                           "columns of one name must have compatible types"):
-        rows = warehouse.replace_table(schema, table, " UNION ALL ".join(selects), values)
-    context.log.info(f"{step.into}: {rows} rows from {len(step.sources)} tables, "
-                     f"{len(aligned)} columns")
-    return {"table": step.into, "rows": rows}
-
-
-def _run_sync(context: dg.OpExecutionContext, workflow: spec.Workflow, step: spec.SyncStep,
-              params: dict[str, Any], files: list[str]) -> dict[str, Any]:
-    total = 0
-    for source, into in step.tables.items():
-        with _bad_sql_is_final(f"step {context.op.name}: copying {source} from "
-                               f"`{step.connection}` failed", "check the table's name"):
-            total += copy_query(context, workflow.workflow.name, step.connection,
-                                f"SELECT * FROM {source_table(source)}", None, into)
-    return {"tables": len(step.tables), "rows": total}
-
-
-RUNNERS: dict[type, Callable[..., dict[str, Any]]] = {
-    spec.SyncStep: _run_sync,
-    spec.PivotStep: _run_pivot, spec.ConcatStep: _run_concat,
-    spec.SqlStep: without_file_access_when_fetched(lambda context, workflow, step, params,
-                                                   files: _run_sql(
-        context, workflow.workflow.name, step, params)),
-    spec.AlarmStep: without_file_access_when_fetched(lambda context, workflow, step, params,
-                                                     files: _run_alarm(
-        context, workflow.workflow.name, step, params)),
-    spec.PythonStep: _run_python, spec.SshStep: _run_ssh, **automation_steps.RUNNERS}
+        launched = webhook_params(workflow, context.run.tags)
+    except ParamError as bad:
+        raise _final(f"workflow {workflow.workflow.name}: {bad}") from None
+    return {**context.op_config["params"], **launched}
 
 
 def _run_as(context: dg.OpExecutionContext, workflow: spec.Workflow, step: Any,
@@ -364,7 +87,8 @@ def _run_as(context: dg.OpExecutionContext, workflow: spec.Workflow, step: Any,
                      f"which automation `{job_automation}` does not name for this step "
                      f"(run_as: {', '.join(sorted(allowed)) or 'none'}); remove the "
                      f"{RUN_AS_TAG} tag or name the profile in the spec")
-    swapped = workflow.profiles[profile].connections.get(getattr(step, "connection", None))
+    connection = getattr(step, "connection", None)
+    swapped = workflow.profiles[profile].connections.get(connection) if connection else None
     return step.model_copy(update={"connection": swapped}) if swapped else step
 
 
@@ -398,19 +122,9 @@ def request_cancel_retry(instance: dg.DagsterInstance, run_id: str, by: str) -> 
 def _step_op(workflow: spec.Workflow, automation_name: str, automation: spec.Automation,
              index: int, step_name: str, first: bool,
              profiles_by_job: Mapping[str, frozenset[str]]) -> dg.OpDefinition:
-    wf = workflow.workflow.name
     step = automation.steps[index]
-    runner = RUNNERS[type(step)]
-    connection = getattr(step, "connection", None)
-    profiles = frozenset().union(*profiles_by_job.values())
-    swaps = {workflow.profiles[p].connections.get(connection) for p in profiles} - {None}
-    resources = ({connection_key(wf, c) if c else WAREHOUSE_KEY for c in {connection, *swaps}}
-                 if isinstance(step, spec.SqlStep | spec.AlarmStep | spec.PivotStep
-                                 | spec.ConcatStep | spec.SyncStep | spec.ReportStep)
-                 else set())
-    if isinstance(step, spec.SyncStep) or (isinstance(step, spec.SqlStep) and step.into):
-        resources |= {WAREHOUSE_KEY, STAGING_KEY}  # rows copied in through a staged file
-    resources |= automation_steps.step_resources(wf, step)
+    kind = STEPS.build(step)
+    resources = kind.resources(workflow, step, frozenset().union(*profiles_by_job.values()))
     retry = step.retry or automation.retry
     defaults = {**workflow.workflow.params, **automation.params}
     config = {"params": dg.Field(dg.Permissive(), default_value=defaults, is_required=False,
@@ -418,21 +132,23 @@ def _step_op(workflow: spec.Workflow, automation_name: str, automation: spec.Aut
                                              "spec).")} if first else None
 
     @dg.op(name=f"{automation_name}__{step_name}", required_resource_keys=resources,
-           retry_policy=_retry_policy(retry), config_schema=config,
+           retry_policy=retry_policy_for(retry), config_schema=config,
            ins={"after": dg.In(dg.Nothing)} if first else {"state": dg.In(dict)},
            out=dg.Out(dict),
            description=step.description or f"Step {index + 1} of automation "
                                            f"`{automation_name}`: {step.kind}.",
-           tags={"stagecoach/step_kind": step.kind})
+           tags={STEP_KIND_TAG: step.kind})
     @ends_on_termination
     def _step(context, **inputs: Any) -> dict:
         _refuse_cancelled_retry(context)
-        state = ({"params": dict(context.op_config["params"]), "files": []} if first
+        state = ({"params": _launch_params(context, workflow), "files": []} if first
                  else inputs["state"])
-        outcome = runner(context, workflow, _run_as(context, workflow, step, profiles_by_job),
+        outcome = kind.run(context, workflow, _run_as(context, workflow, step, profiles_by_job),
                          state["params"], state["files"])
         context.add_output_metadata({"step": step_name, "kind": step.kind, **{
-            k: v for k, v in outcome.items() if isinstance(v, int | float | str | bool)}})
+            k: v for k, v in outcome.items() if isinstance(v, int | float | str | bool)},
+            **({"files": dg.MetadataValue.json(outcome["files"])} if "files" in outcome
+               else {})})
         return {**state, "files": outcome.get("files", state["files"])}
 
     return _step
@@ -445,16 +161,18 @@ def _job_child_op(chain: str, child: str, target: ChildJob) -> dg.OpDefinition:
 
     @dg.op(name=f"{chain}__run_{child}", ins={"after": dg.In(dg.Nothing)}, out=dg.Out(dict),
            description=f"Runs job `{target.job}` and waits for it (child of chain `{chain}`).",
-           tags={"stagecoach/step_kind": "job"})
+           tags={STEP_KIND_TAG: "job"})
     @ends_on_termination
     def _run_job(context) -> dict:
         from resources.dagster_runs import DagsterRuns, LaunchFailed
 
-        scheduled = context.run.tags.get("dagster/scheduled_execution_time")
-        partition = context.run.tags.get("dagster/partition") or target.partition(
+        scheduled = context.run.tags.get(SCHEDULED_TIME_TAG)
+        partition = context.run.tags.get(PARTITION_TAG) or target.partition(
             datetime.fromisoformat(scheduled) if scheduled else datetime.now(UTC))
-        tags = {PARENT_RUN_TAG: context.run_id, TRIGGERED_BY_TAG: f"chain:{chain}",
-                **({"dagster/partition": partition} if partition else {})}
+        day = partition or context.run.tags.get(RUN_DAY_TAG)
+        tags = {CHAIN_PARENT_TAG: context.run_id, TRIGGERED_BY_TAG: f"chain:{chain}",
+                **({PARTITION_TAG: partition} if partition else {}),
+                **({RUN_DAY_TAG: day[:10]} if day else {})}
         location = context.dagster_run.remote_job_origin
         if location is None:
             raise _final(f"step {context.op.name}: job `{target.job}` can only be launched "
@@ -519,11 +237,11 @@ def _mutex_of(name: str, paths: Mapping[str, Mapping[str, list[spec.Automation]]
                  if a.mutex), None)
 
 
-def build_automations(workflow: spec.Workflow, child_jobs: Mapping[str, ChildJob]
-                      ) -> AutomationBundle:
-    """Every automation's job (steps chained in order; a chain's children in order or side
-    by side) and schedule. A step's op is one definition, shared by its automation's job and
-    by every chain that runs it."""
+def automation_definitions(workflow: spec.Workflow, child_jobs: Mapping[str, ChildJob]
+                           ) -> dg.Definitions:
+    """The automations' family: every automation's job (steps chained in order; a chain's
+    children in order or side by side) and schedule. A step's op is one definition, shared by
+    its automation's job and by every chain that runs it."""
     wf = workflow.workflow.name
     paths = _paths(workflow)
     profiles = {leaf: {root: frozenset(a.run_as for a in trail if a.run_as)
@@ -554,15 +272,16 @@ def build_automations(workflow: spec.Workflow, child_jobs: Mapping[str, ChildJob
             after = compose(child, after, name)
         return after
 
-    bundle = AutomationBundle()
+    jobs: list[dg.JobDefinition] = []
+    schedules: list[dg.ScheduleDefinition] = []
     for name, automation in workflow.automations.items():
         graph = dg.graph(name=f"{name}_chain")(_composer(compose, name))
-        bundle.jobs.append(_automation_job(workflow, name, automation, graph, paths))
+        jobs.append(_automation_job(workflow, name, automation, graph, paths))
         if automation.schedule is not None:
-            bundle.schedules.append(_schedule(workflow, name, automation, bundle.jobs[-1]))
+            schedules.append(_schedule(workflow, name, automation, jobs[-1]))
     if workflow.automations:
-        bundle.jobs.append(_cancel_retry_job(wf))
-    return bundle
+        jobs.append(_cancel_retry_job(wf))
+    return dg.Definitions(jobs=jobs, schedules=schedules)
 
 
 def _composer(compose: Callable[[str, list[Any]], list[Any]], name: str) -> Callable[[], None]:
@@ -577,7 +296,7 @@ def _automation_job(workflow: spec.Workflow, name: str, automation: spec.Automat
                     paths: Mapping[str, Mapping[str, list[spec.Automation]]]
                     ) -> dg.JobDefinition:
     wf = workflow.workflow.name
-    tags = {"stagecoach/workflow": wf, AUTOMATION_TAG: name}
+    tags = {WORKFLOW_TAG: wf, AUTOMATION_TAG: name}
     if mutex := _mutex_of(name, paths):
         tags[MUTEX_TAG] = mutex
     owners = owners_of(workflow, automation)
@@ -608,8 +327,8 @@ def _automation_job(workflow: spec.Workflow, name: str, automation: spec.Automat
             first = workflow.automations[leaf].step_names()[0]
             config["ops"][f"{leaf}__{first}"] = {"config": {"params": params}}
     return graph.to_job(
-        name=automation_job_name(wf, name), tags=tags, config=config,
-        description=description,
+        name=job_name(wf, name), config=config,
+        **webhook_job_args(workflow, name, description, tags),
         metadata={**metadata, **({"owners": owners} if owners else {})})
 
 
@@ -619,13 +338,14 @@ def _schedule(workflow: spec.Workflow, name: str, automation: spec.Automation,
     assert schedule is not None
     timezone = schedule.timezone or workflow.workflow.timezone
     enabled = automation.enabled and schedule.enabled
-    schedule_name = f"{workflow.workflow.name}_{name}_schedule"
-    tags = {TRIGGERED_BY_TAG: f"schedule:{schedule_name}"}
+    scheduled_as = schedule_name(workflow.workflow.name, name)
+    tags = {TRIGGERED_BY_TAG: f"schedule:{scheduled_as}"}
     if automation.run_as:
         tags[RUN_AS_TAG] = automation.run_as
     return dg.ScheduleDefinition(
-        name=schedule_name, job=job, cron_schedule=schedule.cron, tags=tags,
-        execution_timezone=timezone, description=f"{schedule.cron} ({timezone})"
+        name=scheduled_as, job=job, cron_schedule=schedule.cron, tags=tags,
+        execution_timezone=timezone, owners=owners_of(workflow, automation),
+        description=f"{schedule.cron} ({timezone})"
         + (f", runs as {automation.run_as}" if automation.run_as else ""),
         default_status=dg.DefaultScheduleStatus.RUNNING if enabled
         else dg.DefaultScheduleStatus.STOPPED)
@@ -641,7 +361,7 @@ def _cancel_retry_job(wf: str) -> dg.JobDefinition:
         context.log.info(request_cancel_retry(context.instance, context.op_config["run_id"],
                                               context.op_config["by"]))
 
-    @dg.job(name=f"{wf}_cancel_retry_job", tags={"stagecoach/workflow": wf},
+    @dg.job(name=cancel_retry_job_name(wf), tags={WORKFLOW_TAG: wf},
             description="Cancel-retry: the given run's steps waiting to retry fail at their "
                         "next attempt instead, and the run ends as failed (also `python -m "
                         "orchestration cancel-retry`).")

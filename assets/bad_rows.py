@@ -14,8 +14,6 @@ numbers. They are worked out only for bad rows, from the byte offsets DuckDB rep
 it could not parse and by counting records for rows a check refused, so good loads pay nothing.
 """
 
-from __future__ import annotations
-
 import csv
 import gzip
 import io
@@ -26,11 +24,12 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import pyarrow as pa
 
 from assets import spec
+from assets.staged import StagedFile, StagedFormat
 
 REJECTS_SCHEMA, REJECTS_TABLE = "stagecoach", "rejects"
 # One row per rejected row of every domain table; a load replaces its table's (and partition's).
@@ -58,6 +57,7 @@ class SourceFile:
     source: str  # where it came from: messages, `_source_file`, the rejects table
     columns: tuple[str, ...]  # empty: nothing to read (an empty headerless or JSON lines file)
     header_line: int | None = None  # the header's line, for a delimited file with one
+    day_first: tuple[str, ...] = ()  # date columns whose `a/b/yyyy` values this file has day-first
 
 
 @dataclass
@@ -71,7 +71,8 @@ class BadRow:
     ordinal: int | None = None
     raw: str | None = None
     line: int | None = None
-    first: BadRow | None = None  # for a repeated key: where the key was first seen
+    first: "BadRow | None" = None  # for a repeated key: where the key was first seen
+    columns: tuple[str, ...] = ()  # columns whose value its tag could not read (`on_invalid`)
 
     def where(self, files: list[SourceFile]) -> str:
         return f"{files[self.file].source}:{self.line}" if self.line else \
@@ -81,20 +82,22 @@ class BadRow:
 # ---------------------------------------------------------------- reading files
 
 
-def is_gzip(path: str, fmt: dict[str, Any]) -> bool:
-    compression = fmt.get("compression") or "auto"
+def is_gzip(path: str, fmt: StagedFormat) -> bool:
+    """Whether the file is gzip-compressed: by its format's setting, else by a .gz name."""
+    compression = fmt.compression
     return compression == "gzip" or (compression == "auto" and path.lower().endswith(".gz"))
 
 
-def open_binary(path: str, fmt: dict[str, Any]) -> IO[bytes]:
-    return gzip.open(path, "rb") if is_gzip(path, fmt) else open(path, "rb")
+def open_binary(path: str, fmt: StagedFormat) -> IO[bytes]:
+    """The file's bytes, decompressed when it is gzip."""
+    return cast("IO[bytes]", gzip.open(path, "rb")) if is_gzip(path, fmt) else open(path, "rb")
 
 
-def csv_dialect(fmt: dict[str, Any]) -> dict[str, Any]:
+def csv_dialect(fmt: StagedFormat) -> dict[str, Any]:
     """Python's csv options that read a file as DuckDB's read_csv does with these options."""
-    quote = fmt.get("quote") or ""
-    escape = fmt.get("escape") or quote
-    options: dict[str, Any] = {"delimiter": spec.delimiter_for(fmt["type"], fmt.get("delimiter")),
+    quote = fmt.quote or ""
+    escape = fmt.escape or quote
+    options: dict[str, Any] = {"delimiter": spec.delimiter_for(fmt.type, fmt.delimiter),
                                "strict": False}
     if not quote:
         return {**options, "quoting": csv.QUOTE_NONE}
@@ -108,7 +111,7 @@ class _Tap:
     def __init__(self, raw: IO[bytes]):
         self.raw, self.taken = raw, []
 
-    def __iter__(self) -> _Tap:
+    def __iter__(self) -> "_Tap":
         return self
 
     def __next__(self) -> str:
@@ -123,13 +126,13 @@ class _Tap:
         return taken
 
 
-def records(path: str, fmt: dict[str, Any]) -> Iterator[tuple[int, int, bytes]]:
+def records(path: str, fmt: StagedFormat) -> Iterator[tuple[int, int, bytes]]:
     """(first line, record number, raw bytes) of every record after the skipped lines, the
     header counted as record 1 when there is one; blank lines are not records (DuckDB skips
     them)."""
     with open_binary(path, fmt) as raw:
         line = 0
-        for _ in range(int(fmt.get("skip_rows") or 0)):
+        for _ in range(fmt.skip_rows):
             if raw.readline():
                 line += 1
         tap = _Tap(raw)
@@ -142,12 +145,12 @@ def records(path: str, fmt: dict[str, Any]) -> Iterator[tuple[int, int, bytes]]:
                 yield start, number, taken
 
 
-def inspect(index: int, entry: dict[str, Any], fmt: dict[str, Any]) -> SourceFile:
+def inspect(index: int, entry: StagedFile, fmt: StagedFormat) -> SourceFile:
     """The columns one file offers, reading only its start; whole-file faults raise BadFile."""
-    path, source = entry["path"], entry.get("source") or entry["path"]
-    kind = fmt["type"]
+    path, source = entry.path, entry.source
+    kind = fmt.type
     size = Path(path).stat().st_size
-    header = kind == "parquet" or (kind in DELIMITED and fmt.get("header", True))
+    header = kind == "parquet" or (kind in DELIMITED and fmt.header)
     if size == 0:
         if header:
             raise BadFile(f"{source}: the file is empty (0 bytes), so it has no header; ask "
@@ -156,11 +159,19 @@ def inspect(index: int, entry: dict[str, Any], fmt: dict[str, Any]) -> SourceFil
         return SourceFile(index, path, source, ())
     if kind not in DELIMITED:
         return SourceFile(index, path, source, tuple(_described_columns(path, source, fmt)))
-    skip = int(fmt.get("skip_rows") or 0)
+    skip = fmt.skip_rows
     try:
-        first = next(records(path, {**fmt, "header": False}), None)
+        blank = _only_bom_and_blanks(path, fmt)
+        headless = fmt.model_copy(update={"header": False})
+        first = None if blank else next(records(path, headless), None)
     except GZIP_ERRORS as bad:
         raise BadFile(gzip_problem(source, path, fmt)) from bad
+    if blank:
+        if header:
+            raise BadFile(f"{source}: the file holds only {blank}, so it has no header; ask "
+                          "the sender to send it again (it may have been sent before it was "
+                          "written)")
+        return SourceFile(index, path, source, ())
     if first is None:
         if header:
             raise BadFile(f"{source}: no header line{f' after {skip} skipped' if skip else ''}"
@@ -169,10 +180,42 @@ def inspect(index: int, entry: dict[str, Any], fmt: dict[str, Any]) -> SourceFil
         return SourceFile(index, path, source, ())
     start, _, raw = first
     fields = next(csv.reader(io.StringIO(raw.decode("utf-8-sig", "replace")),
-                             **csv_dialect(fmt)))
+                             **csv_dialect(fmt)), [])
     if not header:
         return SourceFile(index, path, source, tuple(f"column{i}" for i in range(len(fields))))
     return SourceFile(index, path, source, tuple(_unique_names(fields)), header_line=start)
+
+
+def holds_nothing(path: str, fmt: StagedFormat) -> bool:
+    """0 bytes, or for a delimited file only a byte order mark and blank space: what a feed's
+    `empty_file` is about (a header without rows is not empty: it says the file was written)."""
+    if Path(path).stat().st_size == 0:
+        return True
+    if fmt.type not in DELIMITED:
+        return False
+    try:
+        if _only_bom_and_blanks(path, fmt):
+            return True
+        with open_binary(path, fmt) as raw:
+            start = raw.read(_BLANK_PROBE + 1)
+    except GZIP_ERRORS:
+        return False
+    return len(start) <= _BLANK_PROBE and not start.strip()
+
+
+BOM = b"\xef\xbb\xbf"
+_BLANK_PROBE = 64 * 1024  # a file this short is read whole to see whether it holds anything
+
+
+def _only_bom_and_blanks(path: str, fmt: StagedFormat) -> str | None:
+    """What a delimited file holds when that is only a UTF-8 byte order mark and blank space
+    ('a byte order mark', '… and blank space'), else None: such a file has no header, as an
+    empty one."""
+    with open_binary(path, fmt) as raw:
+        start = raw.read(_BLANK_PROBE + 1)
+    if len(start) > _BLANK_PROBE or not start.startswith(BOM) or start[len(BOM):].strip():
+        return None
+    return "a byte order mark" + (" and blank space" if start[len(BOM):] else "")
 
 
 def _unique_names(fields: list[str]) -> list[str]:
@@ -188,10 +231,10 @@ def _unique_names(fields: list[str]) -> list[str]:
     return names
 
 
-def _described_columns(path: str, source: str, fmt: dict[str, Any]) -> list[str]:
+def _described_columns(path: str, source: str, fmt: StagedFormat) -> list[str]:
     import duckdb
 
-    kind = fmt["type"]
+    kind = fmt.type
     reader = ("read_parquet($file)" if kind == "parquet"
               else "read_json($file, format = 'newline_delimited')")
     try:
@@ -202,22 +245,22 @@ def _described_columns(path: str, source: str, fmt: dict[str, Any]) -> list[str]
         raise BadFile(file_error(SourceFile(-1, path, source, ()), str(bad), fmt)) from bad
 
 
-def file_error(file: SourceFile | str, message: str, fmt: dict[str, Any]) -> str:
+def file_error(file: SourceFile | str, message: str, fmt: StagedFormat) -> str:
     """DuckDB's message about a whole file, said plainly, naming the file and what to do."""
     source, path = (file.source, file.path) if isinstance(file, SourceFile) else (file, file)
     first = message.strip().splitlines()[0] if message.strip() else message
-    if fmt["type"] == "jsonl" and "Malformed JSON" in first:
+    if fmt.type == "jsonl" and "Malformed JSON" in first:
         line, problem = _first_bad_json_line(path, fmt)
         return (f"{source}:{line}: not valid JSON ({problem}); a JSON lines file holds one "
                 "JSON object per line and a broken line cannot be skipped: fix the file or ask "
                 "the sender for it again")
-    if fmt["type"] == "parquet":
+    if fmt.type == "parquet":
         return (f"{source}: not a readable Parquet file ({first}); ask the sender to send it "
                 "again, or set `format.type` on the courier to the file's real type")
     return f"{source}: {first}"
 
 
-def _first_bad_json_line(path: str, fmt: dict[str, Any]) -> tuple[int | str, str]:
+def _first_bad_json_line(path: str, fmt: StagedFormat) -> tuple[int | str, str]:
     """The first line that is not a JSON value (DuckDB names where it noticed, often later)."""
     with open_binary(path, fmt) as raw:
         for number, line in enumerate(raw, start=1):
@@ -229,7 +272,7 @@ def _first_bad_json_line(path: str, fmt: dict[str, Any]) -> tuple[int | str, str
     return "?", "malformed"
 
 
-def gzip_problem(source: str, path: str, fmt: dict[str, Any]) -> str:
+def gzip_problem(source: str, path: str, fmt: spec.FileFormat) -> str:
     """A truncated or damaged gzip file: the line where it breaks, and what to do."""
     lines = readable_lines(path)
     return (f"{source}:{lines + 1}: the gzip file is truncated or damaged after line "
@@ -250,13 +293,13 @@ def readable_lines(path: str) -> int:
     return lines
 
 
-def header_problem(file: SourceFile, missing: list[str], fmt: dict[str, Any]) -> str:
+def header_problem(file: SourceFile, missing: list[str], fmt: StagedFormat) -> str:
     """A required column is missing: say which, what the header has, and a likely cause."""
     where = f"{file.source}:{file.header_line}" if file.header_line else file.source
     text = (f"{where}: missing required column(s) {', '.join(missing)} "
             f"(the header has: {', '.join(file.columns) or 'nothing'})")
-    delimiter = spec.delimiter_for(fmt["type"], fmt.get("delimiter"))
-    if fmt["type"] in DELIMITED and len(file.columns) == 1:
+    delimiter = spec.delimiter_for(fmt.type, fmt.delimiter)
+    if fmt.type in DELIMITED and len(file.columns) == 1:
         for other, name in DELIMITER_NAMES.items():
             if other != delimiter and other in file.columns[0]:
                 return (f"{text}; the header looks {name}-separated: set `format.delimiter: "
@@ -267,9 +310,9 @@ def header_problem(file: SourceFile, missing: list[str], fmt: dict[str, Any]) ->
 # ---------------------------------------------------------------- locating bad rows
 
 
-def locate(file: SourceFile, fmt: dict[str, Any], bad: list[BadRow]) -> None:
+def locate(file: SourceFile, fmt: StagedFormat, bad: list[BadRow]) -> None:
     """Fill in the line (and raw text) of one file's bad rows."""
-    kind = fmt["type"]
+    kind = fmt.type
     if kind == "parquet":
         for row in bad:
             row.line = row.ordinal
@@ -287,20 +330,21 @@ def locate(file: SourceFile, fmt: dict[str, Any], bad: list[BadRow]) -> None:
                         if len(found) == len(wanted):
                             break
         for row in bad:
-            row.line, text = found.get(row.ordinal, (None, b""))
+            row.line, text = (found.get(row.ordinal, (None, b"")) if row.ordinal is not None
+                              else (None, b""))
             row.raw = row.raw or _text(text)
         return
-    parsed = [row for row in bad if row.offset is not None]
-    lines = _lines_at(file.path, fmt, [row.offset for row in parsed])
-    for row in parsed:
-        row.line = lines[row.offset]
-    rejected = {row.line for row in parsed}
+    parsed = [(row, row.offset) for row in bad if row.offset is not None]
+    lines = _lines_at(file.path, fmt, [offset for _, offset in parsed])
+    for row, offset in parsed:
+        row.line = lines[offset]
+    rejected = {lines[offset] for _, offset in parsed}
     wanted = {row.ordinal for row in bad if row.ordinal is not None}
-    sheet_rows = fmt.get("converted_from") == "xlsx"
+    sheet_rows = fmt.converted_from == "xlsx"
     by_ordinal: dict[int, tuple[int, bytes]] = {}
     by_line: dict[int, tuple[int, bytes]] = {}  # first line → (sheet row, raw)
-    ordinal, header = 0, fmt.get("header", True)
-    row_offset = int(fmt.get("sheet_skip_rows") or 0)
+    ordinal, header = 0, fmt.header
+    row_offset = fmt.sheet_skip_rows
     last = max(rejected, default=0)
     for start, number, raw in records(file.path, fmt):
         if start in rejected:
@@ -317,14 +361,14 @@ def locate(file: SourceFile, fmt: dict[str, Any], bad: list[BadRow]) -> None:
         if row.ordinal is not None:
             row.line, raw = by_ordinal.get(row.ordinal, (None, b""))
         else:
-            raw = by_line.get(row.line, (None, b""))[1]
+            raw = by_line.get(row.line, (None, b""))[1] if row.line is not None else b""
         row.raw = _text(raw) if raw else row.raw
         if sheet_rows and row.line in by_line:
             row.line = by_line[row.line][0]
 
 
-def _lines_at(path: str, fmt: dict[str, Any], offsets: list[int]) -> dict[int, int]:
-    """The line of each of DuckDB's `line_byte_position`s: 1-based, so the byte it names is the
+def _lines_at(path: str, fmt: StagedFormat, offsets: list[int]) -> dict[int, int]:
+    r"""The line of each of DuckDB's `line_byte_position`s: 1-based, so the byte it names is the
     row's first one, or for CRLF files the `\n` that ends the line before."""
     result: dict[int, int] = {}
     if not offsets:
@@ -348,20 +392,20 @@ def _text(raw: bytes) -> str | None:
     if not raw:
         return None
     raw = raw.rstrip(b"\r\n")
-    text = raw.decode("utf-8", "replace")
+    text = raw.decode("utf-8", "replace").replace("\x00", "\\0")  # PostgreSQL stores no NUL
     return text if len(text) <= RAW_LIMIT else f"{text[:RAW_LIMIT]}… ({len(raw):,} bytes)"
 
 
 # ---------------------------------------------------------------- reasons and messages
 
 
-def parse_reason(error_type: str, message: str, fmt: dict[str, Any]) -> str:
+def parse_reason(error_type: str, message: str, fmt: StagedFormat) -> str:
     """DuckDB's reason for a row it could not read, said plainly."""
     counts = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", message)
     if error_type in ("MISSING COLUMNS", "TOO MANY COLUMNS") and counts:
         expected, found = int(counts[1]), int(counts[2])
         fields = f"{found} field{'s' if found != 1 else ''}"
-        return (f"{fields} where the header has {expected}" if fmt.get("header", True)
+        return (f"{fields} where the header has {expected}" if fmt.header
                 else f"{fields} where the first row has {expected}")
     if error_type == "UNQUOTED VALUE":
         return ("a quoted value is not closed (an unbalanced quote); the rest of the file "
@@ -369,10 +413,10 @@ def parse_reason(error_type: str, message: str, fmt: dict[str, Any]) -> str:
     if error_type == "LINE SIZE OVER MAXIMUM":
         size = re.search(r"Actual Size:\s*(\d+)", message)
         return (f"the line is {int(size[1]):,} bytes, over `format.max_line_bytes` "
-                f"({int(fmt.get('max_line_bytes') or 2_000_000):,})" if size else
+                f"({fmt.max_line_bytes:,})" if size else
                 "the line is over `format.max_line_bytes`")
     if error_type == "INVALID ENCODING":
-        encoding = fmt.get("source_encoding") or "utf-8"
+        encoding = fmt.source_encoding or "utf-8"
         return (f"bytes that are not valid {encoding} text; set `format.encoding` to the "
                 "file's real encoding (e.g. latin-1, cp1252)")
     return message.strip().splitlines()[0] if message.strip() else error_type.lower()
@@ -380,6 +424,7 @@ def parse_reason(error_type: str, message: str, fmt: dict[str, Any]) -> str:
 
 def rejects_table(rows: list[BadRow], files: list[SourceFile], table: str,
                   partition: str | None, run_id: str) -> pa.Table:
+    """The rows to append to stagecoach.rejects: what failed, where, and the raw line."""
     return pa.table({
         "table_name": pa.array([table] * len(rows), pa.string()),
         "partition_key": pa.array([partition] * len(rows), pa.string()),
@@ -407,4 +452,5 @@ def _short(raw: str, limit: int = 80) -> str:
 
 
 def sort_key(row: BadRow) -> tuple[int, int]:
+    """Bad rows in file order, then line order, as a reader expects them."""
     return row.file, row.line or 0

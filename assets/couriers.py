@@ -1,9 +1,9 @@
 """Courier assets: pull one file pattern or one SQL query from a connection.
 
-A courier's materialization is a manifest of local files for the feed to read: folder files are
-read in place (no copy of a 2 GB file), remote files are downloaded into the staging area, SQL
-results are streamed into Parquet. xlsx and non-UTF-8 text are converted to UTF-8 CSV here, so
-feeds only ever read CSV, JSON lines or Parquet with DuckDB's own readers.
+A courier's materialization is a manifest of local files for the feed to read: files are copied
+into the staging area (a folder's through the descriptor its path checks opened, so no path
+escapes them), SQL results are streamed into Parquet. xlsx and non-UTF-8 text are converted to
+UTF-8 CSV here, so feeds only ever read CSV, JSON lines or Parquet with DuckDB's own readers.
 """
 
 
@@ -12,24 +12,26 @@ import csv
 import gzip
 import shutil
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from xml.etree.ElementTree import ParseError
 
 import dagster as dg
 
 from assets import bad_rows, spec
 from assets.common import (
-    OPTIONAL_COURIERS_TAG,
-    STAGING_KEY,
+    STEP_RETRY_POLICY,
     asset_partition,
-    connection_key,
     ends_on_termination,
     owners_of,
     partitions_for,
     template_context,
 )
+from assets.names import OPTIONAL_COURIERS_TAG, STAGING_KEY, connection_key, courier_key
+from assets.staged import Manifest, StagedFile, StagedFormat
 from assets.templating import render_sql, render_text
-from resources.files import (
+from resources.connections.files import (
     FileConnection,
     TransferError,
     UnsafeArchive,
@@ -37,23 +39,34 @@ from resources.files import (
     check_archive,
     checked_template_path,
 )
+from resources.progress import recorded_transfers, transfer_metadata
+from resources.retries import not_retried_reason, step_may_retry
 from resources.staging import StagingResource
 
 DUCKDB_ENCODINGS = {"utf-8", "utf8", "utf-8-sig"}
+# What openpyxl raises for a damaged workbook: XML that does not parse, a part missing or of
+# the wrong shape (values and types it cannot convert).
+XLSX_ERRORS = (zipfile.BadZipFile, KeyError, OSError, ParseError, ValueError, TypeError,
+               IndexError, AttributeError)
 MANIFEST = "manifest.json"
-
-
-def courier_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["courier", name])
 
 
 def manifest_path(staging: StagingResource, workflow: str, courier: str,
                   partition: str | None) -> Path:
+    """Where a courier lists the files of its last pull (per partition), for the feed to read."""
     return staging.folder(workflow, "couriers", courier, partition or "current") / MANIFEST
+
+
+def courier_definitions(workflow: spec.Workflow) -> dg.Definitions:
+    """The couriers' family: one asset per courier (its connection's resource is bound by the
+    connections' family, staging by the assembly point)."""
+    return dg.Definitions(assets=[build_courier_asset(workflow, name, courier)
+                                  for name, courier in workflow.couriers.items()])
 
 
 def build_courier_asset(workflow: spec.Workflow, name: str, courier: spec.Courier
                         ) -> dg.AssetsDefinition:
+    """The asset that pulls a courier's files or query rows into staging."""
     connection = workflow.connections[courier.from_]
     wf = workflow.workflow.name
     conn_key = connection_key(wf, courier.from_)
@@ -73,7 +86,7 @@ def build_courier_asset(workflow: spec.Workflow, name: str, courier: spec.Courie
         metadata={"connection": courier.from_, "source": source,
                   "format": dg.MetadataValue.json(courier.format.model_dump())
                   if connection.kind != "sql" else "sql query → parquet"},
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
+        retry_policy=STEP_RETRY_POLICY,
     )
     @ends_on_termination
     def _courier(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -86,40 +99,54 @@ def build_courier_asset(workflow: spec.Workflow, name: str, courier: spec.Courie
         work = folder / context.run_id
         work.mkdir(exist_ok=True)
         values = template_context(context, workflow)
-        if connection.kind == "sql":
-            files, fmt = _pull_query(context, conn, courier, values, work)
-        else:
-            files, fmt = _pull_files(context, conn, courier, values, work)
-        staging.write_json(folder / MANIFEST, {"files": files, "format": fmt,
-                                               "partition": partition})
+        with recorded_transfers() as transfers:
+            if connection.kind == "sql":
+                files, fmt = _pull_query(context, conn, courier, values, work)
+            else:
+                files, fmt = _pull_files(context, conn, name, courier, values, work)
+        manifest = Manifest(files=files, format=fmt, partition=partition)
+        staging.write_json(folder / MANIFEST, manifest.model_dump(mode="json"))
         for earlier in folder.iterdir():
             if earlier.is_dir() and earlier != work:
                 shutil.rmtree(earlier, ignore_errors=True)
-        total = sum(f["size"] for f in files)
+        total = sum(f.size for f in files)
         return dg.MaterializeResult(metadata={
-            "files": dg.MetadataValue.md("\n".join(f"- `{f['source']}` ({f['size']:,} bytes)"
+            "files": dg.MetadataValue.md("\n".join(f"- `{f.source}` ({f.size:,} bytes)"
                                                    for f in files) or "no files"),
             "file_count": len(files),
             "bytes": total,
             "manifest": dg.MetadataValue.path(str(folder / MANIFEST)),
+            **transfer_metadata(transfers),
         })
 
     return _courier
 
 
-def _pull_files(context: dg.AssetExecutionContext, conn: FileConnection, courier: spec.Courier,
-                values: dict[str, Any], folder: Path) -> tuple[list[dict], dict]:
+def transfer_failure(what: str, failed: TransferError) -> dg.Failure:
+    """The step's failure for a connection error. A refusal the connection judged permanent
+    (host key, login, unsafe name, missing database or role, bad URL) bypasses the step's
+    RetryPolicy too: the next attempt would be refused the same way. So does a fault the
+    connection already retried (docs/retries.md: one retry layer, attempts never multiply)."""
+    if not step_may_retry(failed):
+        return dg.Failure(f"{what}: {failed} ({not_retried_reason(failed)})",
+                          allow_retries=False)
+    return dg.Failure(f"{what}: {failed}")
+
+
+def _pull_files(context: dg.AssetExecutionContext, conn: FileConnection, courier_name: str,
+                courier: spec.Courier, values: dict[str, Any], folder: Path
+                ) -> tuple[list[StagedFile], StagedFormat]:
     pattern = render_text(courier.path or "", values)
     try:
-        checked_template_path(f"courier `{context.assets_def.key.path[-1]}`", "path", pattern)
+        checked_template_path(f"courier `{courier_name}`", "path", pattern)
     except UnsafePath as bad:
         raise dg.Failure(str(bad), allow_retries=False) from bad
     try:
         found = conn.list_files(pattern)
     except TransferError as failed:
-        raise dg.Failure(f"courier could not list {pattern!r}: {failed}") from failed
+        raise transfer_failure(f"courier could not list {pattern!r}", failed) from failed
     optional = context.run.tags.get(OPTIONAL_COURIERS_TAG, "").split(",")
-    if not found and context.assets_def.key.path[-1] in optional:
+    if not found and courier_name in optional:
         context.log.warning(f"no file matches {conn.describe(pattern)!r}: the group's "
                             "`missing_files: notify_and_continue` goes on without it")
     elif not found and courier.required:
@@ -128,22 +155,24 @@ def _pull_files(context: dg.AssetExecutionContext, conn: FileConnection, courier
             "arrived, or set `required: false` on the courier to load nothing instead",
             allow_retries=False,  # waiting for files is the sensors' job, not a retry's
         )
-    fmt = courier.format.model_dump()
     files = []
     for item in found:
-        local = conn.local_path(item.path)
-        if local is None:
-            local = folder / Path(item.path).name
-            context.log.info(f"downloading {conn.describe(item.path)} ({item.size:,} bytes)")
-            try:
-                conn.download(item.path, local)
-            except TransferError as failed:
-                raise dg.Failure(f"courier download failed: {failed}") from failed
+        try:
+            local = conn.local_path(item.path)
+            if local is None:
+                local = folder / Path(item.path).name
+                context.log.info(f"downloading {conn.describe(item.path)} "
+                                 f"({item.size:,} bytes)")
+                conn.download(item.path, local, size=item.size)
+        except TransferError as failed:
+            raise transfer_failure("courier download failed", failed) from failed
         original = local
         local = _normalise(local, courier.format, folder, conn.describe(item.path))
         # `original` is the file as it arrived: activations that forward files send it as is.
-        files.append({"path": str(local), "original": str(original), "name": Path(item.path).name,
-                      "source": conn.describe(item.path), "size": item.size})
+        files.append(StagedFile(path=str(local), original=str(original),
+                                name=Path(item.path).name, source=conn.describe(item.path),
+                                size=item.size))
+    fmt = courier.format.model_dump()
     if courier.format.type == "xlsx":  # converted to plain CSV by _normalise
         # Lines of the CSV are reported as the sheet's rows (`sheet_skip_rows` above them).
         fmt.update(type="csv", delimiter=",", encoding="utf-8", quote='"', escape=None,
@@ -151,7 +180,7 @@ def _pull_files(context: dg.AssetExecutionContext, conn: FileConnection, courier
                    converted_from="xlsx", sheet_skip_rows=courier.format.skip_rows)
     elif courier.format.encoding.lower() not in DUCKDB_ENCODINGS:  # transcoded, decompressed
         fmt.update(encoding="utf-8", compression="none", source_encoding=courier.format.encoding)
-    return files, fmt
+    return files, StagedFormat.model_validate(fmt)
 
 
 def _normalise(local: Path, fmt: spec.FileFormat, folder: Path, source: str) -> Path:
@@ -170,11 +199,13 @@ def _normalise(local: Path, fmt: spec.FileFormat, folder: Path, source: str) -> 
     opener = gzip.open if compressed else open
     try:
         with opener(local, "rb") as raw, open(target, "wb") as out:
-            decoder = codecs.getreader(fmt.encoding)(raw, errors="surrogateescape")
+            # typeshed's StreamReader factory omits `errors`, which codecs.StreamReader takes.
+            decoder = codecs.getreader(fmt.encoding)(
+                raw, errors="surrogateescape")  # pyright: ignore[reportCallIssue]
             shutil.copyfileobj(_Encoded(decoder), out, 1 << 20)
     except bad_rows.GZIP_ERRORS as bad:
         target.unlink(missing_ok=True)
-        raise dg.Failure(bad_rows.gzip_problem(source, str(local), fmt.model_dump()),
+        raise dg.Failure(bad_rows.gzip_problem(source, str(local), fmt),
                          allow_retries=False) from bad
     except UnicodeError as bad:  # a codec that cannot pass bytes through (e.g. utf-16)
         target.unlink(missing_ok=True)
@@ -212,36 +243,59 @@ def _xlsx_to_csv(local: Path, fmt: spec.FileFormat, target: Path, source: str) -
         raise dg.Failure(str(bad), allow_retries=False) from bad
     try:
         book = load_workbook(local, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, OSError) as bad:
-        raise dg.Failure(f"{source} is a zip archive but not a readable xlsx workbook ({bad}); "
-                         "ask the sender for the file again", allow_retries=False) from bad
+    except XLSX_ERRORS as bad:
+        raise _corrupt_xlsx(source, bad) from bad
     try:
         if fmt.sheet and fmt.sheet not in book.sheetnames:
             raise dg.Failure(f"{source}: no sheet {fmt.sheet!r} (sheets: "
                              f"{', '.join(book.sheetnames)})", allow_retries=False)
         sheet = book[fmt.sheet] if fmt.sheet else book.worksheets[0]
         with open(target, "w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out)
-            width = 0  # read-only sheets may drop a row's empty trailing cells: pad them back
-            for index, row in enumerate(sheet.iter_rows(values_only=True)):
-                if index >= fmt.skip_rows:
-                    values = ["" if v is None else v for v in row]
-                    width = width or len(values)
-                    writer.writerow(values + [""] * (width - len(values)))
+            _write_rows(csv.writer(out), _sheet_rows(sheet, source), fmt.skip_rows)
     finally:
         book.close()
     return target
 
 
+def _sheet_rows(sheet: Any, source: str) -> Iterator[tuple]:
+    """The sheet's rows; read-only workbooks parse the sheet's XML only now, so a corrupt
+    sheet shows up here rather than when the workbook opens."""
+    rows = sheet.iter_rows(values_only=True)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except XLSX_ERRORS as bad:
+            raise _corrupt_xlsx(source, bad) from bad
+        yield row
+
+
+def _write_rows(writer: Any, rows: Iterator[tuple], skip_rows: int) -> None:
+    width = 0  # read-only sheets may drop a row's empty trailing cells: pad them back
+    for index, row in enumerate(rows):
+        if index >= skip_rows:
+            values = ["" if v is None else v for v in row]
+            width = width or len(values)
+            writer.writerow(values + [""] * (width - len(values)))
+
+
+def _corrupt_xlsx(source: str, bad: BaseException) -> dg.Failure:
+    """A damaged workbook: the same file fails the same way on every try, so no retry."""
+    return dg.Failure(f"{source} is a zip archive but not a readable xlsx workbook "
+                      f"({type(bad).__name__}: {bad}); ask the sender for the file again",
+                      allow_retries=False)
+
+
 def _pull_query(context: dg.AssetExecutionContext, conn: Any, courier: spec.Courier,
-                values: dict[str, Any], folder: Path) -> tuple[list[dict], dict]:
+                values: dict[str, Any], folder: Path) -> tuple[list[StagedFile], StagedFormat]:
     bound = render_sql(courier.query or "", values, conn.placeholder.format)
     target = folder / "result.parquet"
     try:
         rows = conn.query_to_parquet(bound.text, bound.params, target, lambda rows: (
             context.log.info(f"{rows:,} rows read so far")))
     except TransferError as failed:
-        raise dg.Failure(f"courier {failed}") from failed
-    return ([{"path": str(target), "source": f"query on {courier.from_}",
-              "size": target.stat().st_size, "rows": rows}],
-            {"type": "parquet"})
+        raise transfer_failure("courier", failed) from failed
+    return ([StagedFile(path=str(target), source=f"query on {courier.from_}",
+                        size=target.stat().st_size, rows=rows)],
+            StagedFormat.model_validate({"type": "parquet"}))

@@ -6,19 +6,18 @@ after the table is built, in the same run. A blocking one that fails stops what 
 reporters. Values from the spec are bound parameters; column names are validated and quoted.
 """
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
 from assets import spec
-from assets.common import WAREHOUSE_KEY
+from assets.names import WAREHOUSE_KEY, database_table_key, domain_key, query_key
 from resources.warehouse import WarehouseResource, qualified, quote_ident
 
 
 def check_name(check: Any) -> str:
+    """An asset check's name: the spec's, else <kind>[_<column>]."""
     column = getattr(check, "column", None) or "_".join(getattr(check, "columns", []) or [])
     return check.name or (f"{check.kind}_{column}" if column else check.kind)
 
@@ -75,6 +74,25 @@ def _evaluate(warehouse: WarehouseResource, table: str, check: Any
             f"the latest {check.column} is {latest.isoformat()}, older than {check.max_age}")
     failing = _failing_rows(warehouse, check.sql)
     return not failing, {"failing_rows": failing}, f"{failing} failing row(s)"
+
+
+def quality_definitions(workflow: spec.Workflow) -> dg.Definitions:
+    """The quality family: the `quality:` checks of every domain table, database table and
+    query that has some."""
+    return dg.Definitions(asset_checks=[check for key, table, checks in quality_targets(workflow)
+                                        for check in build_quality_checks(key, table, checks)])
+
+
+def quality_targets(workflow: spec.Workflow) -> list[tuple[dg.AssetKey, str, list]]:
+    """(asset key, warehouse table, its `quality:` checks) of every table that has some."""
+    targets = [(domain_key(n), f"domain.{n}", t.quality)
+               for n, t in workflow.domain_tables.items()]
+    targets += [(database_table_key(db, t), f"{db}.{t}", table.quality)
+                for db, database in workflow.databases.items()
+                for t, table in database.tables.items()]
+    targets += [(query_key(n), f"query.{n}", q.quality)
+                for n, q in workflow.queries.items()]
+    return [target for target in targets if target[2]]
 
 
 def build_quality_checks(asset_key: dg.AssetKey, table: str, checks: list[Any]

@@ -4,8 +4,6 @@ Each stage streams from file to file (gpg is its own process; zip copies in 1 Mi
 sealing a 1 GB file keeps memory flat. The order is the extract tool's: encrypt before zipping.
 """
 
-from __future__ import annotations
-
 import shutil
 import subprocess
 import tempfile
@@ -14,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assets import spec
-from resources.files import md5_of
+from resources.connections.files import md5_of
 
 GPG = "gpg"
 BLOCK = 1 << 20
@@ -29,6 +27,8 @@ class SealError(Exception):
 
 @dataclass(frozen=True)
 class SealedFile:
+    """A file after sealing: what is sent, and the md5 of what is sent."""
+
     path: Path  # what is sent: the plain file, file.gpg, or file(.gpg).zip
     name: str  # its name at the destination
     size: int

@@ -1,15 +1,15 @@
 """Which warehouse tables a piece of SQL reads, so dependencies come from the SQL itself.
 
-Tables live in one schema per layer: `domain.<table>`, `<database>.<table>`, `query.<name>`.
+Tables live in one schema per layer: `domain.<table>`, `<database>.<table>`, `query.<name>`,
+`identity.<name>` (and its `_map`, `_pairs`, `_id_changes`).
 A reference is `schema.table` where the schema is one of those; anything else (aliases,
 columns) is left alone.
 """
 
-from __future__ import annotations
-
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Self
 
 _STRINGS_AND_COMMENTS = re.compile(r"\$\$.*?\$\$|[eE]?'(?:[^'\\]|''|\\.)*'|--[^\n]*|/\*.*?\*/",
                                    re.S)
@@ -23,15 +23,18 @@ _CTES = re.compile(r"(?i)(?:\bwith|,)\s+([A-Za-z_]\w*)\s+as\s*\(")
 
 @dataclass(frozen=True)
 class SqlCatalog:
+    """The tables a workflow's SQL may name, by schema, to find an asset's dependencies."""
+
     tables: frozenset[str]
     schemas: frozenset[str]
 
     @classmethod
     def of(cls, domain: Iterable[str], databases: dict[str, set[str]],
-           queries: Iterable[str]) -> SqlCatalog:
+           queries: Iterable[str], identity: Iterable[str] = ()) -> Self:
         tables = {f"domain.{t}" for t in domain} | {f"query.{q}" for q in queries}
         tables |= {f"{db}.{t}" for db, names in databases.items() for t in names}
-        return cls(frozenset(tables), frozenset({"domain", "query", *databases}))
+        tables |= {f"identity.{t}" for t in identity}
+        return cls(frozenset(tables), frozenset({"domain", "query", "identity", *databases}))
 
     def references(self, sql: str) -> tuple[set[str], list[str]]:
         """(known tables the SQL reads, unknown schema.table names in a known schema).

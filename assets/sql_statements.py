@@ -15,8 +15,6 @@ what looked like a string), so each database splits by its own rules:
   read that string, and so the statements after it, differently.
 """
 
-from __future__ import annotations
-
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -51,6 +49,8 @@ class SqlTextError(ValueError):
 
 @dataclass(frozen=True)
 class Statement:
+    """One statement of a SQL script, with what its allow-list check needs."""
+
     text: str  # from its first character to its last code character (no trailing `;`)
     words: tuple[str, ...]  # its first keywords, lower case ("create", "table")
     masked: str = ""  # the text without comments, every string shown as '…' (for logs)

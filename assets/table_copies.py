@@ -6,17 +6,17 @@ as they arrive), then load through the warehouse's bulk path (DuckDB's reader, P
 COPY) in one transaction: a failure anywhere leaves the old table as it was.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from assets.common import STAGING_KEY, WAREHOUSE_KEY, connection_key
-from resources.staging import StagingResource
+from assets.names import STAGING_KEY, WAREHOUSE_KEY, connection_key
 from resources.warehouse import WarehouseResource, quote_ident
+
+if TYPE_CHECKING:
+    from resources.staging import StagingResource
 
 
 def copy_query(context: dg.OpExecutionContext, workflow: str, source: str, sql: str,

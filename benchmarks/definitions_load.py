@@ -17,7 +17,7 @@ The hand-written side declares the same assets with plain `@dg.asset` calls (sam
 groups, owners, kinds, partitions, metadata, checks, resource keys) and the same jobs,
 schedules and sensors; before timing, both repositories are compared and must match. Rounds
 alternate the two sides; the table shows medians and the ratio Stagecoach / hand-written.
-Targets: ratio <= 1.3 and Stagecoach under 5 s.
+Targets (issue 20): ratio <= 1.15 and Stagecoach under 5 s.
 """
 
 from __future__ import annotations
@@ -41,13 +41,14 @@ sys.path.insert(0, str(ROOT))
 
 import dagster as dg  # noqa: E402
 
-from orchestration.definitions import build_definitions  # noqa: E402
+from orchestration.definitions import load_code_location  # noqa: E402
 from orchestration.spec_loader import load_workflows  # noqa: E402
 
 WORKFLOW = "bench_scale"
 OWNERS = ["team:data"]
 START = date(2026, 11, 1)
 MART_WIDTH = 10  # domain tables unioned by each mart table
+TARGET_RATIO = 1.15  # Stagecoach / hand-written (issue 20)
 COLUMNS = {  # domain column: (source column, tag, type the warehouse gets)
     "customer_id": ("Customer ID", "id", "varchar"),
     "email": ("E-mail", "email", "varchar"),
@@ -150,9 +151,9 @@ couriers:"""]
 def hand_written(root: Path, couriers: int, activations: int, groups: int = 10
                  ) -> dg.Definitions:
     """The same graph written directly against Dagster's API, as a team would by hand."""
-    from resources.folder import FolderResource
-    from resources.s3 import S3BucketResource
-    from resources.sftp import SftpResource
+    from resources.connections.folder import FolderResource
+    from resources.connections.s3 import S3BucketResource
+    from resources.connections.sftp import SftpResource
     from resources.staging import StagingResource
     from resources.warehouse import WarehouseResource
 
@@ -168,26 +169,31 @@ def hand_written(root: Path, couriers: int, activations: int, groups: int = 10
     conn_kind = {"landing": "folder", "vendor_sftp": "sftp", "lake": "s3", "outbox": "folder"}
     assets: list[dg.AssetsDefinition] = []
 
-    # What a hand-written asset would do lives here; loading never calls it. No docstring:
-    # Dagster parses one per asset, and Stagecoach's assets have none either. The signature is
-    # Stagecoach's, set as objects (this module's annotations are strings, which dg.asset
-    # refuses).
-    def body(context):
-        return None
+    # What a hand-written asset would do lives in its own function, as in a hand-written
+    # module (one `def` per asset); loading never calls it. One function shared by every asset
+    # would let Dagster's one-entry signature cache (per op function) skip two signature
+    # inspections per asset, which no real module gets. No docstring: Dagster parses one per
+    # asset, and Stagecoach's assets have none either. The signature is Stagecoach's, set as
+    # objects (this module's annotations are strings, which dg.asset refuses).
+    def body():
+        def compute(context):
+            return None
 
-    body.__annotations__ = {"context": dg.AssetExecutionContext, "return": dg.MaterializeResult}
+        compute.__annotations__ = {"context": dg.AssetExecutionContext,
+                                   "return": dg.MaterializeResult}
+        return compute
 
     for i in range(couriers):
         conn = courier_connection(i)
         assets.append(dg.asset(
-            key=["courier", f"c_{i:04d}"], group_name=WORKFLOW, owners=OWNERS,
+            key=["courier", f"c_{i:04d}_file"], group_name=WORKFLOW, owners=OWNERS,
             description=f"Pulls `{courier_path(i)}` from connection `{conn}` "
                         f"({conn_kind[conn]}).",
             kinds={conn_kind[conn], "csv"}, partitions_def=daily if i % 2 == 0 else None,
             required_resource_keys={f"{WORKFLOW}__{conn}", "staging"},
             metadata={"connection": conn, "source": courier_path(i),
                       "format": dg.MetadataValue.json(fmt)},
-            retry_policy=retry)(body))
+            retry_policy=retry)(body()))
     for i in range(couriers):
         key = dg.AssetKey(["domain", f"d_{i:04d}"])
         assets.append(dg.asset(
@@ -195,10 +201,10 @@ def hand_written(root: Path, couriers: int, activations: int, groups: int = 10
             description=f"Domain table from courier `c_{i:04d}`.",
             check_specs=[dg.AssetCheckSpec("primary_key_unique", asset=key, blocking=True,
                                            description="No two rows share (customer_id).")],
-            partitions_def=daily if i % 2 == 0 else None, deps=[["courier", f"c_{i:04d}"]],
+            partitions_def=daily if i % 2 == 0 else None, deps=[["courier", f"c_{i:04d}_file"]],
             required_resource_keys={"warehouse", "staging"},
             metadata={"dagster/column_schema": schema,
-                      "dagster/table_name": f"domain.d_{i:04d}"})(body))
+                      "dagster/table_name": f"domain.d_{i:04d}"})(body()))
     for j in range(marts):
         assets.append(dg.asset(
             key=["db", "mart", f"t_{j:03d}"], group_name=WORKFLOW, owners=OWNERS,
@@ -207,7 +213,7 @@ def hand_written(root: Path, couriers: int, activations: int, groups: int = 10
                                                          (j + 1) * MART_WIDTH)],
             required_resource_keys={"warehouse"},
             metadata={"sql": dg.MetadataValue.md(f"```sql\n{mart_sql(j)}\n```"),
-                      "dagster/table_name": f"mart.t_{j:03d}"})(body))
+                      "dagster/table_name": f"mart.t_{j:03d}"})(body()))
     for k in range(queries):
         key = dg.AssetKey(["query", f"q_{k:03d}"])
         assets.append(dg.asset(
@@ -218,7 +224,7 @@ def hand_written(root: Path, couriers: int, activations: int, groups: int = 10
                                            description="Rows between 1 and any.")],
             required_resource_keys={"warehouse"},
             metadata={"sql": dg.MetadataValue.md(f"```sql\n{query_sql(k, marts)}\n```"),
-                      "dagster/table_name": f"query.q_{k:03d}"})(body))
+                      "dagster/table_name": f"query.q_{k:03d}"})(body()))
     for i in range(activations):
         to, ftype = ("outbox", "csv") if i % 2 == 0 else ("vendor_sftp", "psv")
         assets.append(dg.asset(
@@ -230,7 +236,7 @@ def hand_written(root: Path, couriers: int, activations: int, groups: int = 10
                       "file": dg.MetadataValue.json({"type": ftype, "name": f"a_{i:04d}"}),
                       "seal": "none", "empty_result": "skip", "overwrite": True,
                       "file_history": "table stagecoach.file_history"},
-            retry_policy=retry)(body))
+            retry_policy=retry)(body()))
     jobs: list = [dg.define_asset_job(f"{WORKFLOW}_job",
                                       selection=dg.AssetSelection.groups(WORKFLOW))]
 
@@ -248,7 +254,8 @@ def hand_written(root: Path, couriers: int, activations: int, groups: int = 10
     schedules, sensors = [], []
     for g in range(groups):
         loaded = dg.AssetSelection.assets(
-            *[dg.AssetKey(["courier", f"c_{i:04d}"]) for i in range(couriers) if i % groups == g],
+            *[dg.AssetKey(["courier", f"c_{i:04d}_file"]) for i in range(couriers)
+              if i % groups == g],
             *[dg.AssetKey(["domain", f"d_{i:04d}"]) for i in range(couriers) if i % groups == g])
         load = dg.define_asset_job(f"{WORKFLOW}_g_{g}_job", selection=loaded.downstream()
                                    - dg.AssetSelection.key_prefixes(["activation"]))
@@ -292,8 +299,9 @@ def hand_written(root: Path, couriers: int, activations: int, groups: int = 10
 
 
 def stagecoach_load(folder: Path) -> dg.RepositoryDefinition:
-    """What the code server does: parse and check every spec, build, resolve."""
-    return build_definitions(folder).get_repository_def()
+    """What the code server does: parse and check every spec, build, resolve (the code
+    location's own entry point, `defs`, calls load_code_location)."""
+    return load_code_location(folder).get_repository_def()
 
 
 def graph_of(repo: dg.RepositoryDefinition) -> dict:
@@ -336,10 +344,33 @@ def snapshot(repo: dg.RepositoryDefinition) -> None:
     RepositorySnap.from_def(repo, defer_snapshots=True)
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
+def cold_caches() -> None:
+    """Empty Stagecoach's in-process caches (compiled templates, SQL bindings, ...): a code
+    server loads once per process, so a round that found them warm would time less work than
+    a real load does (the SQL binding and the templates were ~1.5 s of CPU of 1,000 + 1,000)."""
+    from assets import sql_bind
+
+    sql_bind._RECENT.clear()
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] in {"assets", "orchestration", "sensors", "resources"}:
+            for value in list(vars(module).values()):
+                if callable(getattr(value, "cache_clear", None)):
+                    value.cache_clear()
+
+
+def timed(fn: Callable[[], object], cpu: list[float] | None = None) -> tuple[float, object]:
+    """Wall seconds of `fn` (and its CPU seconds appended to `cpu`: on a shared machine they
+    move less than wall time when other processes compete for the cores)."""
+    # Each load as in a fresh code server: the previous round's objects, which Stagecoach's
+    # load froze out of the collector's passes (gc.freeze), are collectable again and gone,
+    # and Stagecoach's own caches are empty.
+    cold_caches()
+    gc.unfreeze()
     gc.collect()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = fn()
+    if cpu is not None:
+        cpu.append(time.process_time() - cpu_started)
     return time.perf_counter() - started, result
 
 
@@ -390,10 +421,11 @@ def main() -> int:
             return 1
 
         phases: dict[str, list[float]] = {"hand": [], "ours": [], "ours_parse": []}
+        cpu: dict[str, list[float]] = {"hand": [], "ours": []}
         for _ in range(args.rounds):
             phases["hand"].append(timed(lambda: hand_written(
-                root, args.couriers, args.activations).get_repository_def())[0])
-            phases["ours"].append(timed(lambda: stagecoach_load(workflows))[0])
+                root, args.couriers, args.activations).get_repository_def(), cpu["hand"])[0])
+            phases["ours"].append(timed(lambda: stagecoach_load(workflows), cpu["ours"])[0])
             phases["ours_parse"].append(timed(lambda: load_workflows(workflows))[0])
         # Once each (slow): the snapshot the code server then sends to the webserver and daemon.
         hand_snap = timed(lambda: snapshot(theirs_repo))[0]
@@ -413,12 +445,16 @@ def main() -> int:
               f"({low['ours'] / low['hand']:>4.2f}) |")
         print(f"| {'repository snapshot (once each)':<52} | {hand_snap:>14.2f} | "
               f"{ours_snap:>14.2f} | {ours_snap / hand_snap:>11.2f} |")
+        cpu_med = {name: statistics.median(values) for name, values in cpu.items()}
+        print(f"| {'the load in CPU seconds of the process':<52} | "
+              f"{cpu_med['hand']:>14.2f} | {cpu_med['ours']:>14.2f} | "
+              f"{cpu_med['ours'] / cpu_med['hand']:>11.2f} |")
         print(f"\nrounds (s): hand-written {', '.join(f'{v:.2f}' for v in phases['hand'])}; "
               f"Stagecoach {', '.join(f'{v:.2f}' for v in phases['ours'])}")
         ratio = med["ours"] / med["hand"]
-        met = ratio <= 1.3 and med["ours"] < 5.0
-        print(f"targets (median ratio <= 1.3, Stagecoach < 5 s): "
-              f"ratio {'met' if ratio <= 1.3 else 'MISSED'}, "
+        met = ratio <= TARGET_RATIO and med["ours"] < 5.0
+        print(f"targets (median ratio <= {TARGET_RATIO}, Stagecoach < 5 s): "
+              f"ratio {'met' if ratio <= TARGET_RATIO else 'MISSED'}, "
               f"time {'met' if med['ours'] < 5.0 else 'MISSED'}")
         return 0 if met else 1
 

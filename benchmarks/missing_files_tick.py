@@ -39,7 +39,7 @@ import dagster as dg  # noqa: E402
 from orchestration.connections import resource_for  # noqa: E402
 from orchestration.definitions import build_definitions  # noqa: E402
 from orchestration.spec_loader import load_workflows  # noqa: E402
-from resources.folder import FolderResource  # noqa: E402
+from resources.connections.folder import FolderResource  # noqa: E402
 
 WORKFLOW = "tick_scale"
 TICK = datetime(2026, 11, 7, 2, 0, tzinfo=UTC)  # loads the 6th: the last complete day

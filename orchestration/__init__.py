@@ -1,0 +1,1 @@
+"""The code location: spec loading, settings, Definitions and the CLI."""

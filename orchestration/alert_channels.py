@@ -5,24 +5,24 @@ variable is missing fails alone, with the variable's name, and the workflow's ot
 still send (a Dagster resource with a missing EnvVar would fail the whole sensor instead).
 """
 
-from __future__ import annotations
-
 import functools
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from assets import spec
-from resources.alert_mail import MailChannel
-from resources.alerting import AlertChannel, AlertDeliveryError
-from resources.mail import SmtpResource
-from resources.run_history import DatasetChannel
-from resources.shell_channel import ShellChannel
-from resources.slack import SlackChannel
-from resources.teams import TeamsChannel
-from resources.twilio import TwilioChannel
+from assets.registry import Entry, Registry
+from resources.bookkeeping.run_history import DatasetChannel
+from resources.channels.alert_mail import MailChannel
+from resources.channels.alerting import AlertChannel, AlertDeliveryError
+from resources.channels.shell_channel import ShellChannel
+from resources.channels.slack import SlackChannel
+from resources.channels.teams import TeamsChannel
+from resources.channels.twilio import TwilioChannel
+from resources.channels.webhook_channel import WebhookChannel
+from resources.connections.mail import SmtpResource
 from resources.warehouse import WarehouseResource
-from resources.webhook_channel import WebhookChannel
 
 ChannelFactory = Callable[[], AlertChannel]
 
@@ -51,49 +51,86 @@ def _dataset_channel(url: str) -> DatasetChannel:
     return DatasetChannel(warehouse=WarehouseResource(url=url, lock_timeout_seconds=20))
 
 
+@dataclass(frozen=True)
+class Channel:
+    """How one reporter kind is shown (its target, variables by name only) and built."""
+
+    target: Callable[[Any], str]
+    make: Callable[[Any, "_Context"], AlertChannel]
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What a channel is built with besides its spec: the workflow (mail reads its smtp
+    connection), the label naming it in errors, shared HTTP settings and the warehouse URL."""
+
+    workflow: spec.Workflow
+    what: str
+    http: dict[str, Any]
+    warehouse_url: Callable[[], str]
+
+
+def _slack(alert: spec.SlackAlert, c: _Context) -> AlertChannel:
+    return SlackChannel(token=_env(alert.token, c.what), channel=alert.channel,
+                        base_url=alert.base_url, **c.http)
+
+
+def _mail(alert: spec.MailAlert, c: _Context) -> AlertChannel:
+    connection = c.workflow.connections[alert.connection]
+    assert isinstance(connection, spec.SmtpConnection)  # checked by the loader
+    return MailChannel(smtp=_smtp(connection, c.what), to=alert.to, sms_to=alert.sms_to,
+                       include_html=alert.html)
+
+
+def _twilio(alert: spec.TwilioAlert, c: _Context) -> AlertChannel:
+    return TwilioChannel(account_sid=_env(alert.account_sid, c.what),
+                         auth_token=_env(alert.auth_token, c.what), from_number=alert.from_,
+                         to_numbers=alert.to, base_url=alert.base_url, **c.http)
+
+
+def _teams(alert: spec.TeamsAlert, c: _Context) -> AlertChannel:
+    return TeamsChannel(webhook_url=_env(alert.webhook_url, c.what), **c.http)
+
+
+def _webhook(alert: spec.WebhookAlert, c: _Context) -> AlertChannel:
+    return WebhookChannel(url=_env(alert.url, c.what), secret=_env(alert.secret, c.what),
+                          header=alert.header, **c.http)
+
+
+def _shell(alert: spec.ShellAlert, c: _Context) -> AlertChannel:
+    return ShellChannel(command=alert.command, timeout_seconds=alert.timeout_seconds,
+                        env={k: _env(v, c.what) for k, v in alert.env.items()})
+
+
+def _dataset(alert: spec.DatasetAlert, c: _Context) -> AlertChannel:
+    # One per process and URL: the table is checked once and PostgreSQL's pool reused.
+    return _dataset_channel(c.warehouse_url())
+
+
+CHANNELS: Registry[Channel] = Registry("alert channel", spec.Alert, [
+    Entry(spec.SlackAlert, Channel(lambda a: a.channel, _slack)),
+    Entry(spec.MailAlert, Channel(lambda a: ", ".join(a.to + a.sms_to), _mail)),
+    Entry(spec.TwilioAlert, Channel(lambda a: ", ".join(a.to), _twilio)),
+    Entry(spec.TeamsAlert, Channel(lambda a: f"${a.webhook_url.env}", _teams)),
+    Entry(spec.WebhookAlert, Channel(lambda a: f"${a.url.env}", _webhook)),
+    Entry(spec.ShellAlert, Channel(lambda a: a.command[0], _shell)),
+    Entry(spec.DatasetAlert, Channel(lambda a: "stagecoach.run_history", _dataset)),
+])
+
+
 def describe(name: str, alert: Any) -> str:
     """What the UI shows for a reporter: kind and target, variables by name only."""
-    target = {"slack": lambda: alert.channel, "mail": lambda: ", ".join(alert.to + alert.sms_to),
-              "twilio": lambda: ", ".join(alert.to), "teams": lambda: f"${alert.webhook_url.env}",
-              "webhook": lambda: f"${alert.url.env}", "shell": lambda: alert.command[0],
-              "dataset": lambda: "stagecoach.run_history"}[alert.kind]()
+    target = CHANNELS.build(alert).target(alert)
     return f"{name}: {alert.kind} {target} on {', '.join(alert.events)}"
 
 
 def channel_factory(workflow: spec.Workflow, name: str, alert: Any,
                     warehouse_url: Callable[[], str]) -> ChannelFactory:
     """A function building reporter `name`'s channel, reading its variables when called."""
-    what = f"alert reporter {name!r} ({alert.kind})"
-
     http = ({k: getattr(alert, k) for k in ("retries", "backoff_seconds", "timeout_seconds",
                                              "ca_file", "verify_tls")}
             if isinstance(alert, spec.HttpReporter) else {})
-
-    def build() -> AlertChannel:
-        if isinstance(alert, spec.SlackAlert):
-            return SlackChannel(token=_env(alert.token, what), channel=alert.channel,
-                                base_url=alert.base_url, **http)
-        if isinstance(alert, spec.MailAlert):
-            connection = workflow.connections[alert.connection]
-            assert isinstance(connection, spec.SmtpConnection)  # checked by the loader
-            return MailChannel(smtp=_smtp(connection, what), to=alert.to, sms_to=alert.sms_to,
-                               include_html=alert.html)
-        if isinstance(alert, spec.TwilioAlert):
-            return TwilioChannel(account_sid=_env(alert.account_sid, what),
-                                 auth_token=_env(alert.auth_token, what),
-                                 from_number=alert.from_, to_numbers=alert.to,
-                                 base_url=alert.base_url, **http)
-        if isinstance(alert, spec.TeamsAlert):
-            return TeamsChannel(webhook_url=_env(alert.webhook_url, what), **http)
-        if isinstance(alert, spec.WebhookAlert):
-            return WebhookChannel(url=_env(alert.url, what), secret=_env(alert.secret, what),
-                                  header=alert.header, **http)
-        if isinstance(alert, spec.ShellAlert):
-            return ShellChannel(command=alert.command, timeout_seconds=alert.timeout_seconds,
-                                env={k: _env(v, what) for k, v in alert.env.items()})
-        if isinstance(alert, spec.DatasetAlert):
-            # One per process and URL: the table is checked once and PostgreSQL's pool reused.
-            return _dataset_channel(warehouse_url())
-        raise TypeError(f"no channel for alert kind {alert.kind!r}")
-
-    return build
+    what = f"alert reporter {name!r} ({getattr(alert, 'kind', '?')})"
+    context = _Context(workflow, what, http, warehouse_url)
+    make = CHANNELS.build(alert).make
+    return lambda: make(alert, context)

@@ -11,13 +11,11 @@ downloads, produced files, the archive: one shared folder). Stagecoach's steps r
 `MaterializeResult`s and check results, never values, so no IO manager moves data between steps.
 """
 
-from __future__ import annotations
-
 import os
 
 import dagster as dg
 
-from orchestration import settings
+from resources import settings
 
 EXECUTOR_ENV = "STAGECOACH_EXECUTOR"
 CELERY_BROKER_ENV = "STAGECOACH_CELERY_BROKER"

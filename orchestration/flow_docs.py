@@ -5,8 +5,6 @@ Assets with their owners, kinds and descriptions; dependencies as a Mermaid grap
 schedules, sensors and alert reporters.
 """
 
-from __future__ import annotations
-
 import re
 from collections.abc import Iterable
 

@@ -1,0 +1,1 @@
+"""Connections and services the assets and sensors use: warehouse, files, alerts."""

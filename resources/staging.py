@@ -1,7 +1,5 @@
 """The local working area: courier manifests, downloaded files and produced outputs."""
 
-from __future__ import annotations
-
 import json
 import os
 from pathlib import Path

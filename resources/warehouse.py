@@ -5,14 +5,12 @@ transaction, so a failed load leaves the previous table as it was. Loads take ea
 bulk path: DuckDB reads the files itself; PostgreSQL gets COPY; others get batched inserts.
 """
 
-from __future__ import annotations
-
 import io
 import re
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, suppress
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +20,22 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+import tenacity
 from pydantic import Field, PrivateAttr
+from sqlalchemy import exc as sa_exc
 
-from resources.files import TransferError, partial_name
-from resources.retry import causes, socket_transient, with_retries
+from resources.connections.files import TransferError, partial_name
+from resources.connections.retry import socket_transient, with_retries
+from resources.progress import Progress, watching
+from resources.retries import causes, mark_retried_inside
 
 PARTITION_COLUMN = "_partition"
 BATCH_ROWS = 100_000
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def quote_ident(name: str) -> str:
@@ -39,13 +45,30 @@ def quote_ident(name: str) -> str:
     return f'"{name}"'
 
 
+def quote_any(name: str) -> str:
+    """Quote any column name a query returned (its quotes doubled)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def qualified(schema: str, table: str) -> str:
+    """`schema.table` quoted for SQL."""
     return f"{quote_ident(schema)}.{quote_ident(table)}"
 
 
 # DuckDB databases (their paths) opened without file access in the current block.
 _NO_FILE_ACCESS: ContextVar[frozenset[str]] = ContextVar("stagecoach_duckdb_no_file_access",
                                                          default=frozenset())
+
+
+@dataclass(frozen=True)
+class CopyLines:
+    """What `WarehouseResource.copy_lines` writes: each field's SQL over columns c0, c1...,
+    already quoted as the file wants; the delimiter between them; the header's fields (None:
+    no header)."""
+
+    fields: list[str]
+    delimiter: str
+    header: list[str] | None
 
 
 class WarehouseError(Exception):
@@ -56,20 +79,22 @@ class WarehouseResource(dg.ConfigurableResource):
     """Where domain tables, databases and queries live."""
 
     url: str = Field(description="SQLAlchemy URL, e.g. duckdb:///data/warehouse.duckdb or "
-                                 "postgresql+psycopg2://user@host/db. Give it via an env var.")
+                                 "postgresql://user@host/db (psycopg 3; a postgresql+psycopg2:// "
+                                 "URL is read the same way). Give it via an env var.")
     lock_timeout_seconds: float = Field(
-        120, description="DuckDB allows one writing process: how long to wait for the lock."
+        default=120, description="DuckDB allows one writing process: how long to wait for the lock."
     )
     duckdb_memory_limit: str = Field(
-        "512MB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        default="512MB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
         description="DuckDB's memory_limit: past it DuckDB spills to disk, so a 2 GB load "
                     "stays under 1 GiB of RSS. Raise it for large joins.")
-    connection_name: str = Field("", description="The spec's name, when this is a `sql` "
+    connection_name: str = Field(default="", description="The spec's name, when this is a `sql` "
                                  "connection a courier reads from.")
-    retries: int = Field(0, ge=0, le=10, description="A courier's read from this connection: "
-                         "further attempts after a lost connection (the warehouse's own writes "
-                         "are one transaction each and are not retried here).")
-    backoff_seconds: float = Field(1.0, ge=0, le=300)
+    retries: int = Field(
+        default=0, ge=0, le=10, description="A courier's read from this connection: "
+        "further attempts after a lost connection (the warehouse's own writes "
+        "are one transaction each and are not retried here).")
+    backoff_seconds: float = Field(default=1.0, ge=0, le=300)
     _engine: sa.Engine | None = PrivateAttr(None)
 
     # ---------------------------------------------------------------- public interface
@@ -108,12 +133,13 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @contextmanager
     def file_load(self, schema: str, table: str, partition: str | None
-                  ) -> Iterator[FileLoad]:
+                  ) -> Iterator["FileLoad"]:
         """One transaction for a load from files: DuckDB reads them (`load.reader`, where
         staging tables may be made), `load.replace` writes the table or partition and
         `load.replace_rows` bookkeeping rows; an error anywhere changes nothing."""
         if self.is_duckdb:
             with self._transaction(f"load {schema}.{table}", ordered=False) as run:
+                assert run.duckdb_con is not None  # a DuckDB transaction runs on its connection
                 yield FileLoad(self, run.duckdb_con, run, schema, table, partition)
             return
         self.ensure_schema(schema)
@@ -123,7 +149,7 @@ class WarehouseResource(dg.ConfigurableResource):
             yield FileLoad(self, reader, run, schema, table, partition)
 
     def batches(self, sql: str, params: Mapping[str, Any] | None = None,
-                rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+                rows: int = BATCH_ROWS) -> Generator[pa.RecordBatch]:
         """Stream a query's result as Arrow record batches (memory stays flat).
 
         At least one batch comes back, empty when there are no rows, so the columns are known.
@@ -149,6 +175,100 @@ class WarehouseResource(dg.ConfigurableResource):
                 yield pa.RecordBatch.from_pylist(records, schema=schema)
             if schema is None:
                 yield pa.RecordBatch.from_pydict({n: pa.array([], pa.string()) for n in names})
+
+    def copy_lines(self, sql: str, line_for: Callable[[pa.Schema, list[str]], "CopyLines | None"],
+                   target: Path) -> int | None:
+        """Write a query's result as text with the warehouse's own `COPY ... TO`:
+        `line_for(schema, types)` says, over the columns renamed c0, c1..., the SQL of each
+        field, the delimiter and the header (see CopyLines) — or None to decline, as it does
+        for a type it cannot print as the Python writer would. Returns the row count, or None
+        when declined or the warehouse is not DuckDB (the caller streams batches then).
+
+        DuckDB's CSV writer with no quote and no escape writes each field as it is (the fields
+        come quoted where the file wants it), a NULL as nothing, then a newline."""
+        if not self.is_duckdb:
+            return None
+        with self._duckdb() as con:
+            relation = con.sql(sql)
+            names = [f"c{i}" for i in range(len(relation.columns))]
+            schema = con.sql(f"SELECT * FROM ({sql}) LIMIT 0").to_arrow_table().schema
+            lines = line_for(schema, [str(t) for t in relation.types])
+            if lines is None:
+                return None
+            aliases = lines.header or [f"f{i}" for i in range(len(lines.fields))]
+            select = ", ".join(f'{field} AS "{alias.replace(chr(34), chr(34) * 2)}"'
+                               for field, alias in zip(lines.fields, aliases, strict=True))
+            copied = con.execute(
+                f"COPY (SELECT {select} FROM ({sql}) AS q({', '.join(names)})) "
+                f"TO {_sql_string(str(target))} (FORMAT csv, "
+                f"HEADER {lines.header is not None}, QUOTE '', ESCAPE '', "
+                f"DELIMITER {_sql_string(lines.delimiter)})").fetchone()
+            return int(copied[0]) if copied else 0
+
+    def copy_lines_out(self, sql: str,
+                       line_for: Callable[[list[str], list[str]], "CopyLines | None"],
+                       write: Callable[[bytes], object]) -> int | None:
+        r"""PostgreSQL: write a query's result as text lines with `COPY (...) TO STDOUT`
+        through psycopg 3, each chunk of lines handed to `write` as it arrives.
+        `line_for(names, types)` (PostgreSQL's type names, e.g. `numeric(12,2)`) gives the SQL
+        of the whole line over columns c0, c1... as the single field of a CopyLines, the
+        delimiter and the header's fields; or None to decline. Returns the row count, or None
+        when declined or the warehouse is not PostgreSQL (the caller streams batches then).
+
+        COPY's text format escapes a backslash and the control characters \b \f \n \r
+        \t \v of each line; they are unescaped here, so the bytes are the line's own."""
+        if self.is_duckdb or not sa.make_url(self.url).drivername.startswith("postgresql"):
+            return None
+        with self.engine().connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None  # an open connection has its driver's
+            with raw.cursor() as cursor:
+                if not hasattr(cursor, "copy"):
+                    return None
+                # Transaction-local (the connection goes back to the pool): ISO dates, UTF-8.
+                cursor.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+                cursor.execute("SET LOCAL client_encoding = 'UTF8'")
+                cursor.execute(f"SELECT * FROM ({sql}) AS q LIMIT 0")
+                columns = cursor.description or []
+                names = [f"c{i}" for i in range(len(columns))]
+                lines = line_for([c.name for c in columns], [c.type_display for c in columns])
+                if lines is None:
+                    return None
+                if lines.header is not None:
+                    write((lines.delimiter.join(lines.header) + "\n").encode())
+                rows, pending, size = 0, [], 0
+                with cursor.copy(f"COPY (SELECT {lines.fields[0]} FROM ({sql}) AS "
+                                 f"q({', '.join(names)})) TO STDOUT") as copy:
+                    for row in copy:
+                        pending.append(row)
+                        size += len(row)
+                        if size >= 1 << 20:
+                            write(_copy_text_unescaped(b"".join(pending)))
+                            rows, pending, size = rows + len(pending), [], 0
+                write(_copy_text_unescaped(b"".join(pending)))
+                return rows + len(pending)
+
+    def copy_parquet(self, sql: str, accept: Callable[[list[str], list[str]], bool],
+                     target: Path) -> int | None:
+        """Write a query's result as Parquet with the warehouse's own `COPY ... TO` when
+        `accept(names, types)` holds for its columns (DuckDB type names); returns the row count,
+        or None when declined or the warehouse is not DuckDB (the caller streams batches)."""
+        if not self.is_duckdb:
+            return None
+        with self._duckdb() as con:
+            relation = con.sql(sql)
+            if not accept(relation.columns, [str(t) for t in relation.types]):
+                return None
+            # A column DuckDB knows has no NULL (from its statistics or a NOT NULL) would be
+            # written REQUIRED, where pyarrow writes every column OPTIONAL: the CASE hides that.
+            names = [f"c{i}" for i in range(len(relation.columns))]
+            select = ", ".join(
+                f"CASE WHEN {c} IS NULL THEN NULL ELSE {c} END AS {quote_any(n)}"
+                for c, n in zip(names, relation.columns, strict=True))
+            copied = con.execute(
+                f"COPY (SELECT {select} FROM ({sql}) AS q({', '.join(names)})) "
+                f"TO {_sql_string(str(target))} (FORMAT parquet)").fetchone()
+            return int(copied[0]) if copied else 0
 
     def query_to_parquet(self, sql: str, params: Mapping[str, Any] | None, target: Path,
                          progress: Callable[[int], None] = lambda rows: None) -> int:
@@ -188,6 +308,14 @@ class WarehouseResource(dg.ConfigurableResource):
         (DuckDB's reader; COPY into PostgreSQL), all or nothing. Returns the row count."""
         return self.load_files(schema, table, "SELECT * FROM read_parquet($path)",
                                {"path": str(path)}, None, [])
+
+    def columns(self, schema: str, table: str) -> list[tuple[str, str]]:
+        """(name, type) of each column of a built table, as the warehouse reports them."""
+        mark = self.placeholder.format
+        return [(str(name), str(kind)) for name, kind in self.fetch(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = "
+            f"{mark('schema')} AND table_name = {mark('table')} ORDER BY ordinal_position",
+            {"schema": schema, "table": table})]
 
     def fetch(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
         if self.is_duckdb:
@@ -285,24 +413,30 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @contextmanager
     def _duckdb(self, ordered: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
-        deadline = time.monotonic() + self.lock_timeout_seconds
-        delay = 0.05
         path = self._duckdb_path()
         # A setting of the database, not the connection: such a connection cannot open while
         # another of this process has the file open with file access (and the reverse), so it
         # waits for it as for the lock.
-        config = {"enable_external_access": False} if path in _NO_FILE_ACCESS.get() else {}
-        while True:
-            try:
-                con = duckdb.connect(path, config=config)
-                break
-            except (duckdb.IOException, duckdb.ConnectionException) as busy:
-                waiting = re.search(r"lock|different configuration", str(busy), re.I)
-                if not waiting or time.monotonic() > deadline:
-                    raise WarehouseError(f"cannot open the DuckDB warehouse "
-                                         f"{self._duckdb_path()}: {busy}") from busy
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        config: dict[str, str | bool | int | float | list[str]] = (
+            {"enable_external_access": False} if path in _NO_FILE_ACCESS.get() else {})
+
+        def locked(error: BaseException) -> bool:
+            return isinstance(error, duckdb.IOException | duckdb.ConnectionException) and bool(
+                re.search(r"lock|different configuration", str(error), re.I))
+
+        # Waiting for another writer is a lock wait, not a retry: it lasts up to
+        # lock_timeout_seconds, and a step is not retried after it (the wait was spent).
+        waiting = tenacity.Retrying(
+            stop=tenacity.stop_after_delay(self.lock_timeout_seconds),
+            wait=tenacity.wait_exponential(multiplier=0.05, max=2.0),
+            retry=tenacity.retry_if_exception(locked), reraise=True)
+        try:
+            con = waiting(duckdb.connect, path, config=config)
+        except (duckdb.IOException, duckdb.ConnectionException) as busy:
+            failed = WarehouseError(f"cannot open the DuckDB warehouse {path}: {busy}")
+            if locked(busy):
+                mark_retried_inside(failed, waiting.statistics.get("attempt_number", 1))
+            raise failed from busy
         if not ordered:  # loaded files have no meaningful row order: let DuckDB stream them
             con.execute("SET preserve_insertion_order = false")
         con.execute(f"SET memory_limit = '{self.duckdb_memory_limit}'")
@@ -315,8 +449,8 @@ class WarehouseResource(dg.ConfigurableResource):
     def engine(self) -> sa.Engine:
         if self._engine is None:
             try:
-                self._engine = sa.create_engine(self.url, pool_pre_ping=True)
-            except (sa.exc.ArgumentError, ValueError):
+                self._engine = sa.create_engine(driver_url(self.url), pool_pre_ping=True)
+            except (sa_exc.ArgumentError, ValueError):
                 # SQLAlchemy echoes the whole URL, password included: say only what to fix.
                 raise WarehouseError("the database URL cannot be parsed; check its format "
                                      "(dialect+driver://user@host:port/database)") from None
@@ -327,14 +461,14 @@ class WarehouseResource(dg.ConfigurableResource):
         """The URL for metadata and messages: password and secret-looking query values hidden."""
         try:
             url = sa.make_url(self.url)
-        except (sa.exc.ArgumentError, ValueError):
+        except (sa_exc.ArgumentError, ValueError):
             return "(unparseable URL)"
         hidden = {k: "***" for k in url.query if re.search(r"pass|secret|token|key", k, re.I)}
         return url.update_query_dict(hidden).render_as_string(hide_password=True)
 
     # ---------------------------------------------------------------- transactions
     @contextmanager
-    def _transaction(self, what: str, ordered: bool = True) -> Iterator[_Runner]:
+    def _transaction(self, what: str, ordered: bool = True) -> Iterator["_Runner"]:
         """One transaction for a whole write; any error rolls everything back."""
         try:
             if self.is_duckdb:
@@ -349,7 +483,7 @@ class WarehouseResource(dg.ConfigurableResource):
             else:
                 with self.engine().begin() as conn:
                     yield _Runner(connection=conn)
-        except (duckdb.Error, sa.exc.SQLAlchemyError, *self._driver_errors()) as failed:
+        except (duckdb.Error, sa_exc.SQLAlchemyError, *self._driver_errors()) as failed:
             lost = None if self.is_duckdb else _lost_connection(failed)
             if lost is not None:
                 # The server went away mid-write (nothing was committed): name the warehouse
@@ -381,10 +515,23 @@ def lost_connection_only(failed: BaseException) -> bool:
     """Whether `failed` came from a lost or refused connection (a retry may succeed), rather
     than from the query, the data or a refused login."""
     chain = list(causes(failed))
-    if any(_REFUSED.search(str(getattr(e, "orig", None) or e)) for e in chain):
+    if any(_REFUSED.search(str(getattr(e, "orig", None) or e)) or _refused_sqlstate(e)
+           for e in chain):
         return False
     return _lost_connection(failed) is not None or any(
         socket_transient(e) for e in chain if isinstance(e, OSError))
+
+
+# PostgreSQL's codes for a database or role that does not exist and a refused login: the
+# server's messages may be translated (lc_messages), the codes are not.
+_REFUSED_SQLSTATES = {"3D000", "28000", "28P01"}
+
+
+def _refused_sqlstate(error: BaseException) -> bool:
+    """Whether the driver error (psycopg2's `pgcode`, psycopg's `sqlstate`) is a refusal."""
+    driver = getattr(error, "orig", None) or error
+    return any(getattr(driver, name, None) in _REFUSED_SQLSTATES
+               for name in ("pgcode", "sqlstate"))
 
 
 def first_line(error: BaseException) -> str:
@@ -408,7 +555,9 @@ def _lost_connection(failed: BaseException) -> str | None:
         if invalidated or (type(driver).__name__ in ("OperationalError", "InterfaceError") and
                            re.search(r"server closed the connection|connection already closed|"
                                      r"terminating connection|could not connect|"
-                                     r"connection refused|connection to server", str(driver),
+                                     r"connection refused|connection to server|"
+                                     r"connection is (closed|lost)|consuming input failed",
+                                     str(driver),
                                      re.I)):
             lost = (str(driver).strip().splitlines() or [type(driver).__name__])[0]
     return lost
@@ -420,11 +569,19 @@ class FileLoad:
     inside the load's transaction."""
 
     def __init__(self, warehouse: WarehouseResource, reader: duckdb.DuckDBPyConnection,
-                 run: _Runner, schema: str, table: str, partition: str | None):
+                 run: "_Runner", schema: str, table: str, partition: str | None):
         self.warehouse, self.reader, self.run = warehouse, reader, run
         self.schema, self.table, self.partition = schema, table, partition
         self.target = qualified(schema, table)
         self.placeholder = warehouse.placeholder
+        # Set by the caller: rows written so far where the warehouse streams them (COPY,
+        # inserts), the percent DuckDB reports for its own statements.
+        self.progress: Progress | None = None
+
+    def for_table(self, schema: str, table: str) -> "FileLoad":
+        """A load of another table inside this load's transaction (tables that only make sense
+        together, like identity resolution's, are replaced all or none)."""
+        return FileLoad(self.warehouse, self.reader, self.run, schema, table, None)
 
     def replace(self, select_sql: str, params: Mapping[str, Any]) -> int:
         """Write the rows of a DuckDB SELECT (run by `reader`) as the whole table, or as the
@@ -435,11 +592,13 @@ class FileLoad:
         mark = self.placeholder.format("partition")
         if self.warehouse.is_duckdb:
             if partition is None or not exists:
-                run(f"CREATE OR REPLACE TABLE {target} AS {select_sql}", params)
+                with self._watched():
+                    run(f"CREATE OR REPLACE TABLE {target} AS {select_sql}", params)
             else:
                 run(f"DELETE FROM {target} WHERE {PARTITION_COLUMN} = {mark}",
                     {"partition": partition})
-                run(f"INSERT INTO {target} BY NAME {select_sql}", params)
+                with self._watched():
+                    run(f"INSERT INTO {target} BY NAME {select_sql}", params)
         else:
             batches = self.reader.sql(select_sql, params=dict(params)).to_arrow_reader(
                 BATCH_ROWS)
@@ -455,17 +614,18 @@ class FileLoad:
         where, args = _partition_filter(partition, mark)
         return run(f"SELECT count(*) FROM {target}{where}", args)[0][0]
 
-    def replace_rows(self, schema: str, table: str, rows: pa.Table,
+    def replace_rows(self, schema: str, table: str, rows: pa.Table | None,
                      match: Mapping[str, Any]) -> None:
         """In a bookkeeping table (made by `ensure_table`), replace the rows matching `match`
-        (column → value; None matches NULL) with `rows`, inside the load's transaction."""
+        (column → value; None matches NULL) with `rows` (None: no rows), inside the load's
+        transaction."""
         target = qualified(schema, table)
         conditions = [f"{quote_ident(c)} IS NULL" if v is None
                       else f"{quote_ident(c)} = {self.placeholder.format(c)}"
                       for c, v in match.items()]
         self.run(f"DELETE FROM {target} WHERE {' AND '.join(conditions) or 'true'}",
                  {c: v for c, v in match.items() if v is not None})
-        if rows.num_rows == 0:
+        if rows is None or rows.num_rows == 0:
             return
         if self.warehouse.is_duckdb:
             self.reader.register("stagecoach_new_rows", rows)
@@ -476,15 +636,33 @@ class FileLoad:
         else:
             self._insert(target, table, rows.to_reader(), schema)
 
+    def _watched(self) -> AbstractContextManager[None]:
+        """DuckDB's own percent of the running statement, logged while it runs."""
+        con = self.reader
+        if self.progress is not None:
+            con.execute("SET enable_progress_bar = true")
+            con.execute("SET enable_progress_bar_print = false")
+        return watching(con.query_progress, self.progress)
+
+    def _rows_done(self, rows: int) -> None:
+        if self.progress is not None:
+            self.progress.update(rows)
+
     def _insert(self, target: str, table: str, batches: pa.RecordBatchReader,
                 schema: str | None = None) -> None:
-        if self.warehouse.engine().dialect.name == "postgresql":
-            self.run.copy(target, batches)
+        if self.warehouse.engine().dialect.name == "postgresql" and self.run.copy(
+                target, batches, self._rows_done):
             return
+        # Other databases: SQLAlchemy's batched executemany ("insertmanyvalues").
+        assert self.run.connection is not None  # not DuckDB: an SQLAlchemy connection
+        statement = sa.insert(sa.table(table, *(sa.column(f.name) for f in batches.schema),
+                                       schema=schema or self.schema))
+        rows = 0
         for batch in batches:
-            batch.to_pandas().to_sql(table, self.run.connection, schema=schema or self.schema,
-                                     if_exists="append", index=False, chunksize=10_000,
-                                     method="multi")
+            if batch.num_rows:
+                self.run.connection.execute(statement, batch.to_pylist())
+                rows += batch.num_rows
+                self._rows_done(rows)
 
     def _exists(self) -> bool:
         p = self.placeholder.format
@@ -504,44 +682,54 @@ class _Runner:
         if self.duckdb_con is not None:
             cursor = self.duckdb_con.execute(sql, dict(params or {}))
             return cursor.fetchall() if cursor.description else []
+        assert self.connection is not None  # one of the two is always given
         result = self.connection.execute(sa.text(sql), dict(params or {}))
         return [tuple(r) for r in result] if result.returns_rows else []
 
-    def copy(self, target: str, batches: pa.RecordBatchReader) -> None:
-        """PostgreSQL COPY from a stream of CSV made batch by batch."""
+    def copy(self, target: str, batches: pa.RecordBatchReader,
+             progress: Callable[[int], None] = lambda rows: None) -> bool:
+        """PostgreSQL COPY through psycopg 3's `Cursor.copy`, fed batch by batch with the CSV
+        bytes Arrow's C++ writer makes (faster than binary COPY, whose rows would go through
+        Python objects one by one); `progress` hears the rows sent so far. False when the
+        driver is not psycopg 3 (no COPY): the caller inserts instead."""
         columns = ", ".join(quote_ident(f.name) for f in batches.schema)
+        assert self.connection is not None  # COPY is PostgreSQL's: an SQLAlchemy connection
         raw = self.connection.connection.driver_connection
+        assert raw is not None  # an open connection has its driver's
+        options, rows = pacsv.WriteOptions(include_header=False), 0
         with raw.cursor() as cursor:
-            cursor.copy_expert(f"COPY {target} ({columns}) FROM STDIN WITH (FORMAT csv, "
-                               "HEADER false)", _CsvStream(batches))
-
-
-class _CsvStream(io.RawIOBase):
-    """A file-like view of record batches as CSV bytes, read by COPY without a temp file.
-
-    One batch is held as CSV at a time and handed out by offset, so reads cost no copies.
-    """
-
-    def __init__(self, batches: pa.RecordBatchReader):
-        self._batches = iter(batches)
-        self._chunk, self._offset = memoryview(b""), 0
-        self._options = pacsv.WriteOptions(include_header=False)
-
-    def readable(self) -> bool:
+            if not hasattr(cursor, "copy"):
+                return False
+            with cursor.copy(f"COPY {target} ({columns}) FROM STDIN (FORMAT csv)") as copy:
+                for batch in batches:
+                    sink = io.BytesIO()
+                    pacsv.write_csv(batch, sink, options)
+                    copy.write(sink.getbuffer())
+                    rows += batch.num_rows
+                    progress(rows)
         return True
 
-    def read(self, size: int = -1) -> bytes:
-        while self._offset >= len(self._chunk):
-            batch = next(self._batches, None)
-            if batch is None:
-                return b""
-            sink = io.BytesIO()
-            pacsv.write_csv(batch, sink, self._options)
-            self._chunk, self._offset = sink.getbuffer(), 0
-        end = len(self._chunk) if size < 0 else min(self._offset + size, len(self._chunk))
-        data = bytes(self._chunk[self._offset:end])
-        self._offset = end
-        return data
+
+_COPY_TEXT_ESCAPES = {b"\\\\": b"\\", b"\\b": b"\b", b"\\f": b"\f", b"\\n": b"\n", b"\\r": b"\r",
+                      b"\\t": b"\t", b"\\v": b"\v"}
+_COPY_TEXT_ESCAPE = re.compile(rb"\\[\\bfnrtv]")
+
+
+def _copy_text_unescaped(lines: bytes) -> bytes:
+    """PostgreSQL COPY text rows (whole rows: an escape never spans two) as their bytes."""
+    if b"\\" not in lines:
+        return lines
+    return _COPY_TEXT_ESCAPE.sub(lambda m: _COPY_TEXT_ESCAPES[m.group()], lines)
+
+
+def driver_url(url: str) -> sa.URL:
+    """The URL SQLAlchemy connects with: PostgreSQL through psycopg 3 (`postgresql+psycopg`,
+    what `postgresql://` means in SQLAlchemy 2.1), also for a `postgresql+psycopg2://` URL
+    written for earlier versions, so one driver serves loads (COPY) and reads alike."""
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
 
 
 def _partition_filter(partition: str | None, marker: str) -> tuple[str, dict[str, Any]]:

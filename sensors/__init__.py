@@ -1,0 +1,1 @@
+"""Schedules and sensors: groups, triggers, missing files and alerts."""

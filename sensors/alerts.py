@@ -1,62 +1,95 @@
 """A workflow's alerts: each event of its runs, schedules and sensors sent once to the reporters
 that follow it.
 
-- start, success, failure: Dagster run-status sensors on the workflow's jobs (their cursor is
-  the event log's position). A failed run Dagster will retry (`dagster/will_retry=true`) is not
+- start, success, failure: Dagster run-status sensors on every run of the code location,
+  keeping the workflow's (RunScope): runs of its jobs, and runs of any job that touched its
+  assets, such as "Materialize all", an asset's Materialize button or a UI backfill, which run
+  as `__ASSET_JOB` without the workflow's tag (their cursor is the event log's position).
+  A failed run Dagster will retry (`dagster/will_retry=true`) is not
   reported: its last attempt is, and a retry that succeeds says so in its success alert.
-- runtime_exceeded: a sensor over the running runs of jobs with a `duration_alert`; the ids of
+- runtime_exceeded: a sensor over the running runs of jobs with a `duration_alert` (and asset
+  runs touching those jobs' assets, with the tightest of their limits); the ids of
   the runs it reported are in its cursor. The run goes on.
 - missing_files, sensor_error: a sensor reading the ticks of the workflow's schedules and
   sensors after the last one it read (its cursor): a tick that failed (the first of a series),
   a tick that ran nothing for missing files, a run started without some files.
 - alarm: an asset check that failed in a run (a query's row-count bounds).
 
-Every delivery is also written to a ledger in the instance's key-value store before the next
-one (sensors/alert_ledger.py): an evaluation that Dagster times out and runs again (its cursor
-not saved) skips what already went out. A reporter that cannot deliver is logged on the tick and
-the others still send. The sensor's own bookkeeping failing (the ledger, the run's checks not
-readable) is logged at error level naming the reporter and raised, after the other reporters
-had their turn, so the tick shows as failed: Dagster's run-status sensors catch the exception,
-mark the tick FAILURE with it and still move their cursor on (they are not retried: their
-run's alert may be lost); the other sensors keep their cursor and try again on the next tick.
+Every delivery is also written to a ledger, Stagecoach's table `stagecoach.alert_ledger` in the
+warehouse, before the next one (sensors/alert_ledger.py): an evaluation that Dagster times out
+and runs again (its cursor not saved) skips what already went out. A reporter that cannot
+deliver is logged on the tick and the others still send. The sensor's own bookkeeping failing
+(the ledger, the run's checks not readable) is logged at error level naming the reporter and
+raised, after the other reporters had their turn, so the tick shows as failed: Dagster's
+run-status sensors catch the exception, mark the tick FAILURE with it and still move their
+cursor on (they are not retried: their run's alert may be lost); the other sensors keep their
+cursor and try again on the next tick.
 """
-
-from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import dagster as dg
-from dagster._core.definitions.selector import InstigatorSelector
-from dagster._core.remote_origin import RemoteInstigatorOrigin, RemoteRepositoryOrigin
-from dagster._core.scheduler.instigation import InstigatorTick, InstigatorType, TickStatus
 
 from assets import spec
-from resources.alert_templates import first_lines, human_duration, render_alert
-from resources.alerting import AlertChannel, AlertDeliveryError, AlertMessage
+from assets.names import (
+    ATTRIBUTED_ASSETS_TAG,
+    DURATION_ALERT_TAG,
+    MISSING_FILES_TAG,
+    RETRY_NUMBER_TAG,
+    RETRY_PARENT_TAG,
+    WILL_RETRY_TAG,
+    WORKFLOW_TAG,
+    sensor_name,
+    workflow_job_name,
+)
+from resources.channels.alert_templates import first_lines, human_duration, render_alert
+from resources.channels.alerting import AlertChannel, AlertDeliveryError, AlertMessage
 from sensors.alert_ledger import (
     KEEP_SECONDS,
+    AlertLedger,
     ledger_key,
     prune_due,
-    prune_ledger,
     pruned_key,
 )
-from sensors.common import DURATION_ALERT_TAG, MISSING_FILES_TAG, missing_in_skip_reason
+from sensors.common import missing_in_skip_reason
 
-WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run when retries are on
-RETRY_NUMBER_TAG = "dagster/retry_number"
-PARENT_RUN_TAG = "dagster/parent_run_id"  # on a retry (or re-execution): the run it repeats
-WORKFLOW_TAG = "stagecoach/workflow"  # on every job of a workflow, so on its runs
 RETRY_GRACE_SECONDS = 300  # the retry daemon launches within a tick or two of a failure
 RETRY_WATCH_WINDOW_SECONDS = 86_400  # failures older than this are not watched
 INTERVAL_SECONDS = 15
 STALE_TICK_SECONDS = 3600  # older ticks (a sensor stopped for a while) are passed over
 TICKS_PER_EVALUATION = 50  # per instigator: a backlog drains over several evaluations
+# Instigators without a stored state (not started yet) are looked for again after 30 s, then
+# after twice as long each time none appears, at most every 10 minutes.
+SOURCES_REFRESH_SECONDS = (30.0, 600.0)
+# Tick outcomes and instigator types, by the values of Dagster's enums (which it does not export).
+STARTED, SKIPPED, SUCCESS, FAILURE = "STARTED", "SKIPPED", "SUCCESS", "FAILURE"
+SCHEDULE = "SCHEDULE"
+
+
+class Tick(Protocol):
+    """What the tick sensor reads of a tick the instance returns."""
+
+    @property
+    def tick_id(self) -> int: ...
+    @property
+    def timestamp(self) -> float: ...
+    @property
+    def status(self) -> Enum: ...
+    @property
+    def instigator_type(self) -> Enum: ...
+    @property
+    def skip_reason(self) -> str | None: ...
+    @property
+    def run_ids(self) -> Sequence[str]: ...
+    @property
+    def error(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -71,13 +104,79 @@ class Reporter:
     description: str
     records_runs: bool = False  # a dataset reporter also records every finished run
 
-    def follows(self, event: str, job: str | None) -> bool:
-        return event in self.events and (self.jobs is None or job in self.jobs)
+    def follows(self, event: str, job: str | Collection[str] | None) -> bool:
+        """Whether the reporter sends `event` of a run of `job` (or of any of the jobs a run
+        counts as: a UI materialization counts as the groups whose assets it ran)."""
+        return event in self.events and self.covers(job)
+
+    def covers(self, job: str | Collection[str] | None) -> bool:
+        """Whether the reporter follows runs of `job` (or of any of these jobs)."""
+        if self.jobs is None:
+            return True
+        jobs = {job} if job is None or isinstance(job, str) else set(job)
+        return bool(self.jobs & jobs)
 
 
 @dataclass
-class AlertBundle:
-    sensors: list[dg.SensorDefinition] = field(default_factory=list)
+class RunScope:
+    """Which runs are a workflow's: those tagged with it, those of its jobs, and those that
+    materialise or check its assets whatever job ran them (`__ASSET_JOB` runs from
+    "Materialize all" or an asset's Materialize button, ad-hoc selections, UI backfills).
+
+    `job_assets` gives each job's asset keys when first asked (resolving every group's
+    selection costs time at load, and only alert sensors need it).
+    """
+
+    workflow: str
+    jobs: frozenset[str]
+    job_assets: Callable[[], Mapping[str, frozenset[dg.AssetKey]]]
+    duration_limits: Mapping[str, int] = field(default_factory=dict)  # job → seconds
+    _by_asset: dict[dg.AssetKey, frozenset[str]] | None = field(default=None, repr=False)
+
+    def _asset_jobs(self) -> dict[dg.AssetKey, frozenset[str]]:
+        if self._by_asset is None:
+            found: dict[dg.AssetKey, set[str]] = {}
+            for job, keys in self.job_assets().items():
+                for key in keys:
+                    found.setdefault(key, set()).add(job)
+            self._by_asset = {k: frozenset(v) for k, v in found.items()}
+        return self._by_asset
+
+    def touched(self, run: dg.DagsterRun) -> list[dg.AssetKey]:
+        """The workflow's assets (and assets of its checks) a run selected."""
+        keys = set(run.asset_selection or ())
+        keys |= {check.asset_key for check in run.asset_check_selection or ()}
+        mine = self._asset_jobs()
+        return sorted((k for k in keys if k in mine), key=lambda k: k.to_user_string())
+
+    def jobs_of(self, run: dg.DagsterRun) -> frozenset[str] | None:
+        """The workflow's jobs a run counts as, for reporters' `jobs:` and duration alerts; None
+        when the run is not the workflow's. A run tagged with another workflow is not this
+        one's. An asset run counts as each group job that runs one of the assets it touched,
+        and as the whole workflow's job when it touched every asset ("Materialize all") or
+        one that no group runs."""
+        tag = run.tags.get(WORKFLOW_TAG)
+        if tag is not None:
+            return frozenset({run.job_name}) if tag == self.workflow else None
+        if run.job_name in self.jobs:
+            return frozenset({run.job_name})
+        touched = set(self.touched(run))
+        if not touched:
+            return None
+        whole, mine = workflow_job_name(self.workflow), self._asset_jobs()
+        groups = {job for key in touched for job in mine[key] if job != whole}
+        everything = {key for key, jobs in mine.items() if whole in jobs}
+        if touched >= everything or any(not mine[key] - {whole} for key in touched):
+            groups.add(whole)
+        return frozenset({run.job_name} | groups)
+
+    def duration_limit(self, run: dg.DagsterRun, jobs: Collection[str]) -> int:
+        """The run's duration alert in seconds (0: none): its job's tag, else the tightest
+        `duration_alert` of the groups whose assets it ran."""
+        if tagged := _int(run.tags.get(DURATION_ALERT_TAG)):
+            return tagged
+        limits = [self.duration_limits[j] for j in jobs if j in self.duration_limits]
+        return min(limits) if limits else 0
 
 
 @dataclass(frozen=True)
@@ -87,20 +186,37 @@ class AlertContext:
     workflow: str
     reporters: Sequence[Reporter]
     run_url: Callable[[str], str]
+    ledger: Callable[[], AlertLedger]  # called at each evaluation: the warehouse read then
+    scope: RunScope
+    owners: Sequence[str] = ()  # the workflow's owners
 
     def metadata(self) -> dict[str, Any]:
         """What the UI shows on each alert sensor: the reporters, variables by name only."""
         return {"reporters": [r.description for r in self.reporters]}
 
+    def describe(self, text: str, events: Iterable[str] | None = None,
+                 records: bool = False, owners_in_text: bool = False) -> str:
+        """A sensor's description with the reporters it sends to (those following `events`;
+        all when None; with `records`, the dataset reporters recording runs too), variables
+        by name only: the UI of Dagster 1.13 shows a sensor's
+        description but not its metadata. A run-status sensor cannot carry owners (1.13):
+        `owners_in_text` writes them here instead."""
+        wanted = set(events) if events is not None else None
+        shown = [r.description for r in self.reporters
+                 if wanted is None or r.events & wanted or (records and r.records_runs)]
+        text += "\n\nReporters: " + ("; ".join(shown) or "none")
+        if owners_in_text and self.owners:
+            text += "\n\nOwners: " + ", ".join(self.owners)
+        return text
+
     def _ledger_key(self, reporter: Reporter, condition: str) -> str:
         return ledger_key(self.workflow, reporter.name, condition)
 
     def _read_ledger(self, context: Any, what: str, reporters: Sequence[Reporter],
-                     keys: set[str]) -> tuple[Mapping[str, str], bool]:
+                     keys: set[str]) -> tuple[Mapping[str, int], bool]:
         """The ledger entries among `keys`, and whether the ledger is due for pruning."""
         try:
-            found = context.instance.run_storage.get_cursor_values(
-                {*keys, pruned_key(self.workflow)})
+            found = self.ledger().read({*keys, pruned_key(self.workflow)})
         except Exception as error:
             names = ", ".join(r.name for r in reporters)
             context.log.error(f"{what}: the alert ledger of reporter(s) {names} could not be "
@@ -112,7 +228,7 @@ class AlertContext:
                       failures: list[Exception]) -> bool:
         """Note a delivery in the ledger; a failure is logged and kept in `failures`."""
         try:
-            context.instance.run_storage.set_cursor_values({key: str(int(time.time()))})
+            self.ledger().write(key, self.workflow, time.time())
         except Exception as error:
             context.log.error(f"{what} sent by reporter {reporter.name} but not written to the "
                               f"alert ledger ({type(error).__name__}): it may be sent again")
@@ -125,7 +241,7 @@ class AlertContext:
         fails, after every reporter had its turn)."""
         if prune and not failures:
             try:
-                pruned = prune_ledger(context.instance.run_storage, self.workflow, time.time())
+                pruned = self.ledger().prune(self.workflow, time.time())
             except Exception as error:
                 context.log.error(f"the alert ledger of {self.workflow} could not be pruned "
                                   f"({type(error).__name__})")
@@ -140,7 +256,8 @@ class AlertContext:
         """Send one event to every reporter following it, once per `condition` (e.g.
         'failure:<run id>') and reporter, however many times this is called."""
         values = {"workflow": self.workflow, **values}
-        targets = [r for r in self.reporters if r.follows(event, values.get("job"))]
+        targets = [r for r in self.reporters
+                   if r.follows(event, values.get("jobs") or values.get("job"))]
         if not targets:
             return
         what = f"{event} alert"
@@ -173,8 +290,8 @@ class AlertContext:
     def record_run(self, context: Any, values: dict[str, Any], started: float | None,
                    ended: float | None, tags: Mapping[str, str]) -> None:
         """A row per finished run in the run-history table of each dataset reporter."""
-        targets = [r for r in self.reporters if r.records_runs and (
-            r.jobs is None or values.get("job") in r.jobs)]
+        targets = [r for r in self.reporters if r.records_runs
+                   and r.covers(values.get("jobs") or values.get("job"))]
         if not targets:
             return
         condition = f"run:{values['run_id']}"
@@ -198,9 +315,22 @@ class AlertContext:
         started = record.start_time if record else None
         ended = record.end_time if record else None
         duration = ((ended or time.time()) - started) if started else None
-        return ({"job": run.job_name, "run_id": run.run_id, "status": run.status.value,
-                 "duration_seconds": duration, "run_url": self.run_url(run.run_id)},
-                started, ended)
+        values: dict[str, Any] = {
+            "job": run.job_name, "run_id": run.run_id, "status": run.status.value,
+            "duration_seconds": duration, "run_url": self.run_url(run.run_id)}
+        jobs = self.scope.jobs_of(run)
+        if jobs and jobs != {run.job_name}:  # an asset run: the groups it counts as
+            values["jobs"] = sorted(jobs)
+        return values, started, ended
+
+    def run_tags(self, run: dg.DagsterRun) -> dict[str, str]:
+        """The tags a run is recorded with: an untagged asset run gets the workflow's tag and
+        the assets it was attributed by."""
+        if run.tags.get(WORKFLOW_TAG) == self.workflow:
+            return dict(run.tags)
+        touched = [k.to_user_string() for k in self.scope.touched(run)]
+        return {**run.tags, WORKFLOW_TAG: self.workflow,
+                **({ATTRIBUTED_ASSETS_TAG: _cut(", ".join(touched))} if touched else {})}
 
 
 def _attempt(log: Any, what: str, reporter: Reporter, deliver: Callable[[], object]) -> bool:
@@ -232,6 +362,7 @@ def _current(context: dg.RunStatusSensorContext) -> tuple[dg.DagsterRun, Any]:
     """The run as stored now, and its record. Dagster tags a failure `will_retry` just after
     storing it: with retries on, a missing tag is looked for again for a moment."""
     instance, run_id = context.instance, context.dagster_run.run_id
+    run, record = context.dagster_run, None
     for _ in range(10):
         record = instance.get_run_record_by_id(run_id)
         run = record.dagster_run if record else context.dagster_run
@@ -306,16 +437,16 @@ def _on_cancel(context: Any, alerts: AlertContext, run: dg.DagsterRun, values: d
 
 RUN_SENSORS = (
     RunSensorKind(dg.DagsterRunStatus.STARTED, "run_started_alert",
-                  "Reports each started run of {wf}'s jobs.", "start", _on_start,
+                  "Reports each started run of {wf}'s jobs or assets.", "start", _on_start,
                   records=False),
     RunSensorKind(dg.DagsterRunStatus.SUCCESS, "run_success_alert",
-                  "Reports each successful run of {wf}'s jobs.", "success", _on_success,
+                  "Reports each successful run of {wf}'s jobs or assets.", "success", _on_success,
                   alarms=True),
     RunSensorKind(dg.DagsterRunStatus.FAILURE, "run_failure_alert",
-                  "Reports each failed run of {wf}'s jobs (a run Dagster will retry: its last "
-                  "attempt).", "failure", _on_failure, alarms=True),
+                  "Reports each failed run of {wf}'s jobs or assets (a run Dagster will retry: "
+                  "its last attempt).", "failure", _on_failure, alarms=True),
     RunSensorKind(dg.DagsterRunStatus.CANCELED, "run_canceled_record",
-                  "Records each cancelled run of {wf}'s jobs in the run history.", None,
+                  "Records each cancelled run of {wf}'s jobs or assets in the run history.", None,
                   _on_cancel),
 )
 
@@ -328,49 +459,111 @@ def _run_sensor(kind: RunSensorKind, alerts: AlertContext, checks: bool,
     decorator = (dg.run_failure_sensor if kind.status == dg.DagsterRunStatus.FAILURE
                  else partial(dg.run_status_sensor, run_status=kind.status))
 
-    @decorator(name=f"{wf}_{kind.name}_sensor", description=kind.description.format(wf=wf),
-               **common)
+    events = {kind.event} if kind.event else set()
+    if kind.alarms and checks:
+        events.add("alarm")
+    described = alerts.describe(kind.description.format(wf=wf), events, kind.records,
+                                owners_in_text=True)
+
+    @decorator(name=sensor_name(wf, kind.name), description=described, **common)
     def _react(context: dg.RunStatusSensorContext) -> None:
+        jobs = alerts.scope.jobs_of(context.dagster_run)
+        if jobs is None:
+            return  # another workflow's run, or one touching none of this one's assets
+        if not any(r.covers(jobs) and (kind.event in r.events or (kind.records and r.records_runs)
+                                       or (kind.alarms and checks and "alarm" in r.events))
+                   for r in alerts.reporters):
+            return  # no reporter follows this run for this event: nothing to read or send
         run, record = _current(context)
         values, started, ended = alerts.run_values(run, record)
         try:
             kind.react(context, alerts, run, values, checks)
         finally:  # the run is recorded even when its alerts' bookkeeping failed
             if kind.records:
-                alerts.record_run(context, values, started, ended, run.tags)
+                alerts.record_run(context, values, started, ended, alerts.run_tags(run))
 
     return _react
 
 
+def alert_definitions(workflow: spec.Workflow, reporters: Sequence[Reporter],
+                      watched: dg.Definitions, run_url: Callable[[str], str],
+                      ledger: Callable[[], AlertLedger]) -> dg.Definitions:
+    """The alerts' family: the sensors the reporters need. `watched` is what the workflow's
+    other families built: its jobs, its schedules and sensors (each names the job it
+    launches) and its assets (a run of any job that touches one is the workflow's run: the
+    sensors watch the whole code location and keep those). `ledger` is where each delivery
+    is noted."""
+    jobs = list(watched.jobs or [])
+    assets = [a for a in watched.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    schedules = [s for s in watched.schedules or [] if isinstance(s, dg.ScheduleDefinition)]
+    instigators = instigator_jobs(schedules, list(watched.sensors or []))
+    return dg.Definitions(sensors=build_alert_sensors(workflow, reporters, jobs, instigators,
+                                                      run_url, ledger, assets))
+
+
+def instigator_jobs(schedules: Sequence[dg.ScheduleDefinition],
+                    sensors: Sequence[dg.SensorDefinition]) -> dict[str, str | None]:
+    """Schedule and sensor names → the job each launches (None: none or several)."""
+    found: dict[str, str | None] = {s.name: s.job_name for s in schedules}
+    for sensor in sensors:
+        targets = {t.job_name for t in sensor.targets}
+        found[sensor.name] = targets.pop() if len(targets) == 1 else None
+    return found
+
+
 def build_alert_sensors(workflow: spec.Workflow, reporters: Sequence[Reporter],
                         jobs: Sequence[Any], instigators: Mapping[str, str | None],
-                        run_url: Callable[[str], str]) -> AlertBundle:
+                        run_url: Callable[[str], str], ledger: Callable[[], AlertLedger],
+                        assets: Sequence[dg.AssetsDefinition] = ()
+                        ) -> list[dg.SensorDefinition]:
     """The sensors the reporters need: `jobs` are the workflow's job definitions,
-    `instigators` its schedules and sensors (name → the job they launch)."""
-    bundle = AlertBundle()
+    `instigators` its schedules and sensors (name → the job they launch), `ledger` where
+    each delivery is noted, `assets` the workflow's assets."""
+    sensors: list[dg.SensorDefinition] = []
     if not reporters or not jobs:
-        return bundle
+        return sensors
     wf = workflow.workflow.name
-    alerts = AlertContext(wf, reporters, run_url)
+    alerts = AlertContext(wf, reporters, run_url, ledger, run_scope(wf, jobs, assets),
+                          tuple(workflow.workflow.owners))
     wanted = set().union(*(r.events for r in reporters))
     records = any(r.records_runs for r in reporters)
     checks = "alarm" in wanted  # a failed asset check (a query's row-count bounds) is an alarm
-    common = {"monitored_jobs": list(jobs), "default_status": dg.DefaultSensorStatus.RUNNING,
+    # No monitored_jobs: every run of the code location reaches the sensor, which keeps the
+    # workflow's (RunScope), so UI materializations and backfills are watched too.
+    common = {"default_status": dg.DefaultSensorStatus.RUNNING,
               "minimum_interval_seconds": INTERVAL_SECONDS, "metadata": alerts.metadata()}
 
-    for kind in RUN_SENSORS:
-        if (kind.event in wanted or (kind.records and records)
-                or (kind.alarms and checks)):
-            bundle.sensors.append(_run_sensor(kind, alerts, checks, common))
+    sensors += [_run_sensor(kind, alerts, checks, common) for kind in RUN_SENSORS
+                if kind.event in wanted or (kind.records and records) or (kind.alarms and checks)]
 
-    timed = [j.name for j in jobs if DURATION_ALERT_TAG in (j.tags or {})]
+    timed = sorted(alerts.scope.duration_limits)
     if "runtime_exceeded" in wanted and timed:
-        bundle.sensors.append(_runtime_sensor(alerts, timed))
+        sensors.append(_runtime_sensor(alerts, timed))
     if "failure" in wanted:
-        bundle.sensors.append(_retry_watch_sensor(alerts))
+        sensors.append(_retry_watch_sensor(alerts))
     if wanted & {"missing_files", "sensor_error"} and instigators:
-        bundle.sensors.append(_tick_sensor(alerts, instigators))
-    return bundle
+        sensors.append(_tick_sensor(alerts, instigators))
+    return sensors
+
+
+def run_scope(workflow: str, jobs: Sequence[Any], assets: Sequence[dg.AssetsDefinition]
+              ) -> RunScope:
+    """The RunScope of a workflow's jobs (asset jobs carry their selection) and assets."""
+    def job_assets() -> dict[str, frozenset[dg.AssetKey]]:
+        found = {}
+        for job in jobs:
+            selection = getattr(job, "selection", None)  # an asset job's; op jobs have none
+            if isinstance(selection, dg.AssetSelection) and assets:
+                found[job.name] = frozenset(selection.resolve(assets, allow_missing=True))
+        return found
+
+    limits = {j.name: _int((j.tags or {}).get(DURATION_ALERT_TAG)) for j in jobs}
+    return RunScope(workflow, frozenset(j.name for j in jobs), job_assets,
+                    {j: s for j, s in limits.items() if s})
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _int(value: str | None) -> int:
@@ -378,6 +571,12 @@ def _int(value: str | None) -> int:
         return int(value or 0)
     except ValueError:
         return 0
+
+
+def _event_data(record: dg.EventLogRecord) -> Any:
+    """What an event record says beyond its type (None for a record without a Dagster event)."""
+    event = record.event_log_entry.dagster_event
+    return event.event_specific_data if event is not None else None
 
 
 def _report_alarms(context: dg.RunStatusSensorContext, alerts: AlertContext,
@@ -395,8 +594,8 @@ def _report_alarms(context: dg.RunStatusSensorContext, alerts: AlertContext,
                           f"{values['run_id']} could not be read ({type(error).__name__})")
         raise
     for record in expectations:
-        result = record.event_log_entry.dagster_event.event_specific_data.expectation_result
-        if result.success:
+        result = getattr(_event_data(record), "expectation_result", None)
+        if not isinstance(result, dg.ExpectationResult) or result.success:
             continue
         observed = {k: getattr(v, "value", v) for k, v in (result.metadata or {}).items()}
         alerts.send(context, "alarm", f"alarm:{values['run_id']}:{result.label}", {
@@ -404,8 +603,8 @@ def _report_alarms(context: dg.RunStatusSensorContext, alerts: AlertContext,
                                   "threshold": observed.get("threshold"),
                                   "reason": result.description, "observed": observed}})
     for record in records:
-        evaluation = record.event_log_entry.dagster_event.event_specific_data
-        if evaluation.passed:
+        evaluation = _event_data(record)
+        if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.passed:
             continue
         observed = {k: getattr(v, "value", v) for k, v in (evaluation.metadata or {}).items()}
         check = f"{evaluation.asset_key.to_user_string()} {evaluation.check_name}"
@@ -417,27 +616,34 @@ def _report_alarms(context: dg.RunStatusSensorContext, alerts: AlertContext,
 def _runtime_sensor(alerts: AlertContext, jobs: list[str]) -> dg.SensorDefinition:
     wf = alerts.workflow
 
-    @dg.sensor(name=f"{wf}_runtime_alert_sensor", minimum_interval_seconds=INTERVAL_SECONDS,
+    @dg.sensor(name=sensor_name(wf, "runtime_alert"), minimum_interval_seconds=INTERVAL_SECONDS,
                default_status=dg.DefaultSensorStatus.RUNNING, metadata=alerts.metadata(),
-               description=f"Reports once each run of {', '.join(jobs)} going longer than its "
-                           "group's duration_alert; the run goes on.")
+               owners=list(alerts.owners),
+               description=alerts.describe(f"Reports once each run of {', '.join(jobs)} (or "
+                                           "of their assets, launched from the UI) going "
+                                           "longer than its group's duration_alert; the run "
+                                           "goes on.", {"runtime_exceeded"}))
     def _runtime(context: dg.SensorEvaluationContext) -> dg.SkipReason:
         reported = set(json.loads(context.cursor or "[]"))
         going: set[str] = set()
         now = time.time()
-        for job in jobs:
-            records = context.instance.get_run_records(filters=dg.RunsFilter(
-                job_name=job, statuses=[dg.DagsterRunStatus.STARTED]))
-            for record in records:
-                run, started = record.dagster_run, record.start_time
-                going.add(run.run_id)
-                limit = _int(run.tags.get(DURATION_ALERT_TAG))
-                if run.run_id in reported or not started or not limit or now - started <= limit:
-                    continue
-                values, _, _ = alerts.run_values(run, record)
-                values["details"] = {"limit": human_duration(limit)}
-                alerts.send(context, "runtime_exceeded", f"runtime:{run.run_id}", values)
-                reported.add(run.run_id)
+        # Every running run of the location: a UI materialization of a timed group's assets
+        # has the group's limit too.
+        records = context.instance.get_run_records(filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTED]))
+        for record in records:
+            run, started = record.dagster_run, record.start_time
+            jobs = alerts.scope.jobs_of(run)
+            if jobs is None:
+                continue
+            going.add(run.run_id)
+            limit = alerts.scope.duration_limit(run, jobs)
+            if run.run_id in reported or not started or not limit or now - started <= limit:
+                continue
+            values, _, _ = alerts.run_values(run, record)
+            values["details"] = {"limit": human_duration(limit)}
+            alerts.send(context, "runtime_exceeded", f"runtime:{run.run_id}", values)
+            reported.add(run.run_id)
         # Runs that ended are forgotten: the cursor stays as small as the runs going.
         context.update_cursor(json.dumps(sorted(reported & going)))
         return dg.SkipReason(f"{len(going)} run(s) going, {len(reported & going)} reported "
@@ -452,17 +658,21 @@ def _retry_watch_sensor(alerts: AlertContext) -> dg.SensorDefinition:
     failing to launch), this sensor sends that failure's alert after all."""
     wf = alerts.workflow
 
-    @dg.sensor(name=f"{wf}_retry_watch_alert_sensor", minimum_interval_seconds=60,
+    @dg.sensor(name=sensor_name(wf, "retry_watch_alert"), minimum_interval_seconds=60,
                default_status=dg.DefaultSensorStatus.RUNNING, metadata=alerts.metadata(),
-               description=f"Reports a failed run of {wf}'s jobs whose promised retry did not "
-                           f"start within {human_duration(RETRY_GRACE_SECONDS)}.")
+               owners=list(alerts.owners),
+               description=alerts.describe(f"Reports a failed run of {wf}'s jobs whose promised "
+                                           "retry did not start within "
+                                           f"{human_duration(RETRY_GRACE_SECONDS)}.",
+                                           {"failure"}))
     def _watch(context: dg.SensorEvaluationContext) -> dg.SkipReason:
         instance, now = context.instance, time.time()
         settled = set(json.loads(context.cursor or "[]"))
         waiting = instance.get_run_records(filters=dg.RunsFilter(
             statuses=[dg.DagsterRunStatus.FAILURE], updated_after=datetime.fromtimestamp(
                 now - RETRY_WATCH_WINDOW_SECONDS, UTC),
-            tags={WILL_RETRY_TAG: "true", WORKFLOW_TAG: wf}))
+            tags={WILL_RETRY_TAG: "true"}))
+        waiting = [r for r in waiting if alerts.scope.jobs_of(r.dagster_run) is not None]
         stalled = 0
         for record in waiting:
             run = record.dagster_run
@@ -470,7 +680,7 @@ def _retry_watch_sensor(alerts: AlertContext) -> dg.SensorDefinition:
             if run.run_id in settled or now - ended < RETRY_GRACE_SECONDS:
                 continue
             if not instance.get_run_ids(filters=dg.RunsFilter(
-                    tags={PARENT_RUN_TAG: run.run_id}), limit=1):
+                    tags={RETRY_PARENT_TAG: run.run_id}), limit=1):
                 stalled += 1
                 values, _, _ = alerts.run_values(run, record)
                 steps = [r.event_log_entry.dagster_event for r in instance.get_records_for_run(
@@ -494,29 +704,32 @@ def _tick_sensor(alerts: AlertContext, instigators: Mapping[str, str | None]
                  ) -> dg.SensorDefinition:
     wf = alerts.workflow
 
-    @dg.sensor(name=f"{wf}_tick_alert_sensor", minimum_interval_seconds=INTERVAL_SECONDS,
+    @dg.sensor(name=sensor_name(wf, "tick_alert"), minimum_interval_seconds=INTERVAL_SECONDS,
                default_status=dg.DefaultSensorStatus.RUNNING, metadata=alerts.metadata(),
-               description=f"Reports failed ticks and missing files of {wf}'s schedules and "
-                           "sensors, once each.")
+               owners=list(alerts.owners),
+               description=alerts.describe(f"Reports failed ticks and missing files of {wf}'s "
+                                           "schedules and sensors, once each.",
+                                           {"missing_files", "sensor_error"}))
     def _ticks(context: dg.SensorEvaluationContext) -> dg.SkipReason:
         now = time.time()
-        state = json.loads(context.cursor) if context.cursor else {"since": now}
+        state: dict[str, Any] = json.loads(context.cursor) if context.cursor else {"since": now}
         seen: dict[str, float] = state.setdefault("ticks", {})
         failing = set(state.get("failing", []))  # instigators whose last tick failed
         sent = 0
         for name, origin_id, selector_id in _tick_sources(context, instigators, known):
-            after = max(seen.get(name, state["since"]), now - STALE_TICK_SECONDS)
+            last: float = seen[name] if name in seen else state["since"]
+            after = max(last, now - STALE_TICK_SECONDS)
             ticks = context.instance.get_ticks(origin_id, selector_id, after=after)
             for tick in sorted(ticks, key=lambda t: t.timestamp)[:TICKS_PER_EVALUATION]:
-                if tick.status == TickStatus.STARTED:
+                status = tick.status.value
+                if status == STARTED:
                     break  # its outcome is not known yet: read it again next time
-                if tick.status == TickStatus.FAILURE and name in failing:
+                if status == FAILURE and name in failing:
                     pass  # still failing: reported at the first failure of the series
                 else:
-                    kind = ("schedule" if tick.instigator_type == InstigatorType.SCHEDULE
-                            else "sensor")
+                    kind = "schedule" if tick.instigator_type.value == SCHEDULE else "sensor"
                     sent += _report_tick(context, alerts, name, kind, instigators[name], tick)
-                if tick.status == TickStatus.FAILURE:
+                if status == FAILURE:
                     failing.add(name)
                 else:
                     failing.discard(name)
@@ -526,45 +739,68 @@ def _tick_sensor(alerts: AlertContext, instigators: Mapping[str, str | None]
         context.update_cursor(json.dumps(state))
         return dg.SkipReason(f"{sent} tick(s) reported" if sent else "no new tick to report")
 
-    known: dict[str, list[tuple[str, str, str]]] = {}  # repository origin id → its sources
+    known: dict[tuple[str, str] | None, TickSources] = {}  # per code location and repository
     return _ticks
 
 
-def _tick_sources(context: dg.SensorEvaluationContext, names: Mapping[str, Any],
-                  known: dict[str, list[tuple[str, str, str]]]) -> list[tuple[str, str, str]]:
-    """(name, origin id, selector id) of each of `names` for reading its ticks.
+@dataclass
+class TickSources:
+    """The (origin id, selector id) of instigators by name, as their stored states give them,
+    and when the states were last read."""
 
-    Under the daemon the ids follow from the code location, the repository and the names, as
-    Dagster derives them: computed once, no storage read. Outside one (e.g. a test, where the
-    location is not known) the instance's schedule and sensor states are read for them.
+    ids: dict[str, tuple[str, str]] = field(default_factory=dict)
+    read_at: float = float("-inf")
+    wait: float = SOURCES_REFRESH_SECONDS[0]  # before the next look for missing ones
+    repository_selector_id: str | None = None  # this repository's, once a state shows it
+
+
+def _tick_sources(context: dg.SensorEvaluationContext, names: Mapping[str, Any],
+                  known: dict[tuple[str, str] | None, TickSources]) -> list[tuple[str, str, str]]:
+    """(name, origin id, selector id) of each of `names` that has a stored state (an
+    instigator never started has no ticks), for reading its ticks.
+
+    The ids come from the instance's schedule and sensor states of this code location and
+    repository (Dagster's public way to them; only this repository's once one state shows its
+    id), read again only while a name is missing, backing off per SOURCES_REFRESH_SECONDS: a
+    sensor started later is found, and its ticks since are still read. Outside the daemon (a
+    test) the location is not known: the states of every location are read, every time.
     """
     origin = context.code_location_origin
-    if origin is None or context.repository_name is None:
-        return [(s.name, s.instigator_origin_id, s.selector_id)
-                for s in context.instance.all_instigator_state() if s.name in names]
-    repository = RemoteRepositoryOrigin(origin, context.repository_name)
-    if (key := repository.get_id()) not in known:
-        known[key] = [(name, RemoteInstigatorOrigin(repository, name).get_id(),
-                       InstigatorSelector(location_name=origin.location_name,
-                                          repository_name=context.repository_name,
-                                          name=name).get_id())
-                      for name in names]
-    return known[key]
+    where = (None if origin is None or context.repository_name is None
+             else (origin.location_name, context.repository_name))
+    sources = known.setdefault(where, TickSources())
+    now = time.monotonic()
+    if where is None or (set(names) - set(sources.ids) and now - sources.read_at >= sources.wait):
+        states = context.instance.all_instigator_state(
+            repository_selector_id=sources.repository_selector_id)
+        found = {}
+        for s in states:
+            mine = (s.repository_selector.location_name,
+                    s.repository_selector.repository_name) == where
+            if mine:
+                sources.repository_selector_id = s.repository_selector_id
+            if (mine or where is None) and s.name in names:
+                found[s.name] = (s.instigator_origin_id, s.selector_id)
+        grew = set(found) - set(sources.ids)
+        sources.wait = (SOURCES_REFRESH_SECONDS[0] if grew
+                        else min(sources.wait * 2, SOURCES_REFRESH_SECONDS[1]))
+        sources.ids, sources.read_at = found, now
+    return [(name, *ids) for name, ids in sources.ids.items()]
 
 
 def _report_tick(context: dg.SensorEvaluationContext, alerts: AlertContext, name: str,
-                 kind: str, job: str | None, tick: InstigatorTick) -> int:
+                 kind: str, job: str | None, tick: Tick) -> int:
     details = {"sensor": name, "kind": kind, "tick_id": tick.tick_id}
-    if tick.status == TickStatus.FAILURE:
+    if tick.status.value == FAILURE:
         alerts.send(context, "sensor_error", f"tick:{tick.tick_id}", {
             "job": job, "error": _root_error(tick.error), "details": details})
         return 1
-    if tick.status == TickStatus.SKIPPED and (files := missing_in_skip_reason(tick.skip_reason)):
+    if tick.status.value == SKIPPED and (files := missing_in_skip_reason(tick.skip_reason)):
         alerts.send(context, "missing_files", f"tick:{tick.tick_id}", {
             "job": job, "details": {**details, "files": files, "policy": "stop"}})
         return 1
     count = 0
-    for run_id in tick.run_ids if tick.status == TickStatus.SUCCESS else []:
+    for run_id in tick.run_ids if tick.status.value == SUCCESS else []:
         run = context.instance.get_run_by_id(run_id)
         if run is not None and run.tags.get(MISSING_FILES_TAG):
             alerts.send(context, "missing_files", f"missing:{run_id}", {

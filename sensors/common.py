@@ -1,37 +1,23 @@
-"""What every schedule and sensor of a workflow shares: job names, run tags, and the
-one-run-at-a-time policy applied before a run is requested."""
-
-from __future__ import annotations
+"""What every schedule and sensor of a workflow shares: the one-run-at-a-time policy applied
+before a run is requested. Their names and run tags come from assets/names.py."""
 
 import re
 
 import dagster as dg
 
-from assets.common import MISSING_FILES_TAG, OPTIONAL_COURIERS_TAG  # noqa: F401 (re-exported)
-
-WORKFLOW_JOB = "workflow"  # a trigger's `job:` naming the whole workflow's job
-SERIAL_TAG = "stagecoach/serial"  # runs with the same value queue behind each other
-DURATION_ALERT_TAG = "stagecoach/duration_alert_seconds"  # read by the runtime-exceeded sensor
-TRIGGER_TAG = "stagecoach/trigger"  # what launched a run: schedule, sensor, webhook caller
+from assets.names import SERIAL_TAG
 
 IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
                dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
-def job_name(workflow: str, group: str) -> str:
-    """`<workflow>_<group>_job`; `workflow` names the whole workflow's job `<workflow>_job`."""
-    return f"{workflow}_job" if group == WORKFLOW_JOB else f"{workflow}_{group}_job"
-
-
-def schedule_name(workflow: str, group: str) -> str:
-    return f"{workflow}_{group}_schedule"
-
-
 def runs_in_progress(instance: dg.DagsterInstance, job: str) -> list[dg.DagsterRun]:
+    """The job's runs queued or going."""
     return list(instance.get_runs(filters=dg.RunsFilter(job_name=job, statuses=IN_PROGRESS)))
 
 
-def concurrency_gate(context: dg.SensorEvaluationContext | dg.ScheduleEvaluationContext,
+def concurrency_gate(context: dg.SensorEvaluationContext | dg.ScheduleEvaluationContext
+                     | dg.RunStatusSensorContext,
                      job: str, policy: str) -> dg.SkipReason | None:
     """Apply a job's `concurrency:` before requesting a run of it.
 

@@ -7,47 +7,70 @@ A courier group's schedule looks for the group's files before it asks for a run:
 the schedule by a sensor that looks again until the files are there and stable, or a deadline.
 """
 
-from __future__ import annotations
-
 import json
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-from dagster._utils.schedules import get_latest_completed_cron_tick
 
 from assets import spec
-from assets.activations import activation_key
-from assets.common import connection_key
-from assets.couriers import courier_key
-from assets.feeds import domain_key
-from assets.sql_tables import table_key
-from sensors.common import (
+from assets.common import owners_of
+from assets.names import (
     DURATION_ALERT_TAG,
+    GROUP_TAG,
     MISSING_FILES_TAG,
     OPTIONAL_COURIERS_TAG,
+    PARTITION_TAG,
+    RUN_DAY_TAG,
     TRIGGER_TAG,
-    concurrency_gate,
+    UPSTREAM_RUN_TAG,
+    WORKFLOW_TAG,
+    activation_key,
+    after_sensor_name,
+    connection_key,
+    courier_key,
+    database_table_key,
+    domain_key,
     job_name,
+    missing_files_sensor_name,
+    query_key,
     schedule_name,
-    serial_tags,
-    stopped_for_missing,
 )
+from assets.run_day import day_tags, job_dated, resolve_day
+from assets.webhook_params import webhook_job_args
+from sensors.common import concurrency_gate, serial_tags, stopped_for_missing
 from sensors.missing_files import describe_missing, expected_files, look
 
+# What dg.define_asset_job returns: Dagster does not export its type (an unresolved asset job).
+AssetJob = Any
 
-@dataclass
-class GroupBundle:
-    """What one group contributes to the code location."""
 
-    jobs: list[dg.UnresolvedAssetJobDefinition] = field(default_factory=list)
-    schedules: list[dg.ScheduleDefinition] = field(default_factory=list)
-    sensors: list[dg.SensorDefinition] = field(default_factory=list)
+def group_definitions(workflow: spec.Workflow) -> dg.Definitions:
+    """The groups' family: every courier group's and orchestration group's job with its
+    schedule and sensors (an orchestration group's run-after sensor watches its courier
+    group's job, so the courier groups come first)."""
+    courier_groups = [build_courier_group(workflow, name, group)
+                      for name, group in workflow.courier_groups.items()]
+    courier_jobs = {job.name: job for built in courier_groups for job in built.jobs or []}
+    return dg.Definitions.merge(*courier_groups, *(
+        build_orchestration_group(workflow, name, group, courier_jobs)
+        for name, group in workflow.orchestration_groups.items()))
 
 
 def _status(enabled: bool) -> dg.DefaultScheduleStatus:
     return dg.DefaultScheduleStatus.RUNNING if enabled else dg.DefaultScheduleStatus.STOPPED
+
+
+def latest_cron_tick(cron: str, now: datetime, timezone: str) -> datetime:
+    """The last time `cron` fired at or before `now`, in `timezone` (daylight-saving days
+    included): the start of the cron-spaced window holding `now`, from Dagster's public
+    partitions API, which computes ticks as schedules do."""
+    windows = dg.TimeWindowPartitionsDefinition(
+        cron_schedule=cron, timezone=timezone, start=datetime(2000, 1, 1),
+        fmt="%Y-%m-%dT%H:%M", end_offset=1)  # end_offset: the window still open counts
+    return windows.start_time_for_partition_key(
+        windows.get_partition_key_for_timestamp(now.timestamp()))
 
 
 def _sensor_status(enabled: bool) -> dg.DefaultSensorStatus:
@@ -56,42 +79,11 @@ def _sensor_status(enabled: bool) -> dg.DefaultSensorStatus:
 
 def _job_tags(workflow: str, group: str, job: str, concurrency: str,
               duration_alert: str | None) -> dict[str, str]:
-    tags = {"stagecoach/workflow": workflow, "stagecoach/group": group,
+    tags = {WORKFLOW_TAG: workflow, GROUP_TAG: group,
             **serial_tags(job, concurrency)}
     if duration_alert:
         tags[DURATION_ALERT_TAG] = str(spec.seconds_of(duration_alert))
     return tags
-
-
-def _run_day(workflow: spec.Workflow, partitioned: bool, tick: datetime) -> tuple[str | None,
-                                                                                   datetime]:
-    """(partition key, logical day as a datetime) of a run asked for at `tick`.
-
-    A dated job loads the last complete day (a 02:00 tick loads yesterday's files, whose day is
-    over); an undated one renders its names with the tick's own day.
-    """
-    info = workflow.workflow
-    local = tick.astimezone(ZoneInfo(info.timezone))
-    if not partitioned:
-        return None, local
-    day = local.date() - timedelta(days=1)  # daily partitions: the last complete day
-    if info.start_date is not None and day < info.start_date:
-        return None, local
-    return day.isoformat(), datetime(day.year, day.month, day.day, tzinfo=local.tzinfo)
-
-
-def group_partitioned(workflow: spec.Workflow, name: str) -> bool:
-    """Whether a group's job is daily-partitioned: it loads or delivers a dated courier."""
-    if name in workflow.courier_groups:
-        return any(workflow.couriers[c].dated for c in workflow.courier_groups[name].couriers)
-    return any(workflow.activations[a].courier and
-               workflow.couriers[workflow.activations[a].courier or ""].dated
-               for a in workflow.orchestration_groups[name].activations)
-
-
-def run_partition(workflow: spec.Workflow, name: str, tick: datetime) -> str | None:
-    """The partition a run of group `name` asked for at `tick` loads (as its schedule's)."""
-    return _run_day(workflow, group_partitioned(workflow, name), tick)[0]
 
 
 # ---------------------------------------------------------------- courier groups
@@ -113,39 +105,41 @@ def courier_group_selection(workflow: spec.Workflow, group: spec.CourierGroup
 
 
 def build_courier_group(workflow: spec.Workflow, name: str, group: spec.CourierGroup
-                        ) -> GroupBundle:
+                        ) -> dg.Definitions:
+    """A courier group's job, and its schedule or wait-for-files sensor."""
     wf = workflow.workflow.name
     job = job_name(wf, name)
-    partitioned = group_partitioned(workflow, name)
-    bundle = GroupBundle(jobs=[dg.define_asset_job(
-        job, selection=courier_group_selection(workflow, group),
-        description=group.description or (
-            f"Courier group `{name}`: {group.run.replace('_', ' ')} for "
-            f"{', '.join(group.couriers)} (missing files: {group.missing_files})."),
-        tags=_job_tags(wf, name, job, group.concurrency, group.duration_alert))])
+    partitioned = job_dated(workflow, name)
+    job_def = dg.define_asset_job(
+        job, selection=courier_group_selection(workflow, group), **webhook_job_args(
+            workflow, name, group.description or (
+                f"Courier group `{name}`: {group.run.replace('_', ' ')} for "
+                f"{', '.join(group.couriers)} (missing files: {group.missing_files})."),
+            _job_tags(wf, name, job, group.concurrency, group.duration_alert)))
     file_keys = {connection_key(wf, workflow.couriers[c].from_) for c in group.couriers
                  if workflow.couriers[c].path is not None}
     if group.schedule is None:
-        return bundle
+        return dg.Definitions(jobs=[job_def])
     timezone = group.schedule.timezone or workflow.workflow.timezone
     if group.missing_files == "wait":
-        bundle.sensors.append(_wait_sensor(workflow, name, group, job, partitioned, file_keys))
-        return bundle
+        return dg.Definitions(jobs=[job_def], sensors=[
+            _wait_sensor(workflow, name, group, job, partitioned, file_keys)])
 
     @dg.schedule(cron_schedule=group.schedule.cron, execution_timezone=timezone, job_name=job,
                  name=schedule_name(wf, name), default_status=_status(
                      group.enabled and group.schedule.enabled),
-                 required_resource_keys=file_keys,
+                 required_resource_keys=file_keys, owners=owners_of(workflow, group),
                  description=f"{group.schedule.cron} ({timezone}); looks for the group's files "
                              f"first (missing files: {group.missing_files}).")
     def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         if skip := concurrency_gate(context, job, group.concurrency):
             return skip
         tick = context.scheduled_execution_time or datetime.now(ZoneInfo(timezone))
-        partition, day = _run_day(workflow, partitioned, tick)
+        partition, day = resolve_day(workflow.workflow, partitioned, tick)
         expected = expected_files(workflow, group.couriers, day.date())
         missing = describe_missing(expected, look(workflow, expected, context.resources))
-        tags = {TRIGGER_TAG: f"schedule {schedule_name(wf, name)}"}
+        tags = {TRIGGER_TAG: f"schedule {schedule_name(wf, name)}",
+                **day_tags(partition, day, with_partition=False)}
         stopping = [m for m in missing if _policy(workflow, group, m) == "notify_and_stop"]
         if stopping:
             return dg.SkipReason(stopped_for_missing(missing))
@@ -153,8 +147,7 @@ def build_courier_group(workflow: spec.Workflow, name: str, group: spec.CourierG
             tags |= _missing_tags(missing)
         return dg.RunRequest(partition_key=partition, tags=tags)
 
-    bundle.schedules.append(_schedule)
-    return bundle
+    return dg.Definitions(jobs=[job_def], schedules=[_schedule])
 
 
 def _policy(workflow: spec.Workflow, group: spec.CourierGroup, missing: str) -> str:
@@ -183,16 +176,16 @@ def _wait_sensor(workflow: spec.Workflow, name: str, group: spec.CourierGroup, j
     wait, schedule = group.wait, group.schedule
     timezone = schedule.timezone or workflow.workflow.timezone
 
-    @dg.sensor(name=f"{wf}_{name}_missing_files_sensor", job_name=job,
+    @dg.sensor(name=missing_files_sensor_name(wf, name), job_name=job,
                minimum_interval_seconds=spec.seconds_of(wait.every),
                default_status=_sensor_status(group.enabled and schedule.enabled),
-               required_resource_keys=file_keys,
+               required_resource_keys=file_keys, owners=owners_of(workflow, group),
                description=f"Runs `{job}` after each {schedule.cron} ({timezone}) once the "
                            f"group's files are there and stable; waits up to {wait.up_to}, "
                            f"then {wait.then.replace('_', ' ')}.")
     def _sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         now = datetime.now(ZoneInfo(timezone))
-        tick = get_latest_completed_cron_tick(schedule.cron, now, timezone)
+        tick = latest_cron_tick(schedule.cron, now, timezone)
         deadline = tick + timedelta(seconds=spec.seconds_of(wait.up_to))
         state = json.loads(context.cursor) if context.cursor else {}
         window = tick.isoformat()
@@ -204,7 +197,7 @@ def _wait_sensor(workflow: spec.Workflow, name: str, group: spec.CourierGroup, j
         if state.get("done"):
             return dg.SkipReason(f"the {window} window is done ({state['done']}); next: the "
                                  f"next {schedule.cron} tick")
-        partition, day = _run_day(workflow, partitioned, tick)
+        partition, day = resolve_day(workflow.workflow, partitioned, tick)
         expected = expected_files(workflow, group.couriers, day.date())
         found = look(workflow, expected, context.resources)
         current = {f.path: [f.size, f.mtime] for files in found.values() for f in files}
@@ -215,7 +208,8 @@ def _wait_sensor(workflow: spec.Workflow, name: str, group: spec.CourierGroup, j
         state["look"] = current
         request = None
         run_key = f"{job}:{window}"
-        tags = {TRIGGER_TAG: f"{wf}_{name}_missing_files_sensor"}
+        tags = {TRIGGER_TAG: missing_files_sensor_name(wf, name),
+                **day_tags(partition, day, with_partition=False)}
         if not awaited and not growing:
             state["done"] = "launched"
             request = dg.RunRequest(run_key=run_key, partition_key=partition,
@@ -248,60 +242,72 @@ def _wait_sensor(workflow: spec.Workflow, name: str, group: spec.CourierGroup, j
 
 def orchestration_group_selection(group: spec.OrchestrationGroup, workflow: spec.Workflow
                                   ) -> dg.AssetSelection:
+    """The assets an orchestration group runs: its activations, queries and databases."""
     keys = [activation_key(a) for a in group.activations]
-    keys += [table_key(f"query.{q}") for q in group.queries]
-    keys += [table_key(f"{db}.{t}") for db in group.databases
+    keys += [query_key(q) for q in group.queries]
+    keys += [database_table_key(db, t) for db in group.databases
              for t in workflow.databases[db].tables]
     return dg.AssetSelection.assets(*keys)
 
 
 def build_orchestration_group(workflow: spec.Workflow, name: str,
                               group: spec.OrchestrationGroup,
-                              upstream_jobs: dict[str, dg.UnresolvedAssetJobDefinition]
-                              ) -> GroupBundle:
+                              upstream_jobs: dict[str, AssetJob]
+                              ) -> dg.Definitions:
+    """An orchestration group's job, its schedule and its run-after sensor."""
     wf = workflow.workflow.name
     job_def = dg.define_asset_job(
         job_name(wf, name), selection=orchestration_group_selection(group, workflow),
-        description=group.description or (
+        **webhook_job_args(workflow, name, group.description or (
             f"Orchestration group `{name}`: {', '.join(group.activations)}" +
             (f", after courier group `{group.after}`" if group.after else "") + "."),
-        tags=_job_tags(wf, name, job_name(wf, name), group.concurrency, group.duration_alert))
-    bundle = GroupBundle(jobs=[job_def])
+            _job_tags(wf, name, job_name(wf, name), group.concurrency, group.duration_alert)))
+    schedules: list[dg.ScheduleDefinition] = []
+    sensors: list[dg.SensorDefinition] = []
     job = job_name(wf, name)
-    partitioned = group_partitioned(workflow, name)
+    partitioned = job_dated(workflow, name)
     if group.schedule is not None:
         timezone = group.schedule.timezone or workflow.workflow.timezone
 
         @dg.schedule(cron_schedule=group.schedule.cron, execution_timezone=timezone,
                      job_name=job, name=schedule_name(wf, name),
                      default_status=_status(group.enabled and group.schedule.enabled),
+                     owners=owners_of(workflow, group),
                      description=f"{group.schedule.cron} ({timezone})")
         def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
             if skip := concurrency_gate(context, job, group.concurrency):
                 return skip
             tick = context.scheduled_execution_time or datetime.now(ZoneInfo(timezone))
-            partition, _ = _run_day(workflow, partitioned, tick)
+            partition, day = resolve_day(workflow.workflow, partitioned, tick)
             return dg.RunRequest(partition_key=partition,
-                                 tags={TRIGGER_TAG: f"schedule {schedule_name(wf, name)}"})
+                                 tags={TRIGGER_TAG: f"schedule {schedule_name(wf, name)}",
+                                       **day_tags(partition, day, with_partition=False)})
 
-        bundle.schedules.append(_schedule)
+        schedules.append(_schedule)
     if group.after is not None:
         upstream = upstream_jobs[job_name(wf, group.after)]
 
         @dg.run_status_sensor(
-            run_status=dg.DagsterRunStatus.SUCCESS, name=f"{wf}_{name}_after_sensor",
+            run_status=dg.DagsterRunStatus.SUCCESS, name=after_sensor_name(wf, name),
             monitored_jobs=[upstream], request_job=job_def,
             default_status=_sensor_status(group.enabled),
+            # A run-status sensor takes no owners in Dagster 1.13: they are written here.
             description=f"Runs `{job}` once after each successful run of "
-                        f"`{upstream.name}` (never after a failed one).")
+                        f"`{upstream.name}` (never after a failed one).\n\nOwners: "
+                        f"{', '.join(owners_of(workflow, group))}")
         def _after(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
             if skip := concurrency_gate(context, job, group.concurrency):
                 return skip
             run = context.dagster_run
-            partition = run.tags.get("dagster/partition") if partitioned else None
+            # The upstream run's day: its partition, else its day tag, else the rule's.
+            partition, day = resolve_day(workflow.workflow, partitioned, datetime.now(UTC))
+            if upstream_day := run.tags.get(PARTITION_TAG) or run.tags.get(RUN_DAY_TAG):
+                day = datetime.fromisoformat(upstream_day[:10]).replace(tzinfo=day.tzinfo)
+                partition = day.date().isoformat() if partitioned else None
             return dg.RunRequest(run_key=f"after:{run.run_id}", partition_key=partition,
                                  tags={TRIGGER_TAG: f"after {upstream.name} run {run.run_id}",
-                                       "stagecoach/upstream_run": run.run_id})
+                                       UPSTREAM_RUN_TAG: run.run_id,
+                                       **day_tags(partition, day, with_partition=False)})
 
-        bundle.sensors.append(_after)
-    return bundle
+        sensors.append(_after)
+    return dg.Definitions(jobs=[job_def], schedules=schedules, sensors=sensors)

@@ -2,8 +2,6 @@
 couriers, and the three Amperity policies for the ones that are not (notify and continue,
 notify and stop, wait for missing files)."""
 
-from __future__ import annotations
-
 import bisect
 import fnmatch
 import posixpath
@@ -14,10 +12,10 @@ from datetime import date
 from typing import Any
 
 from assets import spec
-from assets.common import connection_key
+from assets.names import connection_key
 from assets.templating import date_context, render_text
-from resources.files import RemoteFile, is_partial, split_pattern
-from resources.retry import single_attempt
+from resources.connections.files import RemoteFile, is_partial, split_pattern
+from resources.connections.retry import single_attempt
 
 LISTING_BUDGET_SECONDS = 40  # of one tick's listings: Dagster times a tick out at 60 s
 WILDCARDS = "*?["  # fnmatch's special characters
@@ -25,6 +23,8 @@ WILDCARDS = "*?["  # fnmatch's special characters
 
 @dataclass(frozen=True)
 class ExpectedFile:
+    """A file a group expects for a day: which courier, on which connection, what pattern."""
+
     courier: str
     connection: str
     pattern: str  # rendered for the day, relative to the connection's base
@@ -37,7 +37,7 @@ class ExpectedFile:
 def expected_files(workflow: spec.Workflow, couriers: list[str], day: date
                    ) -> list[ExpectedFile]:
     """The file patterns of the group's file couriers for `day` (SQL couriers have no file)."""
-    values = date_context(day, workflow.workflow.params)
+    values = {**date_context(day, workflow.workflow.params), "workflow": workflow.workflow.name}
     expected = []
     for name in couriers:
         courier = workflow.couriers[name]

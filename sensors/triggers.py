@@ -19,14 +19,12 @@ Errors are raised, never turned into skips: a source that cannot be listed or qu
 tick, and Dagster shows the tick as failed with the message (which names the trigger).
 """
 
-from __future__ import annotations
-
 import hashlib
 import importlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -35,12 +33,22 @@ import duckdb
 import pyarrow as pa
 
 from assets import spec
-from assets.common import WAREHOUSE_KEY, connection_key
+from assets.common import owners_of
+from assets.names import (
+    TRIGGER_KIND_TAG,
+    TRIGGER_TAG,
+    WAREHOUSE_KEY,
+    WORKFLOW_TAG,
+    connection_key,
+    job_name,
+    sensor_name,
+)
+from assets.run_day import day_tags, file_day, job_dated, resolve_day
 from assets.templating import date_context, render_text
-from resources.files import FileConnection, RemoteFile
-from resources.retry import single_attempt
+from resources.connections.files import FileConnection, RemoteFile
+from resources.connections.retry import single_attempt
 from resources.warehouse import WarehouseResource, first_line, qualified
-from sensors.common import TRIGGER_TAG, concurrency_gate, job_name, serial_tags
+from sensors.common import concurrency_gate, serial_tags
 
 TAG_LIMIT = 200  # longest TRIGGER_TAG value: file lists are cut, with a count of the rest
 ABSENT = "absent"  # a watched table that does not exist (yet) has this fingerprint
@@ -69,8 +77,17 @@ class TriggerContext:
     cursor: Mapping[str, Any] = field(default_factory=dict)
 
 
-def sensor_name(workflow: str, trigger: str) -> str:
-    return f"{workflow}_{trigger}_sensor"
+def trigger_definitions(workflow: spec.Workflow) -> dg.Definitions:
+    """The triggers' family: one sensor per trigger but webhooks, each launching its group's
+    job under that group's `concurrency:` policy (an automation's job queues)."""
+    groups = {**workflow.courier_groups, **workflow.orchestration_groups}
+    sensors = []
+    for name, trigger in workflow.triggers.items():
+        target = groups.get(trigger.job)
+        sensor = build_trigger_sensor(workflow, name, trigger,
+                                      target.concurrency if target else "queue")
+        sensors += [sensor] if sensor else []
+    return dg.Definitions(sensors=sensors)
 
 
 def build_trigger_sensor(workflow: spec.Workflow, name: str, trigger: spec.Trigger,
@@ -109,6 +126,7 @@ def build_trigger_sensor(workflow: spec.Workflow, name: str, trigger: spec.Trigg
     description = (f"{trigger.description}\n\n" if trigger.description else "") + \
         f"{watches} Checked every {trigger.every}."
 
+    dated = job_dated(workflow, trigger.job)
     # What is watched, as the spec says it: when an edit changes it, the next tick is a first
     # look again (a new path or table is recorded, not fired for, like a new deploy).
     watch = _digest(when.model_dump(mode="json"))[:12]
@@ -126,8 +144,28 @@ def build_trigger_sensor(workflow: spec.Workflow, name: str, trigger: spec.Trigg
             return dg.SensorResult(skip_reason=skip, cursor=stored)
         run_key, changed, run_config = outcome.request
         tags = {TRIGGER_TAG: _cut(f"{name}: {changed}"), **serial_tags(job, concurrency)}
-        request = dg.RunRequest(run_key=run_key, run_config=run_config or {}, tags=tags)
-        return dg.SensorResult(run_requests=[request], cursor=stored)
+        # The run's day (assets/run_day.py): the files' day unless the trigger says otherwise.
+        # A dated job gets one run per day of the files (each its partition), an undated one
+        # one run on the newest file's day.
+        days: tuple[date | None, ...] = (None,)
+        if trigger.partition is None and outcome.days:
+            days = outcome.days if dated else (max(outcome.days),)
+        now, requests, early = datetime.now(UTC), [], []
+        for arrived in days:
+            partition, day = resolve_day(workflow.workflow, dated, now, trigger.partition,
+                                         arrived)
+            if dated and partition is None:
+                early.append(day.date().isoformat())
+                continue
+            key = f"{run_key}:{day.date().isoformat()}" if len(days) > 1 else run_key
+            requests.append(dg.RunRequest(
+                run_key=key, run_config=run_config or {}, partition_key=partition,
+                tags=tags | day_tags(partition, day, with_partition=False)))
+        if not requests:
+            return dg.SensorResult(skip_reason=(
+                f"{changed}, but its day ({', '.join(early)}) is before the workflow's "
+                f"start_date {workflow.workflow.start_date}: no partition to run"), cursor=stored)
+        return dg.SensorResult(run_requests=requests, cursor=stored)
 
     return dg.SensorDefinition(
         name=sensor_name(wf, name),
@@ -138,7 +176,8 @@ def build_trigger_sensor(workflow: spec.Workflow, name: str, trigger: spec.Trigg
         default_status=(dg.DefaultSensorStatus.RUNNING if trigger.enabled
                         else dg.DefaultSensorStatus.STOPPED),
         required_resource_keys={key} if key else None,
-        tags={"stagecoach/workflow": wf, "stagecoach/trigger_kind": when.kind},
+        tags={WORKFLOW_TAG: wf, TRIGGER_KIND_TAG: when.kind},
+        owners=owners_of(workflow, trigger),
     )
 
 
@@ -153,6 +192,7 @@ class _Outcome:
     cursor: dict[str, Any]
     request: tuple[str, str, dict[str, Any] | None] | None = None
     reason: str = ""
+    days: tuple[date, ...] = ()  # file_change: the days of the files taken
 
 
 _Tick = Callable[[dg.SensorEvaluationContext, dict[str, Any] | None], _Outcome]
@@ -202,7 +242,8 @@ def _file_change(workflow: spec.Workflow, name: str, when: spec.FileChange,
 
     def tick(context: dg.SensorEvaluationContext, cursor: dict[str, Any] | None) -> _Outcome:
         today = datetime.now(ZoneInfo(info.timezone)).date()
-        pattern = render_text(when.path, date_context(today, info.params))
+        pattern = render_text(when.path, {**date_context(today, info.params),
+                                          "workflow": info.name})
         connection: FileConnection = getattr(context.resources, key)
         try:
             with single_attempt():  # the next tick is the retry
@@ -210,12 +251,13 @@ def _file_change(workflow: spec.Workflow, name: str, when: spec.FileChange,
         except Exception as failed:  # re-raised with the trigger and connection named
             raise TriggerError(f"trigger {name}: cannot list {pattern!r} on connection "
                                f"{when.connection!r}: {first_line(failed)}") from failed
-        return _look(listing, cursor, pattern)
+        return _look(listing, cursor, pattern, info.timezone)
 
     return tick
 
 
-def _look(listing: list[RemoteFile], cursor: dict[str, Any] | None, pattern: str) -> _Outcome:
+def _look(listing: list[RemoteFile], cursor: dict[str, Any] | None, pattern: str,
+          timezone: str = "UTC") -> _Outcome:
     """Compare one listing with the previous look (see `_file_change`)."""
     if cursor is None:
         files = {f.path: [f.size, f.mtime, True] for f in listing}
@@ -243,8 +285,9 @@ def _look(listing: list[RemoteFile], cursor: dict[str, Any] | None, pattern: str
     run_key = _digest("file_change", sorted((f.path, f.size, f.mtime) for f in taken))
     names = ", ".join(f.path for f in taken[:5])
     more = f" (+{len(taken) - 5} more)" if len(taken) > 5 else ""
+    days = tuple(sorted({file_day(f.path, f.mtime, timezone) for f in taken}))
     return _Outcome(state, (run_key, f"{len(taken)} new or changed file(s): {names}{more}",
-                            None))
+                            None), days=days)
 
 
 # ---------------------------------------------------------------- table_change and sql_change
@@ -360,7 +403,7 @@ def _python(workflow: spec.Workflow, name: str, when: spec.PythonTrigger) -> _Ti
     module_name, _, function_name = when.callable.partition(":")
 
     def tick(context: dg.SensorEvaluationContext, cursor: dict[str, Any] | None) -> _Outcome:
-        state = dict(cursor or {"runs": 0, "last_run_at": None, "since": _now()})
+        state: dict[str, Any] = dict(cursor or {"runs": 0, "last_run_at": None, "since": _now()})
         try:
             function = getattr(importlib.import_module(module_name), function_name)
             answer = function(TriggerContext(context, workflow.workflow.name, name,

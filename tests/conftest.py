@@ -195,6 +195,21 @@ def no_stale_defs_state_storage() -> Iterator[None]:
 
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`make` exports DAGSTER_HOME (the checkout's data/dagster_home, for `make dev` and the
+    demo). A test that opens $DAGSTER_HOME's instance without setting its own gets an empty one
+    of its pytest process instead: under pytest-xdist two workers would otherwise share one
+    SQLite instance, and no test should write into the developer's runs. Left unset when the
+    environment does not set it (the code's "no DAGSTER_HOME" path)."""
+    if not os.environ.get("DAGSTER_HOME"):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DAGSTER_HOME", str(tmp_path_factory.mktemp("dagster_home")))
+        yield
+
+
 @pytest.fixture
 def stagecoach_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private data folder and the default (DuckDB) warehouse for one test."""

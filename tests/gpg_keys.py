@@ -3,6 +3,7 @@ temporary home) decrypts them with the `gpg` program, independently of Stagecoac
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -22,12 +23,23 @@ class GpgRecipient:
         return done.stdout
 
 
+HOMES: list[Path] = []  # each test home's gpg-agent (started for the secret key) is stopped
+
+
+@atexit.register
+def _stop_agents() -> None:
+    for home in HOMES:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
+                       capture_output=True, timeout=30, check=False)
+
+
 def make_recipient(folder: Path, name: str = "Partner") -> GpgRecipient | None:
     """None when gpg is not installed."""
     if shutil.which("gpg") is None:
         return None
     home = folder / f"gnupg-{name.lower()}"
     home.mkdir(mode=0o700, parents=True)
+    HOMES.append(home)
     base = ["gpg", "--homedir", str(home), "--batch", "--quiet", "--passphrase", ""]
     subprocess.run([*base, "--pinentry-mode", "loopback", "--quick-gen-key",
                     f"{name} <{name.lower()}@example.com>", "future-default", "default",

@@ -8,7 +8,11 @@ Any test joins the suite with a marker (registered in pyproject.toml):
 Each passed test counts once per parametrised case. A test that tries many inputs in one case
 (a Hypothesis property) adds them with `count_cases(marker, n, label)`; a test that checks rows
 after a fault reports them through the `reliability` fixture (`rows_checked(...)`), and the
-secret scan reports what it found with `secrets_scanned(...)`. The totals at the end:
+secret scan reports what it found with `secrets_scanned(...)`.
+
+Under pytest-xdist (`make test` runs `-n 2`) each worker counts its own tests and hands its
+tally to the controller when it finishes (xdist's `workeroutput`); the controller adds them up
+and prints the one table. The totals at the end:
 
     reliability and security suite
       fault scenarios survived           14 of 14
@@ -45,6 +49,32 @@ class Tally:
 
 
 TALLY = Tally()
+
+
+def tally_to_json(tally: Tally) -> dict:
+    """The tally as plain data (what an xdist worker can send to the controller)."""
+    return {"passed": dict(tally.passed), "failed": dict(tally.failed),
+            "by_source": {k: dict(v) for k, v in tally.by_source.items()},
+            "extra": {k: dict(v) for k, v in tally.extra.items()},
+            "secrets_leaked": tally.secrets_leaked, "secrets_detail": tally.secrets_detail,
+            "rows_off": tally.rows_off, "row_checks": tally.row_checks,
+            "row_failures": tally.row_failures}
+
+
+def merge_tally(into: Tally, data: dict) -> None:
+    """Add one worker's tally (from `tally_to_json`) to `into`."""
+    into.passed.update(data["passed"])
+    into.failed.update(data["failed"])
+    for mark, counts in data["by_source"].items():
+        into.by_source[mark].update(counts)
+    for mark, counts in data["extra"].items():
+        into.extra[mark].update(counts)
+    if data["secrets_leaked"] is not None:
+        into.secrets_leaked = (into.secrets_leaked or 0) + data["secrets_leaked"]
+    into.secrets_detail.extend(data["secrets_detail"])
+    into.rows_off += data["rows_off"]
+    into.row_checks += data["row_checks"]
+    into.row_failures.extend(data["row_failures"])
 
 
 def count_cases(marker: str, cases: int, label: str) -> None:
@@ -91,6 +121,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # Each process counts the tests it ran; the xdist controller also sees every worker's
+    # reports, but it collected nothing (no `_MARKS`) and gets the workers' tallies instead.
     marks = _MARKS.get(report.nodeid)
     if not marks:
         return
@@ -132,6 +164,20 @@ def figures() -> list[tuple[str, str]]:
     else:
         lines.append(("rows lost or duplicated", "not measured (no row check ran)"))
     return lines
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: its tally goes to the controller
+        workeroutput["reliability_tally"] = tally_to_json(TALLY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """xdist's controller: a worker finished; add its tally (none if it crashed)."""
+    data = getattr(node, "workeroutput", {}).get("reliability_tally")
+    if data is not None:
+        merge_tally(TALLY, data)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

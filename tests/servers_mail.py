@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from resources.mail import SmtpResource
+from resources.connections.mail import SmtpResource
 
 REFUSED_DOMAIN = "refused.test"
 SMTP_USERNAME = "stagecoach"

@@ -125,6 +125,18 @@ def alive_process(process: psutil.Process) -> bool:
         return False
 
 
+def listens_on(process: subprocess.Popen, port: int) -> bool:
+    """True if the process or one of its descendants listens on `port`: the server answering
+    there is this test's, not another pytest worker's (or another checkout's) that took the
+    same free port in between."""
+    for member in process_tree(process):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            if any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                   for c in member.net_connections(kind="tcp")):
+                return True
+    return False
+
+
 @contextlib.contextmanager
 def running_dagster_dev(root: Path, workflows: Path, env: Mapping[str, str],
                         token: str = "", port: int | None = None) -> Iterator[DagsterDev]:
@@ -146,6 +158,9 @@ def running_dagster_dev(root: Path, workflows: Path, env: Mapping[str, str],
         deadline = started + START_TIMEOUT
         while time.monotonic() < deadline and process.poll() is None:
             if http_ok(f"{dev.url}/server_info"):
+                if not listens_on(process, port):
+                    pytest.fail(f"another process answers on port {port}, not this test's "
+                                f"dagster dev (pid {process.pid})", pytrace=False)
                 state, error = location_state(dev)
                 if state != "LOADING":
                     break

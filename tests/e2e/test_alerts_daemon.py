@@ -59,6 +59,7 @@ alerts:
     url: {{env: OPS_HOOK_URL}}
     retries: 1
     backoff_seconds: 0.1
+  history: {{kind: dataset}}
 """
 
 
@@ -155,5 +156,64 @@ def test_a_failed_run_alerts_once_through_the_daemon(daemon: tuple[DagsterDev, s
     found = [a for a in _alerts(http_recorder, path, "failure") if a["run_id"] == run_id]
     assert len(found) == 1, (found, dev.log_tail())
     [alert] = found
-    assert alert["failed_step"] == "courier__stock"
+    assert alert["failed_step"] == "courier__stock_file"
     assert alert["run_url"] == f"http://dagster.acme.test/runs/{run_id}"
+
+
+LAUNCH_ASSETS = """
+mutation ($params: ExecutionParams!) { launchRun(executionParams: $params) {
+    __typename ... on LaunchRunSuccess { run { runId jobName tags { key value } } }
+    ... on PythonError { message } ... on InvalidSubsetError { message } } }
+"""
+
+
+def test_a_ui_materialization_without_the_workflow_tag_alerts_and_is_recorded(
+        daemon: tuple[DagsterDev, str], http_recorder: HttpRecorder):
+    """What an asset's Materialize button sends: `__ASSET_JOB` on one asset, no Stagecoach tag.
+    The daemon's failure sensor alerts it and the dataset reporter records it."""
+    dev, path = daemon
+    selector = instigator_selector("sensor", f"{WF}_run_failure_alert_sensor")
+    deadline = time.monotonic() + 60
+    while not dev.graphql(SENSOR_QUERY, {"selector": selector})["sensorOrError"][
+            "sensorState"]["ticks"]:
+        assert time.monotonic() < deadline, "the failure alert sensor never ticked"
+        time.sleep(2)
+    launched = dev.graphql(LAUNCH_ASSETS, {"params": {
+        "selector": {"repositoryLocationName": "stagecoach", "repositoryName": "__repository__",
+                     "jobName": "__ASSET_JOB",
+                     "assetSelection": [{"path": ["courier", "stock_file"]}]},
+        "executionMetadata": {"tags": []}}})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run = launched["run"]
+    assert run["jobName"] == "__ASSET_JOB"
+    assert "stagecoach/workflow" not in {t["key"] for t in run["tags"]}
+    run_id = run["runId"]
+    assert wait_for_run(dev, run_id) == "FAILURE"  # stock.csv is missing
+    found: list[dict] = []
+    deadline = time.monotonic() + ALERT_TIMEOUT
+    while time.monotonic() < deadline and not found:
+        found = [a for a in _alerts(http_recorder, path, "failure") if a["run_id"] == run_id]
+        time.sleep(2)
+    assert len(found) == 1, (found, dev.log_tail())
+    assert found[0]["job"] == "__ASSET_JOB"
+    assert found[0]["failed_step"] == "courier__stock_file"
+    rows = _history_rows(dev.root / "data" / "warehouse.duckdb", run_id)
+    assert ("run", "failure", "FAILURE") in rows, rows
+
+
+def _history_rows(warehouse: Path, run_id: str) -> list[tuple]:
+    """The run's rows of stagecoach.run_history; the daemon's sensors write the same file, so a
+    locked file is read again a moment later."""
+    import duckdb
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with duckdb.connect(str(warehouse), read_only=True) as db:
+                rows = db.execute("select kind, event, status from stagecoach.run_history "
+                                  "where run_id = ?", [run_id]).fetchall()
+        except duckdb.Error:
+            rows = []
+        if ("run", "failure", "FAILURE") in rows or time.monotonic() > deadline:
+            return rows
+        time.sleep(2)

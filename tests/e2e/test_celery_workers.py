@@ -149,6 +149,10 @@ def deployment(tmp_path: Path) -> Iterator[CeleryDeployment]:
         (dagster_home / "dagster.yaml").write_text(yaml.safe_dump({
             "storage": {"postgres": {"postgres_url": instance_url}},
             "telemetry": {"enabled": False}}))
+        # The instance's tables are created once, as a deployment's `dagster instance
+        # migrate` would: two workers starting together would otherwise race to create them.
+        with dg.DagsterInstance.from_config(str(dagster_home)):
+            pass
         env = {**os.environ,
                "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                "DAGSTER_HOME": str(dagster_home),
@@ -286,8 +290,10 @@ def test_steps_run_on_two_celery_workers(deployment: CeleryDeployment):
 
     # Every step of the workflow succeeded, and the checks (evaluated in their assets' steps)
     # passed: the primary key of domain.customers, the query's row count.
-    assert plan == {*(f"{layer}__{name}" for layer in ("courier", "domain")
-                      for name in ("customers", "products", "orders")),
+    assert plan == {*(f"{layer}__{name}" for layer, suffix in (("courier", "_file"),
+                                                               ("domain", ""))
+                      for name in ("customers" + suffix, "products" + suffix,
+                                   "orders" + suffix)),
                     "query__spend", "activation__partner"}, sorted(plan)
     checks = {(e.event_specific_data.asset_check_key.name, e.event_specific_data.passed)
               for e in events if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION}

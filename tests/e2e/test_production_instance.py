@@ -25,7 +25,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from orchestration.demo_data import generate
+from orchestration.cli.demo_data import generate
 from tests.conftest import free_port, fresh_database, need_server, wait_for_port
 from tests.e2e.dagster_dev import (
     LOCATION,
@@ -174,7 +174,7 @@ def test_demo_runs_end_to_end_on_the_production_instance(production_stack: Stack
     assert at[(second, begun)] >= at[(first, succeeded)], at
     materialized = [run for run, kind, _ in events
                     if kind == dg.DagsterEventType.ASSET_MATERIALIZATION.value]
-    assert materialized.count(first) == materialized.count(second) == 11  # every asset
+    assert materialized.count(first) == materialized.count(second) == 17  # every asset
     assert not list(stack.home.rglob("*.db")), "an instance store fell back to SQLite"
 
     # The warehouse tables are in the PostgreSQL warehouse.
@@ -182,6 +182,11 @@ def test_demo_runs_end_to_end_on_the_production_instance(production_stack: Stack
     assert fetch(wh, 'SELECT "_partition", count(*) FROM "domain"."orders" GROUP BY 1 '
                      "ORDER BY 1") == [("2026-11-01", 400), ("2026-11-02", 400)]
     assert fetch(wh, 'SELECT count(*) FROM "domain"."customers"') == [(2000,)]
+    # Identity resolution ran in the PostgreSQL warehouse too, keeping its ids on day two.
+    assert fetch(wh, 'SELECT count(*) FROM "identity"."customers_map"') == fetch(
+        wh, 'SELECT (SELECT count(*) FROM "domain"."customers") + (SELECT count(*) FROM '
+            '"domain"."loyalty_members")')
+    assert fetch(wh, 'SELECT count(*) FROM "identity"."customers_id_changes"') == [(0,)]
     segment = fetch(wh, 'SELECT count(*) FROM "query"."high_value_customers"')[0][0]
     assert segment > 0
 

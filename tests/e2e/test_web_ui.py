@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from orchestration.demo_data import generate
+from orchestration.cli.demo_data import generate
 from tests.conftest import need_server
 from tests.e2e.dagster_dev import REPO, DagsterDev, run_details, running_dagster_dev
 from tests.integration.test_postgres import demo_workflows
@@ -32,9 +32,13 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
 WORKFLOW, JOB = "acme_retail", "acme_retail_job"
 DAY = date(2026, 11, 1)  # the demo's first daily partition
-# The demo's asset graph: name → how many nodes carry it (a courier and its feed share one).
-ASSET_NAMES = {"customers": 2, "products": 2, "orders": 2, "unified_customers": 1,
-               "lifetime_value": 1, "crm_csv": 1, "partner_file": 1}
+# The demo's asset graph: name → how many nodes carry it (a courier is `<name>_file`, so it
+# is told from the domain table loaded from it; the web customers' name is also identity
+# resolution's unified table).
+ASSET_NAMES = {"customers": 2, "customers_file": 1, "loyalty_members": 1,
+               "products": 1, "products_file": 1, "orders": 1,
+               "orders_file": 1, "customers_map": 1, "customers_pairs": 1,
+               "unified_customers": 1, "lifetime_value": 1, "crm_csv": 1, "partner_file": 1}
 LONG_NAME = "high_value_customers"  # shown shortened on its node; its tooltip has it whole
 UI_TIMEOUT_MS = 60_000  # any one element; the UI's first load compiles GraphQL and the graph
 RUN_TIMEOUT = 240.0
@@ -102,18 +106,33 @@ def test_demo_asset_graph_and_a_run_launched_from_the_ui(browser: Any, demo_ui: 
             expect(shown).to_have_count(nodes)
             for n in range(nodes):
                 expect(shown.nth(n)).to_be_in_viewport()
+        # Names of 20 characters are shortened on their node (the courier loyalty_members_file).
+        expect(page.get_by_text(re.compile(r"^loyalty.*_file$"))).to_be_in_viewport()
         shortened = page.get_by_text(re.compile(r"^high_va.*_customers$"))
         expect(shortened).to_be_in_viewport()
-        shortened.hover()
-        expect(page.get_by_text(LONG_NAME, exact=True)).to_be_visible()
+        # The community dialog may open (and be skipped) mid-hover, which moves the pointer
+        # off the node: hover again until the full name shows.
+        full_name = page.get_by_text(LONG_NAME, exact=True)
+        for _ in range(5):
+            shortened.hover()
+            try:
+                expect(full_name).to_be_visible(timeout=5_000)
+                break
+            except AssertionError:
+                continue
+        expect(full_name).to_be_visible()
         screenshot(page, "1_asset_graph")
         graph_seen = time.monotonic()
 
         # The job page: Materialize all… → one partition (the demo's first day) → one run.
         page.goto(f"{demo_ui.url}/locations/stagecoach/jobs/{JOB}")
-        page.get_by_role("button", name="Materialize all…").click()
+        materialize = page.get_by_role("button", name="Materialize all…")
+        # While the job's partitions load the button shows a spinner and a click opens nothing
+        # (seen on a loaded machine): wait until it is ready.
+        expect(materialize.get_by_role("progressbar")).to_have_count(0)
+        materialize.click()
         dialog = page.get_by_role("dialog")
-        expect(dialog.get_by_text("Launch runs to materialize 11 assets")).to_be_visible()
+        expect(dialog.get_by_text("Launch runs to materialize 17 assets")).to_be_visible()
         partitions = dialog.get_by_placeholder("No matching partitions")
         partitions.fill(DAY.isoformat())
         partitions.press("Enter")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from resources.files import FileConnection
+from resources.connections.files import FileConnection
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from resources.ftp import FtpResource
+from resources.connections.ftp import FtpResource
 from tests.endpoints import Endpoint
 from tests.endpoints.kinds import local_endpoint_parts, outside_of
 
@@ -187,7 +187,7 @@ def _endpoint(kind: str, server: FtpServer) -> Endpoint:
     wrong = "not-the-password-" + uuid.uuid4().hex[:6]
     bad = FtpResource(**{**settings, "password": wrong})
     return Endpoint(kind, FtpResource(**settings), *local_endpoint_parts(base), bad_login=bad,
-                    rebuild=("resources.ftp:FtpResource", settings), secret=wrong,
+                    rebuild=("resources.connections.ftp:FtpResource", settings), secret=wrong,
                     outside=outside_of(base, server.root))
 
 

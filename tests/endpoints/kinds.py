@@ -10,9 +10,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from resources.folder import FolderResource
-from resources.s3 import S3BucketResource
-from resources.sftp import SftpResource
+from resources.connections.folder import FolderResource
+from resources.connections.s3 import S3BucketResource
+from resources.connections.sftp import SftpResource
 from tests.endpoints import Endpoint
 
 
@@ -59,7 +59,8 @@ def folder_files(tmp_path: Path) -> Endpoint:
     base.mkdir()
     settings = {"path": str(base)}
     return Endpoint("folder", FolderResource(**settings), *local_endpoint_parts(base),
-                    bad_login=None, rebuild=("resources.folder:FolderResource", settings),
+                    bad_login=None,
+                    rebuild=("resources.connections.folder:FolderResource", settings),
                     outside=outside_of(base, tmp_path))
 
 
@@ -75,7 +76,7 @@ def sftp_files(sshd) -> Endpoint:
     wrong = "not-the-password-" + uuid.uuid4().hex[:6]
     bad = SftpResource(**{**settings, "private_key_path": None, "password": wrong})
     return Endpoint("sftp", SftpResource(**settings), *local_endpoint_parts(base),
-                    bad_login=bad, rebuild=("resources.sftp:SftpResource", settings),
+                    bad_login=bad, rebuild=("resources.connections.sftp:SftpResource", settings),
                     secret=wrong, outside=outside_of(base, sshd.root))
 
 
@@ -113,5 +114,6 @@ def s3_files(s3_endpoint: str) -> Iterator[Endpoint]:
                        if b["Name"] != bucket}
 
     yield Endpoint("s3", S3BucketResource(**settings), read, listing, put, bad_login=None,
-                   rebuild=("resources.s3:S3BucketResource", settings), reads_pipes=False,
+                   rebuild=("resources.connections.s3:S3BucketResource", settings),
+                   reads_pipes=False,
                    in_flight=in_flight, outside=outside)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.smb import SmbResource
+from resources.connections.smb import SmbResource
 from tests.endpoints import Endpoint
 from tests.endpoints.kinds import local_endpoint_parts, outside_of
 
@@ -165,5 +165,5 @@ def smb_files(smbd: SmbServer) -> Endpoint:
     wrong = "not-the-password-" + uuid.uuid4().hex[:6]
     bad = SmbResource(**{**settings, "password": wrong})
     return Endpoint("smb", SmbResource(**settings), read, listing, put, bad_login=bad,
-                    rebuild=("resources.smb:SmbResource", settings), secret=wrong,
+                    rebuild=("resources.connections.smb:SmbResource", settings), secret=wrong,
                     outside=outside_of(base, smbd.root))

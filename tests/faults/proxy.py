@@ -49,6 +49,7 @@ class FaultProxy:
         self._listeners: list[socket.socket] = []
         self._trigger: Trigger | None = None
         self._armed_at = {"up": 0, "down": 0}
+        self._hanging_up = False
         self.up()
 
     # ---------------------------------------------------------------- what tests call
@@ -74,6 +75,12 @@ class FaultProxy:
         with self._lock:
             self._armed_at = dict(self.counted)
             self._trigger = Trigger(direction, after_bytes, down_for)
+
+    def hang_up(self, hanging: bool = True) -> None:
+        """Accept each new connection, count it and reset it at once: a server that takes the
+        call and crashes, so `connections` counts the client's attempts on the server side."""
+        with self._lock:
+            self._hanging_up = hanging
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -101,6 +108,13 @@ class FaultProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # closed by down()
+            with self._lock:
+                hanging = self._hanging_up
+                if hanging:
+                    self.connections += 1
+            if hanging:
+                _reset(client)
+                continue
             try:
                 server = socket.create_connection(("127.0.0.1", upstream), timeout=5)
                 server.settimeout(None)

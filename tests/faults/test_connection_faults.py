@@ -25,11 +25,12 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from resources.files import TransferError, is_partial
-from resources.ftp import FtpResource
-from resources.s3 import S3BucketResource
-from resources.sftp import SftpResource
-from resources.smb import SmbResource
+from resources.connections.files import TransferError, is_partial
+from resources.connections.ftp import FtpResource
+from resources.connections.s3 import S3BucketResource
+from resources.connections.sftp import SftpResource
+from resources.connections.smb import SmbResource
+from resources.retries import step_may_retry
 from resources.warehouse import WarehouseResource
 from tests.endpoints import Endpoint
 from tests.faults.proxy import FaultProxy
@@ -79,7 +80,7 @@ def _proxied(request: pytest.FixtureRequest, kind: str) -> Iterator[Site]:
     settings = dict(endpoint.rebuild[1], connection_name=NAME)
     if kind == "s3":
         proxy = FaultProxy(int(settings["endpoint_url"].rsplit(":", 1)[1]))
-        settings |= {"endpoint_url": f"http://127.0.0.1:{proxy.port}", "max_attempts": 1}
+        settings |= {"endpoint_url": f"http://127.0.0.1:{proxy.port}"}
         cls: type = S3BucketResource
     else:
         proxy = FaultProxy(settings["port"], ftp=kind == "ftp")
@@ -223,7 +224,9 @@ def test_fault_matrix(site: Site, operation: str, back: bool, tmp_path: Path,
     with pytest.raises(TransferError) as failed:
         run(conn, "main")
     message = str(failed.value)
-    assert f"connection `{NAME}` {word} failed after {RETRIES + 1} attempts" in message
+    made = "up to " if site.kind == "s3" else ""  # botocore's own retries: docs/retries.md
+    assert f"connection `{NAME}` {word} failed after {made}{RETRIES + 1} attempts" in message
+    assert not step_may_retry(failed.value)  # the step's RetryPolicy does not multiply them
     nothing_final()
     if site.endpoint and site.endpoint.secret:
         assert site.endpoint.secret not in message
@@ -308,3 +311,49 @@ def test_a_lost_reply_to_a_conditional_put_is_a_delivery(site: Site, tmp_path: P
             TransferError, match="exists and overwrite is off"):
         conn.upload(other, "out/report.bin", overwrite=False, md5=_md5(other.read_bytes()))
     assert site.endpoint.read("out/report.bin") == payload
+
+
+# ---------------------------------------------------------------- one retry layer, counted
+# docs/retries.md states the worst case per kind: `retries + 1` attempts at the server, none of
+# them multiplied by the step's RetryPolicy. The proxy stands in for the server here: it takes
+# each connection, counts it and drops it (hang_up), so every attempt the client makes shows.
+LAYER_RETRIES, LAYER_BACKOFF = 2, 0.05
+
+
+@pytest.mark.parametrize("site", [*FILE_KINDS, "sql"], indirect=True)
+def test_each_attempt_reaches_the_server_once(site: Site, tmp_path: Path):
+    site.proxy.hang_up()
+    site.proxy.reset_counts()
+    conn = site.build(LAYER_RETRIES, LAYER_BACKOFF)
+    with pytest.raises(TransferError) as failed:
+        if site.kind == "sql":
+            conn.query_to_parquet("SELECT 1 AS id", {}, tmp_path / "out.parquet")
+        else:
+            conn.list_files("in/*.csv")
+    assert site.proxy.connections == LAYER_RETRIES + 1, str(failed.value)
+    assert not step_may_retry(failed.value)
+
+
+def test_a_courier_step_makes_the_connection_attempts_once(sshd, stagecoach_env: Path,
+                                                           workflow_runner):
+    """The courier's connection retries twice (3 attempts at the server) and its step, whose
+    RetryPolicy allows 2 more tries, is not run again: 3 attempts, not 3 x 3."""
+    from tests.faults.test_permanent_refusals import host_key, people_workflow, step_attempts
+
+    proxy = FaultProxy(sshd.port)
+    try:
+        proxy.hang_up()
+        connection = (f"{{kind: sftp, host: 127.0.0.1, port: {proxy.port}, username: "
+                      f"{sshd.username}, private_key_path: '{sshd.private_key_path}', "
+                      f"host_key: '{host_key(sshd)}', base_path: '{sshd.root}', "
+                      f"timeout_seconds: 5, retries: {LAYER_RETRIES}, "
+                      f"backoff_seconds: {LAYER_BACKOFF}}}")
+        run = workflow_runner(people_workflow(stagecoach_env, connection, "path: '*.csv'"),
+                              "refusals")
+    finally:
+        proxy.close()
+    assert not run.success
+    assert step_attempts(run, "courier__people_file") == 1
+    assert proxy.connections == LAYER_RETRIES + 1
+    assert f"failed after {LAYER_RETRIES + 1} attempts" in run.failures()
+    assert "the connection's own retries were spent" in run.failures()

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from resources.files import is_partial
+from resources.connections.files import is_partial
 from resources.warehouse import WarehouseResource
 from tests.faults.proxy import FaultProxy
 
@@ -126,8 +126,10 @@ def test_source_down_for_good_fails_the_run_and_keeps_the_table(
     run = workflow_runner(workflows, "cut", instance=instance)
 
     assert not run.success
-    failures = run.failures()  # the last of the step's retries (RetryPolicy) lists, the first
-    assert "connection `vendor_in` list failed after 5 attempts" in failures, failures
+    failures = run.failures()  # one run of the step: its RetryPolicy does not retry the
+    # connection's spent retries (docs/retries.md), so the download's own failure is the last
+    assert "connection `vendor_in` download failed after 5 attempts" in failures, failures
+    assert "not retried by the step: the connection's own retries were spent" in failures
     after = fingerprint(stagecoach_env)
     reliability.rows_checked("domain.members after its source went down", ROWS, after[0])
     assert after == before == (ROWS, ROWS, "example.com")

@@ -20,7 +20,7 @@ import dagster as dg
 import pytest
 from dagster._core.scheduler.instigation import TickStatus
 
-from sensors.common import TRIGGER_TAG
+from assets.names import TRIGGER_TAG
 from tests.conftest import need_server
 from tests.e2e.dagster_dev import REPO, stop_group
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from resources.ledger import DeliveryLedger
+from resources.bookkeeping.ledger import DeliveryLedger
 from resources.warehouse import WarehouseResource
 from tests.specs import EVERYONE_QUERY, people_spec, write_workflow
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from resources.files import TransferError
-from resources.sftp import SftpResource
+from resources.connections.files import TransferError
+from resources.connections.sftp import SftpResource
 from tests.conftest import SSHD, free_port, wait_for_port
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.fault]

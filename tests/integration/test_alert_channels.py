@@ -20,12 +20,12 @@ import dagster as dg
 import pydantic
 import pytest
 
-from resources.alerting import AlertChannel, AlertDeliveryError, AlertMessage
-from resources.http_post import json_bytes, post_json, retry_after_seconds
-from resources.slack import SlackChannel
-from resources.teams import TeamsChannel
-from resources.twilio import SMS_MAX_CHARS, TwilioChannel
-from resources.webhook_channel import TIMESTAMP_HEADER, WebhookChannel
+from resources.channels.alerting import AlertChannel, AlertDeliveryError, AlertMessage
+from resources.channels.http_post import json_bytes, post_json, retry_after_seconds
+from resources.channels.slack import SlackChannel
+from resources.channels.teams import TeamsChannel
+from resources.channels.twilio import SMS_MAX_CHARS, TwilioChannel
+from resources.channels.webhook_channel import TIMESTAMP_HEADER, WebhookChannel
 from tests import servers_http
 from tests.servers_http import HttpRecorder, Reply, closed_port_url
 

@@ -19,8 +19,9 @@ import dagster as dg
 import psutil
 import pytest
 
-from resources.alert_mail import MailChannel
-from resources.alert_templates import (
+from resources.bookkeeping.run_history import SCHEMA, TABLE, DatasetChannel, RunHistory
+from resources.channels.alert_mail import MailChannel
+from resources.channels.alert_templates import (
     DEFAULT_TEMPLATES,
     EVENTS,
     SAMPLE_DETAILS,
@@ -29,9 +30,8 @@ from resources.alert_templates import (
     human_duration,
     render_alert,
 )
-from resources.alerting import AlertChannel, AlertDeliveryError, AlertMessage
-from resources.run_history import SCHEMA, TABLE, DatasetChannel, RunHistory
-from resources.shell_channel import VALUE_MAX_CHARS, ShellChannel, looks_secret
+from resources.channels.alerting import AlertChannel, AlertDeliveryError, AlertMessage
+from resources.channels.shell_channel import VALUE_MAX_CHARS, ShellChannel, looks_secret
 from resources.warehouse import WarehouseResource
 from tests import servers_mail
 from tests.servers_mail import REFUSED_DOMAIN, ReceivedMail, SmtpServer

@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import sqlite3
 import sys
 import threading
 import time
@@ -23,19 +22,18 @@ from urllib.parse import parse_qs
 import dagster as dg
 import duckdb
 import pytest
-from dagster_postgres import PostgresRunStorage
 
-from orchestration import settings
 from orchestration.definitions import build_definitions
-from resources.run_history import SCHEMA, TABLE
-from resources.webhook_channel import TIMESTAMP_HEADER
+from resources import settings
+from resources.bookkeeping.run_history import SCHEMA, TABLE
+from resources.channels.webhook_channel import TIMESTAMP_HEADER
 from sensors import alerts as alerts_module
 from sensors.alert_ledger import (
     KEEP_SECONDS,
     PRUNE_EVERY_SECONDS,
     ledger_key,
-    prune_ledger,
     pruned_key,
+    warehouse_ledger,
 )
 from tests import servers_http, servers_mail
 from tests.conftest import fresh_database
@@ -207,7 +205,7 @@ def test_a_failed_run_reaches_every_reporter_once(setup: Setup, http_recorder: H
     body = hook.json()
     assert (body["event"], body["job"], body["run_id"], body["status"]) == (
         "failure", JOB, run.run_id, "FAILURE")
-    assert body["failed_step"] == "courier__orders"
+    assert body["failed_step"] == "courier__orders_file"
     assert "orders.csv" in body["error"] and "Traceback" not in body["error"]
     assert body["run_url"] == f"http://dagster.acme.test/runs/{run.run_id}"
     stamp = hook.headers[TIMESTAMP_HEADER]
@@ -236,8 +234,8 @@ def test_a_failed_run_reaches_every_reporter_once(setup: Setup, http_recorder: H
     assert json.loads(line)["run_id"] == run.run_id
 
     assert history_rows(setup.root, run.run_id) == [
-        ("alert", "failure", "FAILURE", "courier__orders"),
-        ("run", "failure", "FAILURE", "courier__orders")]
+        ("alert", "failure", "FAILURE", "courier__orders_file"),
+        ("run", "failure", "FAILURE", "courier__orders_file")]
 
     logged = "\n".join(capfd.readouterr())  # the sensor's log lines, as the daemon prints
     assert "failure alert not sent by reporter down" in logged
@@ -285,7 +283,7 @@ def test_a_retried_run_alerts_after_its_last_attempt_and_a_good_retry_says_so(
                                                      ("run", "success", "SUCCESS", None)]
     # The attempt that was retried is a finished run, not an alert.
     assert history_rows(setup.root, first.run_id) == [("run", "failure", "FAILURE",
-                                                       "courier__orders")]
+                                                       "courier__orders_file")]
 
 
 def test_a_long_run_is_reported_once_and_goes_on(setup: Setup, http_recorder: HttpRecorder,
@@ -404,82 +402,82 @@ def test_the_ledger_drops_entries_older_than_30_days_hourly(setup: Setup):
     old, recent, other = (ledger_key(WF, "hook", "failure:old"),
                           ledger_key(WF, "hook", "failure:recent"),
                           ledger_key(f"{WF}x", "hook", "failure:old"))
+    ledger = warehouse_ledger(settings.warehouse_url())
     with dg.instance_for_test() as instance:
-        storage = instance.run_storage
-        storage.set_cursor_values({old: str(int(now - KEEP_SECONDS - DAY)),
-                                   recent: str(int(now - KEEP_SECONDS + DAY)),
-                                   other: str(int(now - KEEP_SECONDS - DAY))})
+        ledger.write(old, WF, now - KEEP_SECONDS - DAY)
+        ledger.write(recent, WF, now - KEEP_SECONDS + DAY)
+        ledger.write(other, f"{WF}x", now - KEEP_SECONDS - DAY)
         cursor = tick(sensor, instance, setup.defs, None)
         first = run_job(setup.defs, instance)
         cursor = tick(sensor, instance, setup.defs, cursor)
-        left = storage.get_cursor_values({old, recent, other, pruned_key(WF),
-                                          ledger_key(WF, "hook", f"failure:{first.run_id}")})
+        left = ledger.read({old, recent, other, pruned_key(WF),
+                            ledger_key(WF, "hook", f"failure:{first.run_id}")})
         assert set(left) == {recent, other, pruned_key(WF),
                              ledger_key(WF, "hook", f"failure:{first.run_id}")}
-        assert now <= int(left[pruned_key(WF)]) + 1
+        assert now <= left[pruned_key(WF)] + 1
 
         # Within the hour: an old entry stays; an hour later it goes.
-        storage.set_cursor_values({old: str(int(now - KEEP_SECONDS - DAY))})
+        ledger.write(old, WF, now - KEEP_SECONDS - DAY)
         run_job(setup.defs, instance)
         cursor = tick(sensor, instance, setup.defs, cursor)
-        assert old in storage.get_cursor_values({old})
-        storage.set_cursor_values({pruned_key(WF): str(int(now - PRUNE_EVERY_SECONDS - 1))})
+        assert old in ledger.read({old})
+        ledger.write(pruned_key(WF), WF, now - PRUNE_EVERY_SECONDS - 1)
         run_job(setup.defs, instance)
         tick(sensor, instance, setup.defs, cursor)
-        assert storage.get_cursor_values({old, recent}) == {
-            recent: str(int(now - KEEP_SECONDS + DAY))}
+        assert ledger.read({old, recent}) == {recent: int(now - KEEP_SECONDS + DAY)}
 
 
 def test_pruning_on_postgres_reads_the_workflow_name_literally():
-    """On the production storage; `_` in a workflow's name is not a LIKE wildcard."""
+    """On a PostgreSQL warehouse; `_` in a workflow's name is not a wildcard."""
     now = time.time()
-    stale = str(int(now - KEEP_SECONDS - DAY))
     mine, lookalike = ledger_key("a_b", "r", "x"), ledger_key("aXb", "r", "x")
     with fresh_database("stagecoach_ledger") as url:
-        storage = PostgresRunStorage(url)
+        ledger = warehouse_ledger(url)
         try:
-            storage.set_cursor_values({mine: stale, lookalike: stale,
-                                       ledger_key("a_b", "r", "y"): "not a time"})
-            assert prune_ledger(storage, "a_b", now) == 1
-            assert set(storage.get_cursor_values({mine, lookalike})) == {lookalike}
-            assert storage.get_cursor_values({pruned_key("a_b")}) == {
-                pruned_key("a_b"): str(int(now))}
+            ledger.write(mine, "a_b", now - KEEP_SECONDS - DAY)
+            ledger.write(lookalike, "aXb", now - KEEP_SECONDS - DAY)
+            assert ledger.prune("a_b", now) == 1
+            assert set(ledger.read({mine, lookalike})) == {lookalike}
+            assert ledger.read({pruned_key("a_b")}) == {pruned_key("a_b"): int(now)}
         finally:
-            storage.dispose()
+            ledger.warehouse.engine().dispose()
 
 
-def test_pruning_on_sqlite_matches_the_case_and_the_value_read(tmp_path: Path):
-    """SQLite's LIKE ignores case: keys that differ from the workflow's only in case stay."""
+def test_pruning_on_duckdb_matches_the_case_and_keeps_recent_entries(tmp_path: Path):
+    """Entries of a workflow whose name differs only in case stay, as do recent ones; the
+    ledger's read never sees another workflow's pruning mark as an alert."""
     now = time.time()
-    stale = str(int(now - KEEP_SECONDS - DAY))
-    mine = ledger_key("wf", "r", "x")
-    others = [ledger_key("WF", "r", "x"), "STAGECOACH/ALERT/wf/r/x", "Stagecoach/alert/wf/r/y"]
-    with dg.instance_for_test(overrides={"storage": {"sqlite": {"base_dir": str(tmp_path)}}}
-                              ) as instance:
-        storage = instance.run_storage
-        storage.set_cursor_values({mine: stale, **dict.fromkeys(others, stale)})
-        assert prune_ledger(storage, "wf", now) == 1
-        assert set(storage.get_cursor_values({mine, *others})) == set(others)
+    ledger = warehouse_ledger(f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    mine, recent, other = (ledger_key("wf", "r", "x"), ledger_key("wf", "r", "y"),
+                           ledger_key("WF", "r", "x"))
+    ledger.write(mine, "wf", now - KEEP_SECONDS - DAY)
+    ledger.write(recent, "wf", now - KEEP_SECONDS + DAY)
+    ledger.write(other, "WF", now - KEEP_SECONDS - DAY)
+    assert ledger.prune("wf", now) == 1
+    assert set(ledger.read({mine, recent, other})) == {recent, other}
+    assert ledger.prune("wf", now + KEEP_SECONDS) == 1  # the mark itself is never pruned
+    assert set(ledger.read({pruned_key("wf"), recent})) == {pruned_key("wf")}
 
 
 @pytest.mark.fault
 def test_a_broken_ledger_fails_the_tick_naming_the_reporters(setup: Setup,
                                                             http_recorder: HttpRecorder,
-                                                            capfd: pytest.CaptureFixture):
-    """The instance's key-value table gone: the failure sensor sends nothing, logs the error
+                                                            capfd: pytest.CaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch):
+    """The ledger's warehouse unreachable: the failure sensor sends nothing, logs the error
     with the reporters and raises, which Dagster turns into a failed tick."""
     sensor = setup.sensor(f"{WF}_run_failure_alert_sensor")
     with dg.instance_for_test() as instance:
         cursor = tick(sensor, instance, setup.defs, None)
         run = run_job(setup.defs, instance)
-        runs_db = Path(instance.root_directory) / "history" / "runs.db"
-        with sqlite3.connect(runs_db) as db:
-            db.execute("drop table kvs")
+        port = closed_port_url().rsplit(":", 1)[1]
+        monkeypatch.setenv(settings.WAREHOUSE_URL_ENV,
+                           f"postgresql+psycopg2://stagecoach@127.0.0.1:{port}/gone")
         context = dg.build_sensor_context(instance=instance, definitions=setup.defs,
                                           cursor=cursor)
         [reaction] = sensor.evaluate_tick(context).dagster_run_reactions
     assert reaction.dagster_run.run_id == run.run_id
-    assert reaction.error is not None and "kvs" in reaction.error.to_string()
+    assert reaction.error is not None and port in reaction.error.to_string()
     assert http_recorder.requests(setup.paths["hook"]) == []
     logged = "\n".join(capfd.readouterr())
     assert ("failure alert: the alert ledger of reporter(s) down, unset, hook, slack, sms, "
@@ -508,5 +506,5 @@ def test_a_failure_whose_promised_retry_never_starts_is_reported(
     [alert] = http_recorder.requests(setup.paths["hook"])
     body = alert.json()
     assert (body["event"], body["run_id"], body["failed_step"]) == (
-        "failure", stalled.run_id, "courier__orders")
+        "failure", stalled.run_id, "courier__orders_file")
     assert "Dagster was to retry this run, but no retry started within 0s" in body["text"]

@@ -15,7 +15,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from assets.automations import CANCEL_RETRY_TAG, RUN_AS_TAG, request_cancel_retry
+from assets.automations import request_cancel_retry
+from assets.names import CANCEL_RETRY_TAG, RUN_AS_TAG
 from tests.integration.test_automations import (
     failure_message,
     run,
@@ -213,7 +214,9 @@ def test_cancel_retry_ends_the_run_as_failed_without_another_attempt(
     attempts = tmp_path / "attempts.txt"
     defs = write_spec(stagecoach_env, f"""
   flaky:
-    retry: {{count: 5, delay: 10s, backoff: constant}}
+    # The cancel (a CLI process importing Dagster) must land within the delay, even on a
+    # loaded machine: 10 s was once too short there.
+    retry: {{count: 5, delay: 20s, backoff: constant}}
     steps:
       - {{kind: python, script: flaky.py, args: ["{attempts}"]}}
 """)

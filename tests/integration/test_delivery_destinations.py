@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from assets import spec as spec_models
-from resources.ledger import DeliveryLedger
+from resources.bookkeeping.ledger import DeliveryLedger
 from resources.warehouse import WarehouseResource
 from tests import servers_mail
 from tests.endpoints import Endpoint

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.files import TransferError, is_partial
+from resources.connections.files import TransferError, is_partial
 from tests.endpoints import Endpoint
 
 pytestmark = pytest.mark.timeout(120)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from resources.files import TransferError
-from resources.ftp import FtpResource, _parse_list_line
+from resources.connections.files import TransferError
+from resources.connections.ftp import FtpResource, _parse_list_line
 from tests.endpoints import Endpoint
 from tests.endpoints.ftp import FtpServer, self_signed_certificate, serve_ftp
 

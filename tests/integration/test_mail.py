@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.mail import MailError, SmtpResource
+from resources.connections.mail import MailError, SmtpResource
 from tests import servers_mail
 from tests.servers_mail import REFUSED_DOMAIN, SmtpServer, make_tls_files
 

@@ -13,14 +13,14 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from orchestration.demo_data import generate
+from orchestration.cli.demo_data import generate
 from tests.specs import MEMBERS_WORKFLOW
 
 pytestmark = pytest.mark.timeout(180)
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_DAYS = [date(2026, 11, 1), date(2026, 11, 2)]
-DAILY = [dg.AssetKey(["courier", "orders"]), dg.AssetKey(["domain", "orders"])]
+DAILY = [dg.AssetKey(["courier", "orders_file"]), dg.AssetKey(["domain", "orders"])]
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def demo_workflows(folder: Path, landing: Path, outbox: Path) -> Path:
 
 
 def run_demo(workflow_runner, workflows: Path):
-    """Day one's orders only, then everything for day two (as orchestration/demo.py does)."""
+    """Day one's orders only, then everything for day two (as orchestration/cli/demo.py does)."""
     instance = dg.DagsterInstance.ephemeral()
     first = workflow_runner(workflows, "acme_retail", partition_key=DEMO_DAYS[0].isoformat(),
                             asset_selection=DAILY, instance=instance)
@@ -152,8 +152,8 @@ def crm_source(pg: sa.Engine) -> Iterator[None]:
         conn.execute(sa.text(
             "INSERT INTO crm_src.accounts VALUES "
             "(1, 'skip@example.com', 'not me', 1.00, '2026-01-01 00:00:00'), "
-            "(2, ' Ada@Example.COM ', 'ada   LOVELACE', 1234.50, '2026-11-20 09:30:00'), "
-            "(3, 'broken-address', 'GRACE hopper', NULL, '2026-11-21 10:00:00'), "
+            "(2, ' Ada@Example.COM ', 'ada   lovelace', 1234.50, '2026-11-20 09:30:00'), "
+            "(3, 'broken-address', 'GRACE HOPPER', NULL, '2026-11-21 10:00:00'), "
             "(4, NULL, NULL, -5.25, NULL)"))
     yield
     with pg.begin() as conn:
@@ -169,7 +169,7 @@ def test_courier_from_sql_connection(postgres_url: str, crm_source, stagecoach_e
 
     run = workflow_runner(workflows, "crm_pull")
     assert run.success, run.failures()
-    assert run.metadata("courier", "accounts")["file_count"] == 1
+    assert run.metadata("courier", "accounts_file")["file_count"] == 1
     assert run.metadata("domain", "accounts")["dagster/row_count"] == 3
 
     import duckdb

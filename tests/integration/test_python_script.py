@@ -23,7 +23,7 @@ import dagster as dg
 import psutil
 import pytest
 
-from resources.python_script import (
+from resources.processes.python_script import (
     ScriptError,
     ScriptOutcome,
     run_python_script,
@@ -132,7 +132,7 @@ def test_a_script_printing_its_secret_is_masked_in_the_logs(
         print("using", os.environ["API_TOKEN"])
         sys.exit("failed with " + os.environ["API_TOKEN"])
     """)
-    run = run_in_job(instance, script, env={"API_TOKEN": token})
+    run = run_in_job(instance, script, env={"API_TOKEN": token}, secret_names=["API_TOKEN"])
 
     assert not run.result.success
     assert "using ***" in run.event_log

@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from resources.folder import FolderResource
-from resources.query_source import SourceRefused, SourceUnreachable, cached_fetch, fetch_file
-from resources.sftp import SftpResource
+from resources.connections.folder import FolderResource
+from resources.connections.query_source import (
+    SourceRefused,
+    SourceUnreachable,
+    cached_fetch,
+    fetch_file,
+)
+from resources.connections.sftp import SftpResource
 from tests.servers_ssh import free_port
 
 

@@ -15,8 +15,8 @@ import boto3
 import dagster as dg
 import pytest
 
-from resources.files import RemoteFile, TransferError
-from resources.s3 import S3BucketResource
+from resources.connections.files import RemoteFile, TransferError
+from resources.connections.s3 import S3BucketResource
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -206,7 +206,7 @@ def test_workflow_from_s3_to_s3(s3_endpoint: str, s3, bucket: str, stagecoach_en
     run = workflow_runner(workflows, "s3_e2e", partition_key="2026-11-20")
     assert run.success, run.failures()
 
-    assert run.metadata("courier", "orders")["file_count"] == 1
+    assert run.metadata("courier", "orders_file")["file_count"] == 1
     assert run.metadata("domain", "orders")["dagster/row_count"] == 4
     meta = run.metadata("activation", "totals_file")
     key = "acme/outbound/2026-11-20/totals_20261120.csv"

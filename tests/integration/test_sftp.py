@@ -6,6 +6,7 @@ the server runs on this machine, by reading its folder directly).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -18,9 +19,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-import resources.sftp as sftp_module
-from resources.files import PARTIAL_SUFFIX, RemoteFile, TransferError
-from resources.sftp import SftpResource
+import resources.connections.sftp as sftp_module
+from resources.connections.files import PARTIAL_SUFFIX, RemoteFile, TransferError
+from resources.connections.sftp import SftpResource
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -274,25 +275,55 @@ def test_fast_transfer_settings_against_openssh(sshd, remote_folder: Path):
     """What the pipelined transfers rely on, as OpenSSH's sshd negotiates it: AES-GCM, and
     requests of the size limits@openssh.com announces, filling whole SSH packets."""
     conn = sftp_resource(sshd, remote_folder)
-    client, sftp = conn._connect("probe")
+    client, _ = conn._connect("probe")
     try:
         assert client.get_transport().local_cipher == "aes128-gcm@openssh.com"
-        assert sftp_module._request_sizes(sftp) == (261120, 261120)
+        session = conn._session(client)
+        assert "limits@openssh.com" in session.extensions
+        assert sftp_module._request_sizes(session) == (261120, 261120)
+        assert session.waiting == {}  # the limits request was answered and forgotten
         handle = b"\0\0\0\1"
-        piece = sftp.sock.out_max_packet_size - 64  # what paramiko puts in one SSH packet
+        piece = session.channel.out_max_packet_size - 64  # what paramiko puts in one SSH packet
         for limit in (261120, 32768):
-            size = sftp_module._write_size(limit, sftp.sock, handle)
+            size = sftp_module._write_size(limit, session.channel, handle)
             assert size <= limit and (size + 25 + len(handle)) % piece == 0
     finally:
         client.close()
 
 
-def test_request_sizes_fall_back_without_the_limits_extension():
-    class NoExtensions:
-        def _request(self, kind, *args):
-            raise OSError("Operation unsupported")
+def test_request_sizes_fall_back_without_the_limits_extension(sshd, remote_folder: Path):
+    """A server that does not announce limits@openssh.com gets 32 KiB requests, which every
+    server accepts (here OpenSSH's answer is dropped, as if it had not announced it)."""
+    conn = sftp_resource(sshd, remote_folder)
+    client, _ = conn._connect("probe")
+    try:
+        session = conn._session(client)
+        del session.extensions["limits@openssh.com"]
+        assert sftp_module._request_sizes(session) == (32768, 32768)
+    finally:
+        client.close()
 
-    assert sftp_module._request_sizes(NoExtensions()) == (32768, 32768)
+
+def test_server_errors_on_the_transfer_channel_are_oserrors(sshd, remote_folder: Path):
+    """The transfer's own SFTP channel raises what paramiko's SFTPClient raised for the same
+    server answers, so the retry policy classifies them alike: a missing file is
+    FileNotFoundError (permanent), a refused one PermissionError."""
+    (remote_folder / "locked").mkdir(mode=0o500)
+    conn = sftp_resource(sshd, remote_folder)
+    client, _ = conn._connect("probe")
+    try:
+        session = conn._session(client)
+        with pytest.raises(FileNotFoundError):
+            session.open(str(remote_folder / "missing.bin"), sftp_module.SFTP_FLAG_READ)
+        if os.geteuid() != 0:  # root writes anywhere
+            with pytest.raises(PermissionError):
+                session.open(str(remote_folder / "locked" / "x"), sftp_module.SFTP_FLAG_WRITE
+                             | sftp_module.SFTP_FLAG_CREATE)
+    finally:
+        client.close()
+    with pytest.raises(TransferError) as failed:
+        conn.download("missing.bin", remote_folder / "local.bin")
+    assert not conn.is_transient(failed.value)
 
 
 @pytest.mark.parametrize("sizes", [(32768, 32768), (1000, 777)])
@@ -336,7 +367,7 @@ def test_short_download_is_refused_and_removed(sshd, remote_folder: Path, tmp_pa
 
 CUSTOMERS_20261120 = (
     "id,email,phone,first_name\n"
-    "1, Ada@Example.COM ,(212) 555-0100, ada   LOVELACE\n"
+    "1, Ada@Example.COM ,(212) 555-0100, ada   lovelace\n"  # one case: re-cased (mixed is kept)
     "2,not-an-email,212.555.0101,grace\n"
     "3,linus@example.org,+44 20 7946 0958,LINUS\n"
     '4,"  Hopper@Navy.MIL","1-703-555-0199","grace  hopper"\n'
@@ -410,7 +441,7 @@ def test_workflow_from_sftp_to_sftp(sshd, remote_folder: Path, stagecoach_env: P
     run = workflow_runner(workflows, "sftp_e2e", partition_key="2026-11-20")
     assert run.success, run.failures()
 
-    courier = run.metadata("courier", "customers")
+    courier = run.metadata("courier", "customers_file")
     assert courier["file_count"] == 1 and courier["bytes"] == len(CUSTOMERS_20261120)
     assert run.metadata("domain", "customers")["dagster/row_count"] == 4
     assert run.metadata("query", "reachable")["dagster/row_count"] == 3
@@ -461,3 +492,48 @@ def test_password_authentication(sshd, sftp_password_account) -> None:
         wrong.list_files("in/*.csv")
     assert f"{account.username}@127.0.0.1:{sshd.port} list" in str(raised.value)
     assert "not-the-password" not in str(raised.value)
+
+
+@pytest.mark.fault
+def test_a_server_that_stops_answering_mid_download_fails_the_attempt(sshd, remote_folder: Path,
+                                                                      tmp_path: Path):
+    """The server's session processes are frozen (SIGSTOP) mid-download: the connection stays
+    open but nothing more comes. The transfer's channel times out after `timeout_seconds` and
+    the download fails with a transient TransferError instead of hanging."""
+    (remote_folder / "big.bin").write_bytes(os.urandom(48 * 1024 * 1024))
+    conn = sftp_resource(sshd, remote_folder, timeout_seconds=2, retries=0)
+    local = tmp_path / "big.bin"
+    outcome: list[BaseException | int] = []
+
+    def download() -> None:
+        try:
+            outcome.append(conn.download("big.bin", local))
+        except BaseException as failed:
+            outcome.append(failed)
+
+    downloader = threading.Thread(target=download, daemon=True)
+    downloader.start()
+    frozen: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (local.exists()
+                                                   and local.stat().st_size > 1_000_000):
+            time.sleep(0.01)
+        assert local.exists(), "the download never started"
+        frozen = psutil.Process(sshd.pid).children(recursive=True)
+        assert frozen, "no sshd session process for the download"
+        for process in frozen:
+            process.suspend()
+        downloader.join(60)
+        assert not downloader.is_alive(), "the download hangs on a server that stopped answering"
+    finally:
+        for process in frozen:
+            with contextlib.suppress(psutil.Error):
+                process.resume()
+    downloader.join(10)
+    if outcome and isinstance(outcome[0], int):
+        pytest.skip("the whole file arrived before the server was frozen")
+    failed = outcome[0]
+    assert isinstance(failed, TransferError), "".join(traceback.format_exception(failed))
+    assert conn.is_transient(failed), str(failed)
+    assert not local.exists()  # nothing half-written is left behind

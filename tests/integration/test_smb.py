@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import smbclient
 
-from resources.files import TransferError
-from resources.smb import SmbResource
+from resources.connections.files import TransferError
+from resources.connections.smb import SmbResource
 from tests.endpoints.smb import SmbServer, fresh_base, smb_settings
 
 pytestmark = pytest.mark.timeout(120)
@@ -128,7 +128,7 @@ def test_no_clobber_rename_wins_a_race_and_leaves_no_partial(
     local = tmp_path / "r.csv"
     local.write_bytes(b"late\n")
     assert resource.upload(local, "out/r.csv") == 5
-    monkeypatch.setattr("resources.smb._exists", lambda path, kwargs: False)
+    monkeypatch.setattr("resources.connections.smb._exists", lambda path, kwargs: False)
     local.write_bytes(b"replacement\n")
 
     with pytest.raises(TransferError, match="exists and overwrite is off"):

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from resources.ssh_command import CommandResult, SshCommandError, SshCommandResource
+from resources.processes.ssh_command import CommandResult, SshCommandError, SshCommandResource
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,7 +84,7 @@ def test_env_values_reach_the_script_quoted_and_are_never_logged(sshd):
               'echo "region $STAGECOACH_PARAM_REGION batch $BATCH"\n'
               'echo "careless: $API_TOKEN"\n')
     log = Recorder()
-    result = ssh_resource(sshd).run(script, log, env=env)
+    result = ssh_resource(sshd).run(script, log, env=env, secret_names=["API_TOKEN"])
 
     assert result.exit_code == 0
     assert log.lines[0].split()[0] == sha256(token)  # the exact value arrived

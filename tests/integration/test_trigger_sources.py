@@ -19,11 +19,10 @@ import pytest
 import sqlalchemy as sa
 
 from assets import spec
-from assets.common import WAREHOUSE_KEY, connection_key
+from assets.names import SERIAL_TAG, TRIGGER_TAG, WAREHOUSE_KEY, connection_key
 from orchestration.connections import resource_for
 from orchestration.spec_loader import load_workflows
 from resources.warehouse import WarehouseResource
-from sensors.common import SERIAL_TAG, TRIGGER_TAG
 from sensors.triggers import TriggerError, build_trigger_sensor, result_fingerprint
 
 pytestmark = pytest.mark.timeout(180)

@@ -1,7 +1,7 @@
 """Paths and file names cannot leave a connection's base folder or bucket prefix, and archives
 are refused before anything unpacks them.
 
-The rule lives in one place (resources/files.py: `path_problem`); these tests hold every
+The rule lives in one place (resources/connections/files.py: `path_problem`); these tests hold every
 connection kind to it with the conformance suite's endpoints, whose independent client (the
 server's folder, or boto3) sees everything the server holds outside the base: an attempted
 escape must leave nothing there. Workflow tests check that a templated path or name that would
@@ -10,13 +10,15 @@ escape fails the run naming the activation or courier, the key and the value.
 
 from __future__ import annotations
 
+import os
 import uuid
 import zipfile
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
-from resources.files import (
+from resources.connections.files import (
     MAX_COMPRESSION_RATIO,
     UnsafeArchive,
     UnsafePath,
@@ -25,13 +27,16 @@ from resources.files import (
     checked_template_path,
     safe_relative,
 )
+from resources.connections.folder import FolderResource
 from tests.endpoints import Endpoint
 from tests.integration.test_file_connections import KINDS
 from tests.specs import NAME_COLUMNS, people_spec, write_workflow
 
 pytestmark = [pytest.mark.security, pytest.mark.timeout(120)]
 
-ESCAPE_MARK = f"escape-{uuid.uuid4().hex[:8]}"
+# A name no earlier run left behind. Under pytest-xdist every worker collects this module and
+# must see the same parameters, so the run's id (shared by its workers) is taken when there is one.
+ESCAPE_MARK = f"escape-{(os.environ.get('PYTEST_XDIST_TESTRUNUID') or uuid.uuid4().hex)[:8]}"
 ESCAPES = [
     "../x.csv",
     "../../x.csv",
@@ -240,3 +245,151 @@ def test_an_xlsx_bomb_fails_the_courier(stagecoach_env: Path, workflow_runner):
     assert not run.success
     assert "people.xlsx (xlsx): member 'xl/worksheets/sheet1.xml' unpacks" in run.failures()
     assert "a zip bomb?" in run.failures()
+
+
+# ---------------------------------------------------------------- folder links
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> tuple[FolderResource, Path, Path]:
+    """A folder connection's base with links in and out of it; `outside` holds a secret."""
+    base, outside = tmp_path / "base", tmp_path / "outside"
+    (base / "in").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.csv").write_text("id\nsecret\n")
+    (base / "in" / "good.csv").write_text("id\n1\n")
+    (base / "in" / "passwd.csv").symlink_to("/etc/passwd")
+    (base / "in" / "secret.csv").symlink_to(outside / "secret.csv")
+    (base / "in" / "alias.csv").symlink_to("good.csv")  # inside the base: fine
+    (base / "drop").symlink_to(outside)
+    (base / "mirror").symlink_to(base / "in")  # a directory link inside the base: fine
+    return FolderResource(path=str(base), connection_name="landing"), base, outside
+
+
+def test_a_folder_lists_no_link_out_of_its_base(linked, caplog: pytest.LogCaptureFixture):
+    conn, base, outside = linked
+    with caplog.at_level("WARNING"):
+        assert [f.path for f in conn.list_files("in/*.csv")] == ["in/alias.csv", "in/good.csv"]
+    assert (f"connection `landing` list: skipped 'passwd.csv': {base / 'in' / 'passwd.csv'} is "
+            "a symbolic link to /etc/passwd, outside the connection's base folder") in caplog.text
+    assert f"{base / 'in' / 'secret.csv'} is a symbolic link to {outside / 'secret.csv'}" in \
+        caplog.text
+    assert [f.path for f in conn.list_files("mirror/*.csv")] == ["mirror/alias.csv",
+                                                                 "mirror/good.csv"]
+    with pytest.raises(UnsafePath) as refused:
+        conn.list_files("drop/*.csv")
+    assert f"{base / 'drop'} is a symbolic link to {outside}, outside the connection's base " \
+           f"folder {base}; refused" in str(refused.value)
+    assert refused.value.permanent
+
+
+@pytest.mark.parametrize(("remote", "link", "target"), [
+    ("in/passwd.csv", "in/passwd.csv", "/etc/passwd"),
+    ("in/secret.csv", "in/secret.csv", "outside/secret.csv"),
+    ("drop/secret.csv", "drop", "outside"),
+])
+def test_a_folder_reads_no_link_out_of_its_base(linked, remote: str, link: str, target: str,
+                                               tmp_path: Path):
+    conn, base, _ = linked
+    target_path = target if target.startswith("/") else str(tmp_path / target)
+    with pytest.raises(UnsafePath) as refused:
+        conn.download(remote, tmp_path / "got.csv")
+    assert f"{base / link} is a symbolic link to {target_path}" in str(refused.value)
+    assert not (tmp_path / "got.csv").exists()
+    assert conn.local_path(remote) is None  # never a path to open later: always a checked copy
+    assert conn.download("in/alias.csv", tmp_path / "alias.csv") == 5  # a link inside works
+    assert conn.download("mirror/good.csv", tmp_path / "good.csv") == 5
+
+
+@pytest.mark.parametrize("remote", ["drop/partner.csv", "drop/new/partner.csv",
+                                    "in/secret.csv"])
+def test_a_folder_writes_through_no_link_out_of_its_base(linked, remote: str, tmp_path: Path):
+    conn, base, outside = linked
+    local = tmp_path / "x.csv"
+    local.write_text("id\n2\n")
+    before = sorted(p.name for p in outside.rglob("*"))
+    for overwrite in (True, False):
+        with pytest.raises(UnsafePath, match=r"is a symbolic link to .*, outside the "
+                                             r"connection.s base folder"):
+            conn.upload(local, remote, overwrite)
+    assert sorted(p.name for p in outside.rglob("*")) == before
+    assert (outside / "secret.csv").read_text() == "id\nsecret\n"
+    assert conn.upload(local, "mirror/sent.csv") == 5  # through a link inside the base
+    assert (base / "in" / "sent.csv").read_text() == "id\n2\n"
+
+
+def test_a_folder_delivery_to_a_linked_outbox_fails_naming_the_link(stagecoach_env: Path,
+                                                                    workflow_runner):
+    root = stagecoach_env
+    elsewhere = root / "elsewhere"
+    elsewhere.mkdir()
+    folder = workflow_spec(root, {}, '    path: partner\n    file: {name: people.csv}')
+    (root / "outbox" / "partner").symlink_to(elsewhere)
+
+    run = workflow_runner(folder, "esc")
+
+    assert not run.success
+    assert f"{root / 'outbox' / 'partner'} is a symbolic link to {elsewhere}" in run.failures()
+    assert "1 delivery refused (not retried" in run.failures()
+    assert list(elsewhere.iterdir()) == []
+    retried = [e for e in run.result.all_events
+               if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert retried == []  # the step's RetryPolicy did not fire: one attempt
+
+
+def test_a_linked_landing_file_is_neither_loaded_nor_forwarded(stagecoach_env: Path,
+                                                               workflow_runner):
+    """`landing/drop/passwd.csv -> /etc/passwd` next to a good file: the good one goes."""
+    root = stagecoach_env
+    folder = workflow_spec(root, {}, "    courier: people\n    file: {}",
+                           courier_path="drop/*.csv")
+    workflow = folder / "esc.yaml"
+    workflow.write_text(workflow.read_text().replace("    query: everyone\n", ""))
+    (root / "landing" / "drop").mkdir()
+    (root / "landing" / "drop" / "people.csv").write_text("id,name\n1,ada\n")
+    (root / "landing" / "drop" / "passwd.csv").symlink_to("/etc/passwd")
+
+    run = workflow_runner(folder, "esc")
+
+    assert run.success, run.failures()
+    assert run.metadata("courier", "people_file")["file_count"] == 1
+    assert sorted(p.name for p in (root / "outbox").iterdir()) == ["people.csv"]
+    assert "skipped 'passwd.csv'" in logs(run)
+
+
+def logs(run) -> str:
+    return "\n".join(e.message or "" for e in run.result.all_events) + "\n".join(
+        r.user_message for r in run.instance.all_logs(run.result.run_id))
+
+
+# ---------------------------------------------------------------- names a path cannot hold
+
+ODD_NAMES = ["bad\\name.csv", "new\nline.csv", "bell\x07.csv", "tab\t.csv"]
+
+
+def test_odd_landing_names_are_skipped_and_the_good_file_loads(stagecoach_env: Path,
+                                                               workflow_runner):
+    root = stagecoach_env
+    folder = workflow_spec(root, {}, "    file: {name: people.csv}", courier_path="*.csv")
+    for name in ODD_NAMES:
+        (root / "landing" / name).write_text("id,name\n9,odd\n")
+
+    run = workflow_runner(folder, "esc")
+
+    assert run.success, run.failures()
+    assert run.metadata("courier", "people_file")["file_count"] == 1
+    assert run.metadata("domain", "people")["dagster/row_count"] == 1
+    text = logs(run)
+    for name in ODD_NAMES:
+        assert f"skipped {name!r}: the name holds" in text
+
+
+def test_odd_names_on_an_sftp_server_are_skipped(sftp_files: Endpoint,
+                                                 caplog: pytest.LogCaptureFixture):
+    for name in ODD_NAMES:
+        sftp_files.put(f"in/{name}", b"id\n9\n")
+    sftp_files.put("in/good.csv", b"id\n1\n")
+    with caplog.at_level("WARNING"):
+        assert [f.path for f in sftp_files.connection.list_files("in/*.csv")] == ["in/good.csv"]
+    for name in ODD_NAMES:
+        assert f"skipped {'in/' + name!r}" in caplog.text

@@ -34,8 +34,13 @@ import duckdb
 import pytest
 import sqlalchemy as sa
 
+from orchestration.cli.webhook import (
+    graphql_launcher,
+    make_server,
+    request_id_store,
+    webhook_targets,
+)
 from orchestration.spec_loader import load_workflows
-from orchestration.webhook import graphql_launcher, make_server, webhook_targets
 from tests import servers_mail
 from tests.conftest import need_server
 from tests.e2e.dagster_dev import LOCATION, REPOSITORY, running_dagster_dev, wait_for_run
@@ -339,7 +344,9 @@ def test_no_secret_is_stored_anywhere(tmp_path_factory: pytest.TempPathFactory, 
     try:
         with running_dagster_dev(root, root / "workflows", env) as dev:
             targets, tokens = webhook_targets(load_workflows(root / "workflows"), environment)
-            server = make_server("127.0.0.1", 0, targets, graphql_launcher(dev.url), tokens)
+            requests = request_id_store(f"duckdb:///{root / 'data' / 'requests.duckdb'}", 600)
+            server = make_server("127.0.0.1", 0, targets, graphql_launcher(dev.url), requests,
+                                 tokens)
             thread = threading.Thread(target=server.serve_forever, daemon=True)
             thread.start()
             try:

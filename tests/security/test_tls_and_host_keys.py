@@ -24,10 +24,10 @@ import pytest
 
 from assets import spec
 from orchestration.connections import resource_for
-from resources.alerting import AlertDeliveryError, AlertMessage
-from resources.files import TransferError
-from resources.mail import MailError
-from resources.webhook_channel import WebhookChannel
+from resources.channels.alerting import AlertDeliveryError, AlertMessage
+from resources.channels.webhook_channel import WebhookChannel
+from resources.connections.files import TransferError
+from resources.connections.mail import MailError
 from tests import servers_mail
 from tests.endpoints.ftp import FtpServer
 from tests.servers_mail import SmtpServer, TlsFiles, make_tls_files
@@ -111,6 +111,49 @@ def test_a_malformed_pin_is_named(sshd):
     conn = sftp_from_spec(sshd, host_key="ssh-ed25519 not-base64!")
     with pytest.raises(TransferError, match=r"`host_key` is not a public key line"):
         conn.list_files("*.csv")
+
+
+def known_hosts_file(folder: Path, *lines: str) -> str:
+    (folder / "known_hosts").write_text("".join(f"{line}\n" for line in lines))
+    return str(folder / "known_hosts")
+
+
+@pytest.mark.parametrize("also_trusted", ["the same key", "another key"])
+def test_a_revoked_host_key_is_refused_as_revoked(sshd, tmp_path: Path, also_trusted: str):
+    """OpenSSH's `@revoked` marker wins over any plain line, whatever the host has listed."""
+    entry, real = f"[127.0.0.1]:{sshd.port}", host_key_line(sshd)
+    listed = real if also_trusted == "the same key" else impostor_key(tmp_path)
+    known = known_hosts_file(tmp_path, "# keys", f"{entry} {listed}", f"@revoked * {real}")
+    with pytest.raises(TransferError) as refused:
+        sftp_from_spec(sshd, known_hosts=known).list_files("*.csv")
+    message = str(refused.value)
+    assert f"host key ssh-ed25519 {fingerprint(real)} is REVOKED (@revoked on line 3 of " \
+           f"known_hosts {known})" in message
+    assert "ask the server's owner for its new key's fingerprint" in message
+    assert "padding" not in message
+
+
+def test_marker_and_broken_lines_do_not_break_other_hosts(sshd, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture):
+    """A file with @revoked and @cert-authority lines (paramiko read them as keys that do not
+    decode: "Incorrect padding" for every connection) and a broken line still serves the
+    plain lines of the other hosts."""
+    folder = sshd.root / f"markers-{secrets.token_hex(4)}"
+    folder.mkdir()
+    (folder / "a.csv").write_text("id\n1\n")
+    other = impostor_key(tmp_path)
+    known = known_hosts_file(
+        tmp_path, f"@revoked * {other}", f"@cert-authority *.example.com {other}",
+        "partner.example.com ssh-ed25519 not!base64", f"partner.example.com {other}",
+        f"[127.0.0.1]:{sshd.port} {host_key_line(sshd)}")
+    with caplog.at_level("WARNING"):
+        listed = sftp_from_spec(sshd, known_hosts=known).list_files(f"{folder.name}/*.csv")
+    assert [f.path for f in listed] == [f"{folder.name}/a.csv"]
+    assert f"known_hosts {known} line 2: @cert-authority lines are not supported (host " \
+           "certificates cannot be checked): skipped" in caplog.text
+    assert f"known_hosts {known} line 3: not a 'hosts key-type base64' line" in caplog.text
+    assert f"known_hosts {known} line 4: its key is @revoked on line 1: not trusted" in \
+        caplog.text
 
 
 # ---------------------------------------------------------------- FTPS

@@ -7,7 +7,7 @@ import pytest
 
 from orchestration.alert_channels import channel_factory
 from orchestration.spec_loader import load_workflow_text
-from resources.alerting import AlertDeliveryError
+from resources.channels.alerting import AlertDeliveryError
 
 SPEC = """
 workflow: {name: rep}

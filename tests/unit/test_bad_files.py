@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,12 +47,15 @@ TABLE = """\
     from: people
     primary_key: [id]
     bad_rows: {policy}
+    max_shrink: 100%  # these cases load 2 rows, then fewer: shrinking has its own test
     columns:
       id: {{tag: id, required: true, not_null: true}}
       name: {{tag: text}}
-      email: {{tag: email}}
+      email: {{tag: email, optional: true}}  # the JSON lines and Parquet cases have none
 """
 UNCHANGED = "nothing was loaded; domain.{table} is unchanged"
+FIX_COLUMNS = ("Fix the file or the feed's `source:` names (or set `optional: true` on a column "
+               "a file may lack); ")
 TO_LOAD_THE_REST = ("Fix the file, or set `bad_rows: reject` (load the other rows, keep these in "
                     "stagecoach.rejects) or `bad_rows: skip` on domain_tables.{table}")
 
@@ -60,12 +64,20 @@ def xlsx(rows: list[list[Any]]) -> bytes:
     book = Workbook()
     for row in rows:
         book.active.append(row)
-    path = Path(__file__).parent / ".bad_files_book.xlsx"
-    try:
-        book.save(path)
-        return path.read_bytes()
-    finally:
-        path.unlink(missing_ok=True)
+    out = io.BytesIO()  # in memory: xdist workers collect this module at the same time
+    book.save(out)
+    return out.getvalue()
+
+
+def broken_sheet(book: bytes) -> bytes:
+    """The workbook with its first sheet's XML cut off mid-tag: a zip that passes the archive
+    checks, but not a workbook openpyxl can read."""
+    source, sink = zipfile.ZipFile(io.BytesIO(book)), io.BytesIO()
+    with zipfile.ZipFile(sink, "w") as out:
+        for member in source.infolist():
+            out.writestr(member, b"<worksheet><sheetData><row" if member.filename ==
+                         "xl/worksheets/sheet1.xml" else source.read(member))
+    return sink.getvalue()
 
 
 def parquet(columns: dict[str, list[Any]]) -> bytes:
@@ -120,10 +132,10 @@ WIDE = "x" * 3_000_000
 CASES = [
     Case("wrong delimiter", "people.csv",
          csv_bytes("id;name;email", "1;Ann;ann@example.com"),
-         whole_file="domain table `{table}`: {src}:1: missing required column(s) id (the header "
-                    "has: id;name;email); the header looks semicolon-separated: set "
-                    "`format.delimiter: ';'` on the courier. Fix the file or the feed's "
-                    "`source:` names; " + UNCHANGED + "."),
+         whole_file="domain table `{table}`: {src}:1: missing required column(s) id, name (the "
+                    "header has: id;name;email); the header looks "
+                    "semicolon-separated: set `format.delimiter: ';'` on the courier. "
+                    + FIX_COLUMNS + UNCHANGED + "."),
     Case("ragged rows", "people.csv",
          csv_bytes("id,name,email", "1,Ann,ann@example.com", "2,Bob", "3,Cy,cy@example.com,x,y",
                    "4,Dee,dee@example.com"),
@@ -158,8 +170,7 @@ CASES = [
     Case("missing required column", "people.csv",
          csv_bytes("ID,name,email", "1,Ann,ann@example.com"),
          whole_file="domain table `{table}`: {src}:1: missing required column(s) id (the header "
-                    "has: ID, name, email). Fix the file or the feed's `source:` names; "
-                    + UNCHANGED + "."),
+                    "has: ID, name, email). " + FIX_COLUMNS + UNCHANGED + "."),
     Case("extra column", "people.csv",
          csv_bytes("id,name,email,notes", "1,Ann,ann@example.com,VIP"), loads=["1"]),
     Case("empty file", "people.csv", b"",
@@ -167,6 +178,14 @@ CASES = [
                     "header; ask the sender to send it again (it may have been sent before it "
                     "was written). " + UNCHANGED.capitalize() + "."),
     Case("header-only file", "people.csv", csv_bytes("id,name,email"), loads=[]),
+    Case("only a byte order mark", "people.csv", b"\xef\xbb\xbf",
+         whole_file="domain table `{table}`: {src}: the file holds only a byte order mark, so "
+                    "it has no header; ask the sender to send it again (it may have been sent "
+                    "before it was written). " + UNCHANGED.capitalize() + "."),
+    Case("a byte order mark and blank space", "people.csv", b"\xef\xbb\xbf \r\n\t\n",
+         whole_file="domain table `{table}`: {src}: the file holds only a byte order mark and "
+                    "blank space, so it has no header; ask the sender to send it again (it may "
+                    "have been sent before it was written). " + UNCHANGED.capitalize() + "."),
     Case("truncated gzip", "people.csv.gz",
          gzip.compress(csv_bytes("id,name,email", *(f"{i},N{i},n{i}@example.com"
                                                     for i in range(50_000))))[:60_000],
@@ -186,6 +205,12 @@ CASES = [
          courier_fails="{src} is not an xlsx workbook (it is text, perhaps CSV); ask the sender "
                        "for an .xlsx export, or set `format.type` on the courier to the file's "
                        "real type"),
+    Case("a corrupt xlsx (its sheet XML cut off)", "people.xlsx",
+         broken_sheet(xlsx([["id", "name", "email"], [1, "Ann", "ann@example.com"]])),
+         good=xlsx([["id", "name", "email"], [10, "Ten", "ten@example.com"],
+                    [11, "Eleven", "eleven@example.com"]]), format="{type: xlsx}",
+         courier_fails="{src} is a zip archive but not a readable xlsx workbook (ParseError: "
+                       "unclosed token: line 1, column 22); ask the sender for the file again"),
     Case("huge single field", "people.csv",
          csv_bytes("id,name,email", "1,Ann,ann@example.com", f"2,{WIDE},big@example.com",
                    "3,Cy,cy@example.com"),
@@ -302,7 +327,7 @@ def test_bad_file(case: Case, stagecoach_env: Path,
     fill = {"src": src, "gz_lines": lines + 1, "gz_lines_before": f"{lines:,}"}
 
     if case.courier_fails:
-        assert failures == {"courier__people": case.courier_fails.format(**fill)}
+        assert failures == {"courier__people_file": case.courier_fails.format(**fill)}
         for policy in POLICIES:
             assert table_rows(warehouse, f"t_{policy}") == before[policy]
         return

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from resources.ledger import DeliveryLedger
+from resources.bookkeeping.ledger import DeliveryLedger
 from resources.warehouse import WarehouseResource
 
 

@@ -16,13 +16,19 @@ import sqlalchemy as sa
 from botocore.exceptions import ClientError, EndpointConnectionError, SSLError
 from smbprotocol.exceptions import SMBAuthenticationError, SMBConnectionClosed
 
-from resources.files import TransferError, UnsafePath
-from resources.folder import FolderResource
-from resources.ftp import FtpResource
-from resources.retry import MAX_DELAY_SECONDS, retry_delay, with_retries
-from resources.s3 import S3BucketResource
-from resources.sftp import SftpResource, UnknownHostKey
-from resources.smb import SmbResource
+from resources.connections.files import RemoteFile, TransferError, UnsafePath
+from resources.connections.folder import FolderResource
+from resources.connections.ftp import FtpResource
+from resources.connections.retry import (
+    MAX_DELAY_SECONDS,
+    is_permanent,
+    retry_delay,
+    usable_files,
+    with_retries,
+)
+from resources.connections.s3 import S3BucketResource
+from resources.connections.sftp import SftpResource, UnknownHostKey
+from resources.connections.smb import SmbResource
 from resources.warehouse import lost_connection_only
 
 pytestmark = pytest.mark.timeout(20)
@@ -90,6 +96,7 @@ CLASSIFIED = [
     (FTP, TimeoutError("timed out"), True),
     (SMB, SMBConnectionClosed("SMB socket was closed"), True),
     (SMB, SMBAuthenticationError("logon failure"), False),
+    (SMB, OSError(errno.EBADF, "Bad file descriptor"), True),  # sent on a socket the server cut
     (S3, EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), True),
     (S3, ssl_error(ssl.SSLCertVerificationError(1, "CERTIFICATE_VERIFY_FAILED")), False),
     (S3, ssl_error(ssl.SSLError(1, "WRONG_VERSION_NUMBER")), False),
@@ -127,6 +134,20 @@ def test_sql_source_errors(message: str, transient: bool):
         """Named as psycopg2's: what the classification reads."""
     error = sa.exc.OperationalError("SELECT 1", {}, OperationalError(message))
     assert lost_connection_only(raised_from(error)) is transient
+
+
+@pytest.mark.parametrize("sqlstate", ["3D000", "28000", "28P01"])
+def test_sql_refusals_by_sqlstate_whatever_the_language(sqlstate: str):
+    """A server with translated messages (lc_messages) still says which refusal it is."""
+    class OperationalError(Exception):
+        pgcode = sqlstate
+
+    error = sa.exc.OperationalError("SELECT 1", {}, OperationalError(
+        'connection to server at "127.0.0.1", port 5432 failed: FATAL:  la base de données '
+        '« crm » n\'existe pas'))  # the client's words in English, the server's in French
+    assert lost_connection_only(raised_from(error)) is False
+    OperationalError.pgcode = None
+    assert lost_connection_only(raised_from(error)) is True  # the text alone: a lost connection
 
 
 def test_retries_log_and_then_succeed(caplog: pytest.LogCaptureFixture):
@@ -174,3 +195,35 @@ def test_each_wait_is_capped():
     assert retry_delay(1, 1.0) >= 1.0
     assert [retry_delay(n, 300) for n in range(1, 11)] == [MAX_DELAY_SECONDS] * 10
     assert retry_delay(10, 1.0) == MAX_DELAY_SECONDS  # 512 s uncapped
+
+
+def test_a_refusal_is_marked_permanent_and_a_lost_connection_is_not():
+    """The mark a courier reads to bypass its step's RetryPolicy (assets/couriers.py)."""
+    def refused() -> None:
+        raise raised_from(paramiko.AuthenticationException("Authentication failed."))
+
+    def down() -> None:
+        raise raised_from(ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
+
+    for connection in ("vendor", ""):
+        with pytest.raises(TransferError) as failed:
+            with_retries(refused, connection=connection, operation="list", retries=3,
+                         backoff_seconds=0, transient=SFTP.is_transient)
+        assert is_permanent(failed.value)
+        with pytest.raises(TransferError) as failed:
+            with_retries(down, connection=connection, operation="list", retries=1,
+                         backoff_seconds=0, transient=SFTP.is_transient)
+        assert not is_permanent(failed.value)
+    assert is_permanent(UnsafePath("path '../x' goes up"))
+
+
+def test_a_listing_skips_names_a_path_cannot_hold(caplog: pytest.LogCaptureFixture):
+    """A hostile server may list any name: one that goes up or holds a separator or a control
+    character is skipped, naming it; the rest are kept."""
+    listed = [RemoteFile(p, 1) for p in ("in/../../evil.csv", "in/a\\b.csv", "in/new\nline.csv",
+                                         "in/a\x00.csv", "in/good.csv", "in/..x.csv")]
+    with caplog.at_level(logging.WARNING):
+        kept = usable_files(listed, "connection `vendor` list")
+    assert [f.path for f in kept] == ["in/good.csv", "in/..x.csv"]
+    for bad in listed[:4]:
+        assert f"connection `vendor` list: skipped {bad.path!r}: the name " in caplog.text

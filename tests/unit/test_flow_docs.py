@@ -13,10 +13,12 @@ def test_docs_command_writes_the_demo_flow(stagecoach_env: Path) -> None:
     text = out.read_text(encoding="utf-8")
     assert text.startswith("# Workflow `acme_retail`\n")
     graph = text.split("```mermaid\n", 1)[1].split("```", 1)[0]
-    assert "  courier__orders --> domain__orders\n" in graph
-    assert "  domain__customers --> db__customer_360__unified_customers\n" in graph
+    assert "  courier__orders_file --> domain__orders\n" in graph
+    assert "  domain__customers --> identity__customers\n" in graph
+    assert "  domain__loyalty_members --> identity__customers_map\n" in graph
+    assert "  identity__customers_map --> db__customer_360__unified_customers\n" in graph
     assert "  query__high_value_customers --> activation__partner_file\n" in graph
-    assert graph.count("-->") == 9  # every dependency of the demo, nothing more
+    assert graph.count("-->") == 20  # every dependency of the demo, nothing more
     assert ("| `acme_retail_nightly_schedule` | `acme_retail_nightly_job` | `0 3 * * *` | "
             "America/New_York | on |") in text
     assert "| `acme_retail_audiences_after_sensor` |" in text

@@ -17,7 +17,7 @@ import pytest
 from orchestration.connections import resource_for
 from orchestration.definitions import build_definitions
 from orchestration.spec_loader import load_workflows
-from resources.folder import FolderResource
+from resources.connections.folder import FolderResource
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -102,8 +102,8 @@ def test_groups_become_jobs_schedules_and_sensors(stagecoach_env: Path):
     assert job.tags["stagecoach/serial"] == "grp_nightly_job"
     keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
     # load, build and activate (the default run type): everything downstream of the couriers
-    assert keys == {"courier/customers", "courier/orders", "domain/customers", "domain/orders",
-                    "query/everyone", "activation/export"}
+    assert keys == {"courier/customers_file", "courier/orders_file", "domain/customers",
+                    "domain/orders", "query/everyone", "activation/export"}
     campaigns = defs.resolve_job_def("grp_campaigns_job")
     assert {k.to_user_string() for k in campaigns.asset_layer.executable_asset_keys} == {
         "query/everyone", "activation/export"}
@@ -115,8 +115,9 @@ def test_groups_become_jobs_schedules_and_sensors(stagecoach_env: Path):
 
 
 @pytest.mark.parametrize(("run", "expected"), [
-    ("load", {"courier/customers", "courier/orders", "domain/customers", "domain/orders"}),
-    ("load_and_build", {"courier/customers", "courier/orders", "domain/customers",
+    ("load", {"courier/customers_file", "courier/orders_file", "domain/customers",
+              "domain/orders"}),
+    ("load_and_build", {"courier/customers_file", "courier/orders_file", "domain/customers",
                         "domain/orders", "query/everyone"}),
 ])
 def test_run_types_select_their_assets(stagecoach_env: Path, run: str, expected: set[str]):

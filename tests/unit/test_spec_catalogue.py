@@ -63,7 +63,7 @@ CATALOGUE = [
       "spelling"]),
     ("unknown section", ("queries:\n", "segmentz: {}\nqueries:\n"),
      ["wf.yaml:27 segmentz: unknown section 'segmentz' (known: workflow, connections, "
-      "couriers, domain_tables, databases, queries, activations, courier_groups, "
+      "couriers, domain_tables, databases, queries, identity, activations, courier_groups, "
       "orchestration_groups, triggers, profiles, automations, alerts)"]),
     ("dangling connection", ("    from: landing\n    path: orders",
                              "    from: vendr_sftp\n    path: orders"),
@@ -80,11 +80,26 @@ CATALOGUE = [
      ["wf.yaml:12 connections.vendor_sftp.password: is a secret: write {env: VARIABLE_NAME} "
       "and set that variable in the environment; a literal value is not accepted"]),
     ("unknown connection kind", ("{kind: folder, path: landing}", "{kind: ftps, path: x}"),
-     ["wf.yaml:7 connections.landing: unknown kind 'ftps' (known: 'folder', 'sftp', 's3', "
-      "'ftp', 'smb', 'smtp', 'sql')"]),
+     ["wf.yaml:7 connections.landing: unknown kind 'ftps' (known: 'folder', 'sftp', 'ftp', "
+      "'smb', 's3', 'smtp', 'sql')"]),
     ("missing kind", ("{kind: folder, path: landing}", "{path: landing}"),
      ["wf.yaml:7 connections.landing: missing `kind:` (one of: folder, sftp, ftp, smb, s3, "
       "smtp, sql)"]),
+    ("quality check without kind", ("      amount: {tag: decimal}\n",
+                                    "      amount: {tag: decimal}\n"
+                                    "    quality:\n      - {columns: [order_id]}\n"),
+     ["wf.yaml:24 domain_tables.orders.quality.0: missing `kind:` (one of: row_count, "
+      "not_null, unique, accepted_values, freshness, sql)"]),
+    ("table quality check without kind", ('daily: {sql: "select * from domain.orders"}',
+                                          'daily: {sql: "select * from domain.orders", '
+                                          'quality: [{min: 1}]}'),
+     ["wf.yaml:26 databases.sales.tables.daily.quality.0: missing `kind:` (one of: row_count,"
+      " not_null, unique, accepted_values, freshness, sql)"]),
+    ("trigger without kind", ('name: "big_{{ ds_nodash }}.txt"}\n',
+                              'name: "big_{{ ds_nodash }}.txt"}\n'
+                              "triggers:\n  drop: {job: workflow, when: {path: x.csv}}\n"),
+     ["wf.yaml:36 triggers.drop.when: missing `kind:` (one of: file_change, table_change, "
+      "sql_change, python, webhook)"]),
     ("missing required key", ("    host: sftp.example.com\n", ""),
      ["wf.yaml:8 connections.vendor_sftp.host: is required"]),
     ("wrong type", ("    username: acme\n", "    username: acme\n    port: high\n"),
@@ -137,8 +152,9 @@ CATALOGUE = [
       "wf.yaml:32 activations.export.query: unknown query 'big_orders' (known: Big-Orders)"]),
     ("unknown semantic tag", ("{tag: decimal}", "{tag: money}"),
      ["wf.yaml:22 domain_tables.orders.columns.amount.tag: unknown value; input should be "
-      "'text', 'id', 'email', 'phone', 'name', 'postal_code', 'date', 'datetime', 'integer', "
-      "'decimal', 'boolean', 'country', 'upper' or 'lower'"]),
+      "'text', 'id', 'email', 'phone', 'name', 'given_name', 'surname', 'full_name', "
+      "'postal_code', 'date', 'datetime', 'birthdate', 'gender', 'integer', 'decimal', "
+      "'boolean', 'country', 'state', 'upper' or 'lower'"]),
     ("template does not render", ("big_{{ ds_nodash }}.txt", "big_{{ ds_nodashh }}.txt"),
      ["wf.yaml:34 activations.export.file.name: template does not render: UndefinedError: "
       "'ds_nodashh' is undefined"]),
@@ -164,7 +180,10 @@ CATALOGUE = [
       "(paths are relative to the spec file)"]),
     ("reserved database name", ("  sales:\n    tables:", "  query:\n    tables:"),
      ["wf.yaml:24 databases.query: 'query' is reserved for Stagecoach's own schema; choose "
-      "another database name"]),
+      "another database name",
+      # True too: the renamed database's table is no longer `sales.daily`.
+      "wf.yaml:29 queries.big_orders.sql: unknown table 'sales.daily' at SQL line 1; known: "
+      "domain.orders, query.big_orders"]),
     ("bad primary key", ("    columns:\n      order_id", "    primary_key: [id]\n    "
                          "columns:\n      order_id"),
      ["wf.yaml:20 domain_tables.orders.primary_key: 'id' is not one of the columns (order_id, "
@@ -302,6 +321,13 @@ triggers:
      "{kind: webhook, token: s3cret}",
      "wf.yaml:46 triggers.drop.when.token: is a secret: write {env: VARIABLE_NAME} and set that "
      "variable in the environment; a literal value is not accepted"),
+    ("    job: nightly\n", "    job: nightly\n    partition: today\n",
+     "wf.yaml:46 triggers.drop.partition: `partition: today` on job 'nightly', which is dated "
+     "(daily partitions of its dated couriers): today's partition exists only once the day is "
+     "over. Use `last_complete_day` or leave `partition:` out"),
+    ("    job: nightly\n", "    job: nightly\n    partition: yesterday\n",
+     "wf.yaml:46 triggers.drop.partition: unknown value; input should be 'today' or "
+     "'last_complete_day'"),
 ])
 def test_bad_groups_and_triggers(old: str, new: str, expected: str, tmp_path: Path) -> None:
     text = (VALID + GROUPS).replace(old, new, 1)
@@ -491,9 +517,22 @@ automations:
 WITH_AUTOMATIONS = VALID + AUTOMATIONS
 
 AUTOMATION_CATALOGUE = [
+    ("unknown key holding a mapping", ('command: "ls"}', 'command: "ls",\n'
+                                       '         python: {script: score.py}}'), [
+      "wf.yaml:43 automations.scores.steps.2.python: unknown key 'python'; remove it or check "
+      "its spelling"]),
+    ("unknown key named like its step's kind", ('command: "ls"}', 'command: "ls",\n'
+                                                '         ssh: {host: a}}'), [
+      "wf.yaml:43 automations.scores.steps.2.ssh: unknown key 'ssh'; remove it or check its "
+      "spelling"]),
+    ("unknown connection key holding a mapping", ("    username: acme\n",
+                                                  "    username: acme\n    folder:\n"
+                                                  "      path: x\n"), [
+      "wf.yaml:12 connections.vendor_sftp.folder: unknown key 'folder'; remove it or check its "
+      "spelling"]),
     ("unknown step kind", ("name: remote, kind: ssh", "name: remote, kind: rsh"), [
       "wf.yaml:42 automations.scores.steps.2: unknown kind 'rsh' (known: 'sql', 'alarm', "
-      "'python', 'ssh', 'pivot', 'concat', 'etl', 'report', 'sync')"]),
+      "'python', 'ssh', 'pivot', 'concat', 'etl', 'report', 'sync', 'deliver')"]),
     ("ssh through a folder connection", ("connection: vendor_sftp", "connection: landing"), [
       "wf.yaml:42 automations.scores.steps.2.connection: an ssh step needs a sftp "
       "connection, not folder"]),
@@ -615,3 +654,37 @@ def test_chains_load(tmp_path: Path) -> None:
 def test_bad_chain(old: str, new: str, expected: list[str], tmp_path: Path) -> None:
     assert old in WITH_CHAINS, "the mutation must apply to the valid base"
     assert errors_of(WITH_CHAINS.replace(old, new, 1), tmp_path) == expected
+
+
+LITERAL_URL_SWAPPED = """\
+workflow: {name: acme}
+connections:
+  crm: {kind: sql, url: {env: CRM_DB_URL}}
+  crm_batch: {kind: sql, url: {env: CRM_BATCH_DB_URL}}
+profiles:
+  batch: {connections: {crm: crm_batch}}
+automations:
+  export:
+    run_as: batch
+    steps:
+      - {kind: sql, connection: crm, sql: "select 1"}
+"""
+SECRET_MESSAGE = ("is a secret: write {env: VARIABLE_NAME} and set that variable in the "
+                  "environment; a literal value is not accepted")
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(("old", "line", "path"), [
+    ("crm: {kind: sql, url: {env: CRM_DB_URL}}", 3, "connections.crm.url"),
+    ("crm_batch: {kind: sql, url: {env: CRM_BATCH_DB_URL}}", 4, "connections.crm_batch.url"),
+], ids=["the swapped connection", "the profile's connection"])
+def test_a_literal_url_in_a_swapped_connection_is_one_clean_message(
+        old: str, line: int, path: str, tmp_path: Path) -> None:
+    """A connection that fails validation is still known to the profile check (a KeyError
+    crashed `validate` here): its own message is the only one, and the secret is not shown."""
+    name = old.split(":")[0]
+    literal = f"{name}: {{kind: sql, url: \"postgresql://crm:hunter2@db.example.com/crm\"}}"
+    assert load_workflow_text(LITERAL_URL_SWAPPED, "wf.yaml", tmp_path)
+    errors = errors_of(LITERAL_URL_SWAPPED.replace(old, literal, 1), tmp_path)
+    assert errors == [f"wf.yaml:{line} {path}: {SECRET_MESSAGE}"]
+    assert "hunter2" not in "".join(errors)

@@ -205,3 +205,67 @@ def test_yaml_bombs_are_spec_errors(text: str, expected: str | tuple[str, ...], 
     with pytest.raises(SpecInvalid) as refused:
         load_workflow_text(text, "wf.yaml", tmp_path)
     assert str(refused.value.errors[0]).startswith(expected), refused.value.errors
+
+
+CONNECTION_SHAPES = {
+    "sql": {"kind": "sql", "url": {"env": "CRM_DB_URL"}},
+    "sql, literal url": {"kind": "sql", "url": "postgresql://crm:hunter2@db.example.com/crm"},
+    "sql, url a list": {"kind": "sql", "url": ["x"]},
+    "sql, no url": {"kind": "sql"},
+    "sftp": {"kind": "sftp", "host": "h", "username": "u", "password": {"env": "P"}},
+    "sftp, literal password": {"kind": "sftp", "host": "h", "username": "u", "password": "p"},
+    "folder": {"kind": "folder", "path": "landing"},
+    "no kind": {"url": {"env": "X"}},
+    "unknown kind": {"kind": "oracle", "url": {"env": "X"}},
+    "not a mapping": "crm",
+    "empty": None,
+}
+CONNECTION_NAMES = ["crm", "crm_batch", "landing", "nope", "Bad-Name"]
+
+
+@st.composite
+def profile_specs(draw: st.DrawFn) -> str:
+    """Connections of every shape (valid, a literal secret, broken), profiles swapping any two
+    names (defined, undefined, invalid), and steps and a chain using them under `run_as`."""
+    connections = {name: draw(st.sampled_from(list(CONNECTION_SHAPES.values())))
+                   for name in draw(st.lists(st.sampled_from(CONNECTION_NAMES[:4]), min_size=1,
+                                             max_size=3, unique=True))}
+    names = st.sampled_from(CONNECTION_NAMES)
+    profiles = {"batch": {"connections": draw(st.dictionaries(names, names, max_size=3))}}
+    if draw(st.booleans()):
+        profiles["other"] = draw(st.sampled_from([None, "x", {"connections": "crm"},
+                                                  {"connections": {"crm": None}}]))
+    step = draw(st.sampled_from([
+        {"kind": "sql", "connection": draw(names), "sql": "select 1"},
+        {"kind": "alarm", "connection": draw(names), "query": "select 1", "condition": ">",
+         "threshold": 1},
+        {"kind": "sync", "connection": draw(names), "tables": {"a": "b.c"}},
+        {"kind": "sql", "sql_source": {"connection": draw(names), "path": "q.sql"}},
+        {"kind": "ssh", "connection": draw(names), "command": "true"}]))
+    automations = {"export": {"run_as": draw(st.sampled_from(["batch", "other", "nope"])),
+                              "steps": [step]},
+                   "nightly": {"chain": ["export"], "run_as": "batch"}}
+    spec = {"workflow": {"name": "acme"}, "connections": connections, "profiles": profiles,
+            "automations": automations}
+    if draw(st.booleans()):
+        spec["triggers"] = {"changed": {"job": "export", "when": {
+            "kind": "sql_change", "connection": draw(names), "query": "select 1"}}}
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
+@pytest.mark.bad_input
+@settings(max_examples=EXAMPLES, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(text=profile_specs())
+def test_profiles_over_any_connection_shape_load_or_fail_with_spec_errors(text: str,
+                                                                          tmp_path_factory):
+    """What crashed `validate` with a KeyError: a profile swapping a connection that failed
+    its own validation (a literal `url`)."""
+    count_cases("bad_input", 1, "hypothesis examples (profiles over connection shapes)")
+    try:
+        load_workflow_text(text, "wf.yaml", tmp_path_factory.getbasetemp())
+    except SpecInvalid as invalid:
+        assert invalid.errors, text
+        for error in invalid.errors:
+            assert ERROR_LINE.match(str(error)), (text, str(error))
+            assert "hunter2" not in str(error), (text, str(error))

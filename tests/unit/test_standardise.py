@@ -7,12 +7,14 @@ import duckdb
 import pytest
 
 from assets.feeds import standardise
+from assets.semantic_tags import register
 from assets.spec import ColumnMapping
 
 
 def run(tag: str, raw: str | None, **options: object) -> object:
     expr = standardise("raw value", ColumnMapping(tag=tag, **options))
     with duckdb.connect() as con:
+        register(con)
         return con.execute(f'SELECT {expr} FROM (SELECT $v AS "raw value")', {"v": raw}
                            ).fetchone()[0]
 
@@ -46,16 +48,22 @@ def test_phone_national_number_takes_the_calling_code() -> None:
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
-    ("  jOHN ", "John"), ("mary   ann SMITH", "Mary Ann Smith"), ("", None)])
+    ("  JOHN ", "John"), ("mary   ann smith", "Mary Ann Smith"),
+    ("mary   ann SMITH", "mary ann SMITH"),  # mixed case: as its owner wrote it
+    ("", None)])
 def test_name(raw: str, expected: str | None) -> None:
     assert run("name", raw) == expected
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
-    ("2134", "02134"), (" 10001 ", "10001"), ("021341234", "02134-1234"),
-    ("sw1a 1aa", "SW1A 1AA")])
+    ("2134", "02134"), (" 10001 ", "10001"), ("021341234", "02134-1234")])
 def test_postal_code(raw: str, expected: str) -> None:
-    assert run("postal_code", raw) == expected
+    assert run("postal_code", raw, default_region="US") == expected  # US rules: say so
+
+
+def test_postal_code_without_a_country_is_only_upper_cased() -> None:
+    assert run("postal_code", "sw1a   1aa") == "SW1A 1AA"
+    assert run("postal_code", "2134") == "2134"  # no US padding unless the country is US
 
 
 @pytest.mark.parametrize(("raw", "expected"), [

@@ -1,4 +1,4 @@
-"""The bad-spec catalogue of the fetched-query, etl and report steps: each mistake with its
+"""The bad-spec catalogue of the fetched-query, etl, report and deliver steps: each mistake with its
 exact messages (the other automation mistakes are in test_spec_catalogue.py)."""
 
 from pathlib import Path
@@ -27,6 +27,8 @@ automations:
         title: Daily
         tables: [{sql: "select * from work.totals", max_rows: 20}]
         chart: {type: bar, sql: "select order_id, total from work.totals"}
+      - {name: send, kind: deliver, to: [vendor_sftp], path: "out/{{ ds }}",
+         file: {name: "daily_{{ source_name }}"}, seal: {zip: true}}
 """
 WITH_STEPS = VALID + STEPS
 REPORT_CONTENT = """\
@@ -128,6 +130,29 @@ STEP_CATALOGUE = [
                                                           "landing"),
      ["wf.yaml:51 automations.reports.steps.5.connection: a report step needs a sql "
       "connection, not folder"]),
+    ("deliver to an unknown connection", ("to: [vendor_sftp]", "to: [vendor_sfpt]"),
+     ["wf.yaml:53 automations.reports.steps.6.to.0: unknown connection 'vendor_sfpt' (known: "
+      "landing, vendor_sftp)"]),
+    ("deliver to a mail address, not a connection", ("to: [vendor_sftp]",
+                                                     "to: ops@example.com"),
+     ["wf.yaml:53 automations.reports.steps.6.to: unknown connection 'ops@example.com' (known: "
+      "landing, vendor_sftp)"]),
+    ("deliver with mail but no smtp destination", ("seal: {zip: true}}",
+                                                   "seal: {zip: true}, mail: {to: [a@b.io]}}"),
+     ["wf.yaml:54 automations.reports.steps.6.mail: `mail:` is set but no destination is an "
+      "`smtp` connection"]),
+    ("deliver with file options it cannot apply", ('file: {name: "daily_{{ source_name }}"}',
+                                                   'file: {type: psv, header: false}'),
+     ["wf.yaml:54 automations.reports.steps.6.file: header, type: a deliver step sends the "
+      "chain's files as they are; only `file.name` applies"]),
+    ("deliver step named like an activation", ("activations:\n  export:",
+                                               "activations:\n  reports__send:"),
+     ["wf.yaml:53 automations.reports.steps.6.name: an activation is named 'reports__send', "
+      "the name this step's files carry in the file history; rename one"]),
+    ("deliver with an unknown template variable", ('path: "out/{{ ds }}"',
+                                                   'path: "out/{{ params.region }}"'),
+     ["wf.yaml:53 automations.reports.steps.6.path: template does not render: "
+      "UndefinedError: 'dict object' has no attribute 'region'"]),
 ]
 
 
@@ -137,6 +162,7 @@ def test_the_steps_load(tmp_path: Path) -> None:
     assert steps[1].sql_url.header == "Authorization" and steps[1].sql_url.scheme == "Bearer"
     assert steps[2].query_url.url == "https://queries.example.com/count.sql"  # the short form
     assert steps[5].tables[0].max_rows == 20
+    assert steps[6].destinations == ["vendor_sftp"] and steps[6].seal.zip
 
 
 @pytest.mark.bad_input

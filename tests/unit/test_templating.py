@@ -48,3 +48,64 @@ def test_logical_date_prefers_partition_then_schedule() -> None:
     assert logical_date(None, "2026-03-03T02:00:00+00:00", now) == date(2026, 3, 3)
     assert logical_date(None, None, now) == date(2026, 5, 5)
 
+
+
+def test_eleven_bound_values_are_not_glued_names() -> None:
+    """`:p10` once read as `:p1` glued to `0`: any SQL with 11 values failed to load."""
+    from assets.templating import check_template
+
+    sql = "select " + ", ".join(f"{{{{ ds }}}} as v{i}" for i in range(12))
+    assert check_template(sql, {}, sql=True) is None
+    assert check_template("select x{{ ds }} as y", {}, sql=True) is not None
+    assert check_template("select {{ ds }}x as y", {}, sql=True) is not None
+
+
+# Templates of text and `{{ a }}` / `{{ a.b }}` render without Jinja (assets/templating.py):
+# each case must give exactly what Jinja gives, newlines, odd values and fallbacks included.
+SIMPLE_CASES = [
+    "c_0001_{{ ds_nodash }}.csv", "{{ds}}", "{{  params.threshold  }}", "plain text",
+    "", "\n", "two\n\n", "dos\r\nline\r\n", "old\rmac", "a {{ ds }}\r\n{{ params.brand }}\n",
+    "}} braces { alone {", "{{ params.items }}", "{{ params.missing_key }}", "{{ none }}",
+    "{{ ds }}{{ ds }}", "{{ params.n }} and {{ params.f }} and {{ params.b }}",
+    "{{ params.nested.deep }}", "{{ ds.upper }}", "{{ ds | upper }}", "{%- if true %}x{% endif %}",
+    "{# note #}{{ ds }}", "{{- ds -}}", "select * from t where d >= {{ ds }}\n",
+]
+CONTEXT = {**date_context(date(2026, 3, 1), {
+    "brand": "acme", "threshold": 100, "n": None, "f": 1.5, "b": True,
+    "nested": {"deep": "x"}, "items": "shadowed"})}
+
+
+@pytest.mark.parametrize("template", SIMPLE_CASES)
+def test_simple_templates_render_as_jinja_renders_them(template: str) -> None:
+    from assets.templating import _bind_to, _BindCollector, _sql_template, _text_template
+
+    def jinja_sql() -> tuple[str, dict]:
+        token = _bind_to.set(_BindCollector(":{}".format))
+        try:
+            return _sql_template(template).render(**CONTEXT), _bind_to.get().values
+        finally:
+            _bind_to.reset(token)
+
+    for ours, theirs in ((lambda: render_text(template, CONTEXT),
+                          lambda: _text_template(template).render(**CONTEXT)),
+                         (lambda: (lambda b: (b.text, b.params))(render_sql(template, CONTEXT)),
+                          jinja_sql)):
+        try:
+            expected: object = theirs()
+        except Exception as failed:  # the same error, with the same message
+            with pytest.raises(type(failed), match=None) as raised:
+                ours()
+            assert str(raised.value) == str(failed)
+        else:
+            assert ours() == expected
+
+
+def test_dated_and_variables_of_simple_templates_match_jinja() -> None:
+    from jinja2 import meta
+
+    from assets.templating import DATE_MACROS, _text_env, is_dated, uses_variable
+
+    for template in SIMPLE_CASES:
+        names = meta.find_undeclared_variables(_text_env.parse(template))
+        assert is_dated(template) == bool(names & DATE_MACROS), template
+        assert uses_variable(template, "params") == ("params" in names), template

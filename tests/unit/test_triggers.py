@@ -18,12 +18,18 @@ import dagster as dg
 import pytest
 
 from assets import spec
-from assets.common import WAREHOUSE_KEY, connection_key
-from orchestration import settings
+from assets.names import (
+    PARTITION_TAG,
+    RUN_DAY_TAG,
+    SERIAL_TAG,
+    TRIGGER_TAG,
+    WAREHOUSE_KEY,
+    connection_key,
+)
 from orchestration.connections import resource_for
 from orchestration.spec_loader import load_workflows
+from resources import settings
 from resources.warehouse import WarehouseResource
-from sensors.common import SERIAL_TAG, TRIGGER_TAG
 from sensors.triggers import TriggerError, build_trigger_sensor
 from tests.conftest import free_port
 
@@ -59,9 +65,11 @@ class Ticker:
     """Evaluates a trigger's sensor tick after tick, carrying the cursor like the daemon."""
 
     def __init__(self, workflow: spec.Workflow, trigger: str, concurrency: str = "queue",
-                 resources: dict | None = None, instance: dg.DagsterInstance | None = None):
+                 resources: dict | None = None, instance: dg.DagsterInstance | None = None,
+                 definitions: dg.Definitions | None = None):
         self.sensor = build_trigger_sensor(workflow, trigger, workflow.triggers[trigger],
                                            concurrency)
+        self.definitions = definitions  # needed for partitioned run requests
         assert self.sensor is not None
         self.resources = resources if resources is not None else {
             connection_key("tg", c): resource_for(conn)
@@ -73,7 +81,8 @@ class Ticker:
         """One tick from the stored cursor (or the one given); stores the new cursor."""
         context = dg.build_sensor_context(instance=self.instance,
                                           cursor=self.cursor if cursor is ... else cursor,
-                                          resources=self.resources)
+                                          resources=self.resources,
+                                          definitions=self.definitions)
         data = self.sensor.evaluate_tick(context)
         self.cursor = data.cursor
         return data
@@ -346,6 +355,14 @@ def duckdb_warehouse(stagecoach_env: Path) -> WarehouseResource:
     return WarehouseResource(url=settings.default_warehouse_url())
 
 
+def _today_utc() -> str:
+    """Today in the test workflow's time zone (Auckland)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.now(ZoneInfo("Pacific/Auckland")).date().isoformat()
+
+
 def test_table_change_on_duckdb_fires_after_a_change_only(tmp_path: Path,
                                                           duckdb_warehouse: WarehouseResource):
     wh = duckdb_warehouse
@@ -360,8 +377,9 @@ def test_table_change_on_duckdb_fires_after_a_change_only(tmp_path: Path,
                ("INSERT INTO mart.totals VALUES ('eu', 1, 'x', 'y'), ('us', 2, 'x', 'y')",
                 None))
     [created] = ticker.tick().run_requests
+    # An undated job: the day of the change is today (the one rule, assets/run_day.py).
     assert created.tags == {TRIGGER_TAG: "mart_changed: table mart.totals changed",
-                            SERIAL_TAG: "tg_job",
+                            SERIAL_TAG: "tg_job", RUN_DAY_TAG: _today_utc(),
                             "dagster/sensor_name": "tg_mart_changed_sensor"}
     assert ticker.tick().run_requests == []
 
@@ -503,3 +521,61 @@ def test_python_trigger_error_is_the_ticks_error(tmp_path: Path, hook_module: st
     with pytest.raises(TriggerError, match=r"returned str; return True, False, None or a run "
                                            r"config dict"):
         ticker.tick()
+
+
+DATED = """
+workflow: {{name: tg, timezone: Pacific/Auckland, start_date: 2026-01-01}}
+connections:
+  landing: {{kind: folder, path: {landing}}}
+couriers:
+  orders: {{from: landing, path: "in/orders_{{{{ ds_nodash }}}}.csv"}}
+courier_groups:
+  load: {{couriers: [orders]}}
+triggers:
+  landed:
+    job: load
+    when: {{kind: file_change, connection: landing, path: "in/*.csv"}}
+{rule}"""
+
+
+def _dated(root: Path, rule: str = "") -> spec.Workflow:
+    (root / "landing" / "in").mkdir(parents=True, exist_ok=True)
+    (root / "workflows").mkdir(exist_ok=True)
+    (root / "workflows" / "tg.yaml").write_text(DATED.format(landing=root / "landing",
+                                                             rule=rule), encoding="utf-8")
+    [loaded] = load_workflows(root / "workflows")
+    return loaded.spec
+
+
+def _definitions(root: Path) -> dg.Definitions:
+    from orchestration.definitions import build_definitions
+
+    return build_definitions(root / "workflows")
+
+
+def test_a_dated_job_runs_each_arrived_files_day(tmp_path: Path):
+    """Two days' files land together: one run per day, each on its own partition."""
+    ticker = Ticker(_dated(tmp_path), "landed", definitions=_definitions(tmp_path))
+    ticker.tick()
+    put(tmp_path / "landing" / "in" / "orders_20261105.csv", "a\n1\n")
+    put(tmp_path / "landing" / "in" / "orders_20261106.csv", "a\n2\n")
+    ticker.tick()
+    requests = ticker.tick().run_requests
+    assert [(r.partition_key, r.tags[RUN_DAY_TAG], r.tags[PARTITION_TAG]) for r in requests] == [
+        ("2026-11-05", "2026-11-05", "2026-11-05"), ("2026-11-06", "2026-11-06", "2026-11-06")]
+    assert len({r.run_key for r in requests}) == 2
+
+
+def test_a_trigger_can_ask_for_the_last_complete_day(tmp_path: Path):
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    ticker = Ticker(_dated(tmp_path, "    partition: last_complete_day\n"), "landed",
+                    definitions=_definitions(tmp_path))
+    ticker.tick()
+    put(tmp_path / "landing" / "in" / "orders_20261105.csv", "a\n1\n")
+    ticker.tick()
+    [request] = ticker.tick().run_requests
+    yesterday = datetime.now(ZoneInfo("Pacific/Auckland")).date() - timedelta(days=1)
+    assert request.partition_key == yesterday.isoformat()
+    assert request.tags[RUN_DAY_TAG] == yesterday.isoformat()

@@ -3,15 +3,16 @@
 import shutil
 import subprocess
 import sys
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import duckdb
 import pytest
 
+from orchestration.cli.demo_data import generate
 from orchestration.definitions import build_definitions
-from orchestration.demo_data import generate
 
 REPO = Path(__file__).resolve().parents[2]
 DAYS = [date(2026, 11, 1), date(2026, 11, 2)]
@@ -45,25 +46,45 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
                      if e.is_step_failure)
 
 
-ORDERS = [dg.AssetKey(["courier", "orders"]), dg.AssetKey(["domain", "orders"])]
-CUSTOMERS = [dg.AssetKey(["courier", "customers"]), dg.AssetKey(["domain", "customers"])]
+ORDERS = [dg.AssetKey(["courier", "orders_file"]), dg.AssetKey(["domain", "orders"])]
+CUSTOMERS = [dg.AssetKey(["courier", "customers_file"]), dg.AssetKey(["domain", "customers"])]
 
 
-def test_the_demo_command_runs_end_to_end(demo: Path) -> None:
-    from orchestration.demo import run_demo
+def test_the_demo_command_runs_end_to_end(demo: Path, capfd: pytest.CaptureFixture) -> None:
+    from orchestration.cli.demo import run_demo
 
     assert run_demo(days=2) == 0
+    out, err = capfd.readouterr()
+    assert "we collect usage statistics" not in out + err  # telemetry off: no banner
+    assert (demo / "dagster_home" / "dagster.yaml").read_text().startswith("# The local")
+    # The last two complete days in New York, whatever today is: the UI's default partition
+    # (the latest) has its files.
+    last = datetime.now(ZoneInfo("America/New_York")).date() - timedelta(days=1)
     delivered = sorted(p.relative_to(demo / "data" / "demo" / "outbox").as_posix()
                        for p in (demo / "data" / "demo" / "outbox").rglob("*") if p.is_file())
-    assert delivered == ["crm/high_value_customers_2026-11-02.csv",
-                         "partner/acme_high_value_20261102.txt"]
-    partner = (demo / "data/demo/outbox/partner/acme_high_value_20261102.txt").read_text()
+    assert delivered == [f"crm/high_value_customers_{last:%Y-%m-%d}.csv",
+                         f"partner/acme_high_value_{last:%Y%m%d}.txt"]
+    assert (demo / "data/demo/landing/orders" / f"orders_{last:%Y%m%d}.csv.gz").exists()
+    partner = (demo / f"data/demo/outbox/partner/acme_high_value_{last:%Y%m%d}.txt").read_text()
     header, first = partner.splitlines()[:2]
     assert header.startswith("customer_id|email|phone|")
     assert first.count("|") == header.count("|")
     (orders, partitions), = warehouse(
         demo, "select count(*), count(distinct _partition) from domain.orders")
     assert partitions == 2 and orders == 800  # run_demo's own generator: 400 orders a day
+
+
+def test_demo_days_are_the_last_complete_days_and_never_before_the_start() -> None:
+    from orchestration.cli.demo import demo_days
+    from orchestration.spec_loader import load_workflow
+
+    workflow = load_workflow(REPO / "workflows" / "acme_retail.yaml").spec
+    # 03:00 UTC on 9 Dec is 22:00 on 8 Dec in New York: the last complete day is the 7th.
+    now = datetime(2026, 12, 9, 3, 0, tzinfo=ZoneInfo("UTC"))
+    assert demo_days(workflow, 3, now) == [date(2026, 12, 5), date(2026, 12, 6),
+                                           date(2026, 12, 7)]
+    early = datetime(2026, 11, 3, 12, 0, tzinfo=ZoneInfo("UTC"))  # start_date is 1 Nov
+    assert demo_days(workflow, 7, early) == [date(2026, 11, 1), date(2026, 11, 2)]
 
 
 def test_workflow_job_materialises_every_asset_with_metadata(demo: Path) -> None:
@@ -75,7 +96,10 @@ def test_workflow_job_materialises_every_asset_with_metadata(demo: Path) -> None
         assert result.success
         keys = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()
                 for m in [m.event_specific_data.materialization]}
-        assert keys == {"courier/customers", "courier/products", "courier/orders",
+        assert keys == {"courier/customers_file", "courier/products_file", "courier/orders_file",
+                        "courier/loyalty_members_file", "domain/loyalty_members",
+                        "identity/customers", "identity/customers_map",
+                        "identity/customers_pairs", "identity/customers_id_changes",
                         "domain/customers", "domain/products", "domain/orders",
                         "db/customer_360/unified_customers", "db/customer_360/lifetime_value",
                         "query/high_value_customers", "activation/partner_file",
@@ -92,7 +116,22 @@ def test_workflow_job_materialises_every_asset_with_metadata(demo: Path) -> None
         check = instance.get_latest_materialization_event(
             dg.AssetKey(["query", "high_value_customers"])).asset_materialization.metadata
         assert "| customer_id | email |" in check["preview"].value
+        resolved = instance.get_latest_materialization_event(
+            dg.AssetKey(["identity", "customers"])).asset_materialization.metadata
+        assert resolved["records"].value == 300 + warehouse(
+            demo, "select count(*) from domain.loyalty_members")[0][0]
+        assert "| customer_id | records | sources |" in resolved["biggest_clusters"].value
+        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+        assert checks["max_cluster_size"] and checks["id_stability"]
     assert warehouse(demo, "select count(*) from domain.customers") == [(300,)]
+    # Every web customer and loyalty member has one customer id; the unified table one row each.
+    assert warehouse(demo, "select count(*), count(distinct source_table || source_key) from "
+                           "identity.customers_map") == warehouse(
+        demo, "select (select count(*) from domain.customers) + (select count(*) from "
+              "domain.loyalty_members), (select count(*) from domain.customers) + "
+              "(select count(*) from domain.loyalty_members)")
+    assert warehouse(demo, "select count(*) from customer_360.unified_customers") == warehouse(
+        demo, "select count(distinct customer_id) from identity.customers_map")
     # Standardised values, not raw ones.
     assert warehouse(demo, "select count(*) from domain.customers where email <> "
                            "lower(trim(email)) or phone not like '+%'") == [(0,)]
@@ -160,10 +199,16 @@ def test_the_code_location_loads_and_validates(demo: Path) -> None:
     graph = {key.to_user_string(): sorted(d.to_user_string() for d in deps)
              for key, deps in defs.resolve_asset_graph().asset_dep_graph["upstream"].items()}
     assert graph == {
-        "courier/customers": [], "courier/products": [], "courier/orders": [],
-        "domain/customers": ["courier/customers"], "domain/products": ["courier/products"],
-        "domain/orders": ["courier/orders"],
-        "db/customer_360/unified_customers": ["domain/customers", "domain/orders"],
+        "courier/customers_file": [], "courier/products_file": [], "courier/orders_file": [],
+        "courier/loyalty_members_file": [],
+        "domain/customers": ["courier/customers_file"],
+        "domain/products": ["courier/products_file"],
+        "domain/orders": ["courier/orders_file"],
+        "domain/loyalty_members": ["courier/loyalty_members_file"],
+        **{f"identity/customers{suffix}": ["domain/customers", "domain/loyalty_members"]
+           for suffix in ("", "_map", "_pairs", "_id_changes")},
+        "db/customer_360/unified_customers": ["domain/loyalty_members", "domain/orders",
+                                              "identity/customers", "identity/customers_map"],
         "db/customer_360/lifetime_value": ["db/customer_360/unified_customers"],
         "query/high_value_customers": ["db/customer_360/lifetime_value"],
         "activation/partner_file": ["query/high_value_customers"],

@@ -1,0 +1,1 @@
+"""Identity resolution: one customer across sources, with ids that stay put (`identity:`)."""

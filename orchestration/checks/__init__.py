@@ -1,0 +1,1 @@
+"""The spec loader's reference checkers, one per section: `check_<section>(ctx) -> [Problem]`."""

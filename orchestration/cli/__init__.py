@@ -1,0 +1,1 @@
+"""`python -m orchestration ...`: demo, history, webhook and tick, beside the code location."""

@@ -1,0 +1,1 @@
+"""Stagecoach's own tables: the delivery ledger, run history, webhook request ids."""

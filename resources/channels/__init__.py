@@ -1,0 +1,1 @@
+"""Alert channels: where alerts are sent (Slack, Teams, Twilio, webhook, shell, mail)."""

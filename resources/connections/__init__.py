@@ -1,0 +1,1 @@
+"""Connections: the file interface and its kinds (folder, SFTP, FTP, SMB, S3), SMTP, SQL sources."""

@@ -1,0 +1,1 @@
+"""What runs other programs: Python scripts over Pipes, SSH commands, and their secret masker."""

@@ -1,0 +1,1 @@
+echo "a stand-in remote script for the snapshot spec"

@@ -1,0 +1,197 @@
+"""Every value accounted for: `on_invalid`, `keep_raw`, invalid/changed counts, the
+`standardisation` check, missing source columns, `empty_file` and `max_shrink`, loaded through
+the real workflow into DuckDB and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from resources.warehouse import WarehouseResource
+from tests.conftest import WorkflowRun
+
+SPEC = """\
+workflow: {{name: accounts}}
+connections:
+  inbox: {{kind: folder, path: inbox}}
+couriers:
+  people: {{from: inbox, path: people.csv}}
+domain_tables:
+  people:
+    from: people
+{table}
+"""
+MESSY = ("id,email,phone,born,name\n"
+         "1, Ann@Example.COM ,+1 212 555 0134,1975-03-02,Anne-Sophie\n"
+         "2,n/a,call me,not a date,O'Brien\n"
+         "3,not-an-email,,1980-01-01,ANNE-SOPHIE  MCDONALD\n"
+         "4,bob@example.com,212.555.0135,,van der Berg\n")
+
+
+def write(root: Path, table: str, content: str | bytes) -> Path:
+    workflows = root / "workflows"
+    (workflows / "inbox").mkdir(parents=True, exist_ok=True)
+    (workflows / "accounts.yaml").write_text(SPEC.format(table=table))
+    target = workflows / "inbox" / "people.csv"
+    target.write_bytes(content.encode() if isinstance(content, str) else content)
+    return workflows
+
+
+def warehouse(root: Path, url: str | None) -> WarehouseResource:
+    return WarehouseResource(url=url or f"duckdb:///{root / 'data' / 'warehouse.duckdb'}")
+
+
+def failure(run: WorkflowRun) -> str:
+    for event in run.result.all_events:
+        if event.is_step_failure and event.step_key == "domain__people":
+            data = event.step_failure_data
+            return data.user_failure_data.description if data.user_failure_data else \
+                data.error.message
+    raise AssertionError(f"domain__people did not fail: {run.failures()}")
+
+
+ACCOUNTED = """\
+    bad_rows: skip
+    standardisation: {blocking: false}
+    columns:
+      id: {tag: id}
+      email: {tag: email, keep_raw: true, max_invalid: 10%}
+      phone: {tag: phone, default_country_code: "1", on_invalid: keep}
+      born: {tag: date, on_invalid: reject}
+      name: {tag: full_name}
+"""
+
+
+def test_every_value_is_accounted_for(warehouse_url: str | None, stagecoach_env: Path,
+                                      workflow_runner: Callable[..., WorkflowRun]) -> None:
+    workflows = write(stagecoach_env, ACCOUNTED, MESSY)
+    run = workflow_runner(workflows, "accounts")
+    assert run.success, run.failures()
+    meta = run.metadata("domain", "people")
+    assert (meta["invalid/email"], meta["changed/email"]) == (2, 1)
+    assert (meta["invalid/phone"], meta["changed/phone"]) == (1, 2)
+    assert (meta["invalid/born"], meta["changed/born"]) == (1, 0)  # typed: never "changed"
+    assert meta["invalid_examples/email"] == "n/a, not-an…"  # never a whole value
+    assert meta["invalid_examples/phone"] == "cal…"
+    assert (meta["invalid/name"], meta["changed/name"]) == (0, 1)  # only the all-caps one
+    assert meta["rows_rejected"] == 1 and meta["dagster/row_count"] == 3
+    wh = warehouse(stagecoach_env, warehouse_url)
+    rows = sorted(wh.fetch('SELECT id, email, email_raw, phone, name FROM "domain"."people"'))
+    assert rows == [("1", "ann@example.com", "Ann@Example.COM", "+12125550134", "Anne-Sophie"),
+                    ("3", None, "not-an-email", None, "Anne-Sophie McDonald"),
+                    ("4", "bob@example.com", "bob@example.com", "+12125550135", "van der Berg")]
+    columns = {r[0] for r in wh.fetch("SELECT column_name FROM information_schema.columns "
+                                      "WHERE table_name = 'people'")}
+    assert not [c for c in columns if c.startswith("_stagecoach")], columns  # helpers dropped
+    assert wh.fetch(f"SELECT line, reason FROM stagecoach.rejects WHERE run_id = "
+                    f"{wh.placeholder.format('run')}", {"run": run.result.run_id}) == [
+        (3, "`born`: 'not a…' is not a valid date")]
+    [check] = run.result.get_asset_check_evaluations()
+    assert check.check_name == "standardisation" and not check.passed
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert check.description == "`email`: 2 of 4 values invalid (50.0%, max 10%)"
+
+
+def test_on_invalid_fail_names_file_line_column_and_a_masked_value(
+        warehouse_url: str | None, stagecoach_env: Path,
+        workflow_runner: Callable[..., WorkflowRun]) -> None:
+    table = """\
+    columns:
+      id: {tag: id}
+      email: {tag: email, on_invalid: fail}
+      phone: {tag: text}
+      born: {tag: text}
+      name: {tag: text}
+"""
+    workflows = write(stagecoach_env, table, "id,email,phone,born,name\n1,a@b.co,,,\n")
+    assert workflow_runner(workflows, "accounts").success
+    (workflows / "inbox" / "people.csv").write_text(MESSY)
+    run = workflow_runner(workflows, "accounts")
+    src = workflows / "inbox" / "people.csv"
+    assert failure(run) == (
+        "domain table `people`: 2 rows with a value that `on_invalid: fail` column(s) email "
+        f"cannot read, nothing was loaded; domain.people is unchanged: {src}:3: `email`: 'n/a' "
+        f"is not a valid email (2,n/a,call me,not a date,O'Brien); {src}:4: `email`: 'not-an…' "
+        "is not a valid email (3,not-an-email,,1980-01-01,ANNE-SOPHIE  MCDONALD). Fix the file, "
+        "or set `on_invalid: null`, "
+        "`keep` or `reject` on the column")
+    assert warehouse(stagecoach_env, warehouse_url).fetch(
+        'SELECT id, email FROM "domain"."people"') == [("1", "a@b.co")]
+
+
+def test_a_misspelt_source_column_fails_and_an_optional_one_is_reported(
+        stagecoach_env: Path, workflow_runner: Callable[..., WorkflowRun]) -> None:
+    table = """\
+    columns:
+      id: {tag: id}
+      phone: {source: phone_num, tag: phone, default_country_code: "1"}
+"""
+    workflows = write(stagecoach_env, table, MESSY)
+    src = workflows / "inbox" / "people.csv"
+    assert failure(workflow_runner(workflows, "accounts")) == (
+        f"domain table `people`: {src}:1: missing required column(s) phone_num (column "
+        "`phone`) (the header has: id, email, phone, born, name). Fix the file or the feed's "
+        "`source:` names (or set `optional: true` on a column a file may lack); nothing was "
+        "loaded; domain.people is unchanged.")
+    write(stagecoach_env, table.replace("tag: phone,", "tag: phone, optional: true,"), MESSY)
+    run = workflow_runner(workflows, "accounts")
+    assert run.success, run.failures()
+    assert run.metadata("domain", "people")["absent_columns"] == (
+        f"- `phone` (source `phone_num`) is not in `{src}`")
+
+
+@pytest.mark.parametrize(("policy", "expected"), [
+    ("fail", None), ("zero_rows", []), ("keep_table", [("1",), ("2",), ("3",)])])
+def test_empty_file(policy: str, expected: list | None, warehouse_url: str | None,
+                    stagecoach_env: Path, workflow_runner: Callable[..., WorkflowRun]) -> None:
+    table = f"    empty_file: {policy}\n    columns:\n      id: {{tag: id}}\n"
+    workflows = write(stagecoach_env, table, "id\n1\n2\n3\n")
+    assert workflow_runner(workflows, "accounts").success
+    (workflows / "inbox" / "people.csv").write_bytes(b"")
+    run = workflow_runner(workflows, "accounts")
+    rows = sorted(warehouse(stagecoach_env, warehouse_url).fetch(
+        'SELECT id FROM "domain"."people"'))
+    if expected is None:
+        assert failure(run) == (
+            f"domain table `people`: {workflows / 'inbox' / 'people.csv'}: the file is empty "
+            "(0 bytes), so it has no header; ask the sender to send it again (it may have been "
+            "sent before it was written). Nothing was loaded; domain.people is unchanged.")
+        assert rows == [("1",), ("2",), ("3",)]
+    else:
+        assert run.success, run.failures()
+        assert rows == expected
+
+
+def test_max_shrink_refuses_a_collapse_and_keeps_the_table(
+        warehouse_url: str | None, stagecoach_env: Path,
+        workflow_runner: Callable[..., WorkflowRun]) -> None:
+    table = "    columns:\n      id: {tag: id}\n"
+    workflows = write(stagecoach_env, table, "id\n" + "".join(f"{i}\n" for i in range(1000)))
+    assert workflow_runner(workflows, "accounts").success
+    (workflows / "inbox" / "people.csv").write_text("id\n1\n2\n3\n")
+    run = workflow_runner(workflows, "accounts")
+    src = workflows / "inbox" / "people.csv"
+    assert failure(run) == (
+        "domain table `people`: the load would take domain.people from 1,000 rows to 3 (100% "
+        "fewer), more than `max_shrink: 90%` allows; nothing was loaded; domain.people is "
+        f"unchanged. Check the files ({src}); if the drop is expected, raise `max_shrink` on "
+        "domain_tables.people (100% allows any drop)")
+    wh = warehouse(stagecoach_env, warehouse_url)
+    assert wh.fetch('SELECT count(*) FROM "domain"."people"') == [(1000,)]
+    (workflows / "inbox" / "people.csv").write_text("id\n")  # header only: the same refusal
+    assert "from 1,000 rows to 0" in failure(workflow_runner(workflows, "accounts"))
+    write(stagecoach_env, table + "    max_shrink: 100%\n", "id\n1\n2\n3\n")
+    assert workflow_runner(workflows, "accounts").success
+    assert wh.fetch('SELECT count(*) FROM "domain"."people"') == [(3,)]
+
+
+def test_a_blocking_standardisation_check_stops_the_run(
+        stagecoach_env: Path, workflow_runner: Callable[..., WorkflowRun]) -> None:
+    table = ACCOUNTED.replace("blocking: false", "blocking: true")
+    run = workflow_runner(write(stagecoach_env, table, MESSY), "accounts")
+    [check] = run.result.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert not run.success  # a failed blocking check fails the run
