@@ -113,6 +113,7 @@ class WarehouseResource(dg.ConfigurableResource):
         target = qualified(schema, table)
         with self._transaction(f"build {schema}.{table}") as run:
             run(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+            run.wait_for_other_writers(schema, table)
             run(f"DROP TABLE IF EXISTS {target}")
             run(f"CREATE TABLE {target} AS {sql}", params)
             return run(f"SELECT count(*) FROM {target}")[0][0]
@@ -588,6 +589,7 @@ class FileLoad:
         load's partition of it; returns the rows written."""
         run, target, partition = self.run, self.target, self.partition
         run(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
+        run.wait_for_other_writers(self.schema, self.table)
         exists = self._exists()
         mark = self.placeholder.format("partition")
         if self.warehouse.is_duckdb:
@@ -685,6 +687,15 @@ class _Runner:
         assert self.connection is not None  # one of the two is always given
         result = self.connection.execute(sa.text(sql), dict(params or {}))
         return [tuple(r) for r in result] if result.returns_rows else []
+
+    def wait_for_other_writers(self, schema: str, table: str) -> None:
+        """On PostgreSQL, hold the table's advisory lock until the transaction ends. Two runs
+        replacing one table at once (two days of a dated job) would otherwise both create it,
+        and one fail, or the later one drop what the earlier one committed. DuckDB has one
+        writer anyway; other databases get no such lock."""
+        if self.connection is not None and self.connection.dialect.name == "postgresql":
+            self("SELECT pg_advisory_xact_lock(hashtextextended(:table, 0))",
+                {"table": f"stagecoach {schema}.{table}"})
 
     def copy(self, target: str, batches: pa.RecordBatchReader,
              progress: Callable[[int], None] = lambda rows: None) -> bool:
