@@ -111,9 +111,11 @@ class WarehouseResource(dg.ConfigurableResource):
                       params: Mapping[str, Any] | None = None) -> int:
         """Rebuild `schema.table` from a SELECT, atomically; returns its row count."""
         target = qualified(schema, table)
+        if not self.is_duckdb:
+            self.ensure_schema(schema)  # in a transaction of its own: see there
         with self._transaction(f"build {schema}.{table}") as run:
-            run(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
             run.wait_for_other_writers(schema, table)
+            run(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
             run(f"DROP TABLE IF EXISTS {target}")
             run(f"CREATE TABLE {target} AS {sql}", params)
             return run(f"SELECT count(*) FROM {target}")[0][0]
@@ -145,6 +147,7 @@ class WarehouseResource(dg.ConfigurableResource):
             return
         self.ensure_schema(schema)
         with duckdb.connect() as reader, self._transaction(f"load {schema}.{table}") as run:
+            run.wait_for_other_writers(schema, table)  # from the first read of the table on
             reader.execute(f"SET memory_limit = '{self.duckdb_memory_limit}'")
             reader.execute("SET preserve_insertion_order = false")
             yield FileLoad(self, reader, run, schema, table, partition)
