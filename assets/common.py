@@ -85,8 +85,9 @@ def asset_partition(context: dg.AssetExecutionContext) -> str | None:
     """This asset's partition; None for an unpartitioned asset even inside a dated run.
 
     A dated asset in a run without a partition (a GraphQL launch without the
-    `dagster/partition` tag: Dagster decides there, and no hook can add it) stops before it
-    touches anything: loading it undated would replace every day's rows with one file's.
+    `dagster/partition` tag, on an instance without Stagecoach's run coordinator, which would
+    have added it) stops before it touches anything: loading it undated would replace every
+    day's rows with one file's.
     """
     if context.assets_def.partitions_def is None:
         return None

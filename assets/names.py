@@ -157,6 +157,9 @@ RUN_AS_TAG = "stagecoach/run_as"  # the profile whose connections a run's steps 
 CANCEL_RETRY_TAG = "stagecoach/cancel_retry"  # set by an operator: no further step retries
 CHAIN_PARENT_TAG = "stagecoach/parent_run"  # on a chain's child run: the chain's run
 RUN_DAY_TAG = "stagecoach/day"  # the day a run works on (assets/run_day.py), YYYY-MM-DD
+# On a dated job (and so its runs): the workflow's time zone. A run launched without a partition
+# (a bare GraphQL launch) gets the last complete day there from orchestration/run_coordinator.py.
+DATED_IN_TAG = "stagecoach/dated_in"
 PARAMS_TAG = "stagecoach/params"  # the validated params of a webhook launch, as JSON
 WEBHOOK_TAG = "stagecoach/webhook"  # on a job (not its runs): the webhook triggers launching it
 WEBHOOK_CALLER_TAG = "stagecoach/webhook_caller"

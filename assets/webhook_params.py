@@ -11,7 +11,8 @@ from datetime import date
 from typing import Any
 
 from assets import spec
-from assets.names import PARAMS_TAG, TRIGGER_TAG, WEBHOOK_TAG, job_name
+from assets.names import DATED_IN_TAG, PARAMS_TAG, TRIGGER_TAG, WEBHOOK_TAG, job_name
+from assets.run_day import job_dated
 
 MAX_TEXT = 1000
 MAX_NUMBER_CHARS = 30
@@ -104,7 +105,10 @@ def webhook_job_args(workflow: spec.Workflow, group: str, description: str,
     A webhook trigger has no sensor, so the UI would show it nowhere: its route, the variable
     holding its token (the name only) and the params a caller may pass go into the job's
     description and a `stagecoach/webhook` tag on the job. The runs keep the job's other tags
-    only (`run_tags`)."""
+    only (`run_tags`). A dated job also carries its workflow's time zone (`DATED_IN_TAG`), which
+    its runs inherit, so a run launched without a partition can be given the rule's day."""
+    if job_dated(workflow, group):
+        tags = {**tags, DATED_IN_TAG: workflow.workflow.timezone}
     hooks = {name: trigger.when for name, trigger in workflow.triggers.items()
              if trigger.job == group and isinstance(trigger.when, spec.WebhookTrigger)}
     if not hooks:

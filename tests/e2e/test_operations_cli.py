@@ -235,16 +235,30 @@ def test_the_graphql_example_with_its_partition_tag(demo_dev: tuple[DagsterDev, 
     assert run_details(dev, run_id)["tags"]["dagster/partition"] == "2026-11-06"
 
 
-def test_a_graphql_launch_without_a_partition_stops_saying_what_to_do(
+def test_a_graphql_launch_without_a_partition_gets_the_rules_day(
         demo_dev: tuple[DagsterDev, dict]) -> None:
+    """A bare GraphQL launch of the dated nightly job (no tags): the shipped instance's run
+    coordinator gives it the last complete day, as the schedule would. An undated job's run is
+    left as it came."""
     dev, _ = demo_dev
-    run_id = dev.client().submit_job_execution(
+    client = dev.client()
+    dated = client.submit_job_execution(
         "acme_retail_nightly_job", repository_location_name="stagecoach",
         repository_name="__repository__")
-    assert wait_for_run(dev, run_id) == "FAILURE"
-    failures = "\n".join(run_details(dev, run_id)["failures"])
-    assert "is dated (one partition per day) but run" in failures
-    assert "dagster/partition=YYYY-MM-DD" in failures
+    given = client.submit_job_execution(
+        "acme_retail_nightly_job", repository_location_name="stagecoach",
+        repository_name="__repository__", tags={"stagecoach/day": "2026-11-03"})
+    undated = client.submit_job_execution(
+        "acme_retail_audiences_job", repository_location_name="stagecoach",
+        repository_name="__repository__")
+    for run_id, day in ((dated, last_complete_day().isoformat()), (given, "2026-11-03")):
+        status = wait_for_run(dev, run_id)
+        details = run_details(dev, run_id)
+        assert status == "SUCCESS", details
+        assert details["tags"]["dagster/partition"] == day
+        assert details["tags"]["stagecoach/day"] == day
+    wait_for_run(dev, undated)  # its outcome depends on the nightly runs; its tags do not
+    assert "dagster/partition" not in run_details(dev, undated)["tags"]
 
 
 def test_a_webhook_launch_without_a_partition_gets_the_rules_day(

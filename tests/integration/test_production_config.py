@@ -59,7 +59,9 @@ def test_production_instance_loads_on_postgres(instance_db: tuple[Path, str]):
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
         assert instance.run_storage.postgres_url.startswith(
             f"postgresql+psycopg2://postgres@127.0.0.1:5432/{make_url(url).database}?")
-        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        # Dagster's queue, which also gives a bare GraphQL launch of a dated job its day.
+        assert type(instance.run_coordinator).__name__ == "DatedRunCoordinator"
+        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
         assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
 
         queue = instance.get_concurrency_config().run_queue_config

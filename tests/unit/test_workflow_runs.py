@@ -298,3 +298,20 @@ def test_an_optional_courier_without_files_leaves_the_table(demo: Path) -> None:
     [check] = result.get_asset_check_evaluations()
     assert check.passed
     assert warehouse(demo, "select count(*) from domain.customers") == [(300,)]
+
+
+def test_a_dated_job_without_a_partition_stops_naming_the_tag(demo: Path) -> None:
+    """Without Stagecoach's run coordinator (e.g. the Helm chart's stock one), a run of a dated
+    job that has no partition stops at its first dated asset with what to do, and loads
+    nothing: undated, one file would replace every day's rows."""
+    defs = build_definitions()
+    job = defs.resolve_job_def("acme_retail_nightly_job")
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False,
+                                        asset_selection=ORDERS)
+    assert not result.success
+    message = failure_message(result)
+    assert "is dated (one partition per day) but run" in message, message
+    assert "dagster/partition=YYYY-MM-DD" in message
+    assert not (demo / "data" / "warehouse.duckdb").exists() or not warehouse(
+        demo, "select count(*) from information_schema.tables where table_name = 'orders'")[0][0]
