@@ -136,8 +136,8 @@ def cli(*args: str, root: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_two_script_files_zipped_to_sftp_listed_and_one_resent(stagecoach_env: Path,
-                                                               sshd: SshServer):
+def test_two_script_files_zipped_to_sftp_listed_downloaded_and_one_resent(
+        stagecoach_env: Path, sshd: SshServer):
     root = stagecoach_env
     drop = sshd.root / f"drop-{uuid.uuid4().hex[:8]}"
     drop.mkdir()
@@ -168,6 +168,13 @@ def test_two_script_files_zipped_to_sftp_listed_and_one_resent(stagecoach_env: P
         for entry in sent.values():
             assert entry.id in listed.stdout
             assert f"{WF}/export__send: {entry.file_name} -> " in listed.stdout
+
+        downloads = root / "downloads"  # the archived file, as `download` gives it back
+        downloads.mkdir()
+        fetched = cli("download", sent[names[1]].id, "--to", str(downloads), root=root)
+        assert fetched.returncode == 0, fetched.stderr
+        assert [p.name for p in downloads.iterdir()] == [names[1]]
+        assert md5sum(downloads / names[1]) == md5sum(folder / names[1])
 
         lost = folder / names[0]
         original = md5sum(lost)
