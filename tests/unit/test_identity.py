@@ -513,3 +513,47 @@ def test_the_documented_snippet_validates(tmp_path: Path) -> None:
                                                      "max_pairs", "seed")}
     keys |= {f"checks.{k}" for k in ("max_cluster_size", "min_stability", "blocking")}
     assert keys <= documented, sorted(keys - documented)
+
+
+def test_the_checks_fail_on_a_too_large_cluster_and_lost_ids() -> None:
+    """The merge above, against checks it breaks: the customer gathers 3 records (more than
+    2) and half the records lost their id (below 90%). Both checks fail, say why, and warn
+    unless `blocking` (then they are errors that stop what follows)."""
+    import dagster as dg
+
+    from assets.identity.asset import _results
+
+    for blocking, severity in ((False, dg.AssetCheckSeverity.WARN),
+                               (True, dg.AssetCheckSeverity.ERROR)):
+        spec = ident(checks={"max_cluster_size": 2, "min_stability": "90%",
+                             "blocking": blocking})
+        runner = Runner(spec)
+        runner.run([rec("1", email="ann@x.com"), rec("2", phone="+1555", first_name="Ann")])
+        merged = runner.run([rec("1", email="ann@x.com"), rec("2", phone="+1555",
+                                                             first_name="Ann")],
+                            [rec("a", email="ann@x.com", phone="+1555", first_name="Ann")])
+        keys = {part: dg.AssetKey(["identity", part]) for part in
+                ("customers", "map", "pairs", "id_changes")}
+        checks = {r.check_name: r for r in _results(spec, keys, merged)
+                  if isinstance(r, dg.AssetCheckResult)}
+        size, stable = checks["max_cluster_size"], checks["id_stability"]
+        assert (size.passed, stable.passed) == (False, False)
+        assert size.severity == stable.severity == severity
+        assert size.description == ("a customer gathers 3 source records, more than "
+                                    "max_cluster_size 2: see biggest_clusters and the pairs "
+                                    "table")
+        assert stable.description is not None
+        assert stable.description.startswith("50.00% of the previous run's records kept")
+
+
+def test_review_pairs_are_capped_per_layer() -> None:
+    """Twelve people, each with two records sharing an e-mail: 12 exact pairs, of which
+    `review_pairs` go to the review table."""
+    web = [rec(str(n), email=f"p{n}@x.com") for n in range(12)]
+    store = [rec(f"s{n}", email=f"p{n}@x.com") for n in range(12)]
+    everything = Runner(ident()).run(web, store)
+    assert everything.pairs.num_rows == 12
+    capped = Runner(ident(review_pairs=5)).run(web, store)
+    assert capped.pairs.num_rows == 5
+    assert set(capped.pairs.column("layer").to_pylist()) == {"exact"}
+    assert capped.stats["exact_links"] == 12  # the cap is on the review table only
