@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import os
 import tempfile
 from decimal import Decimal
 from pathlib import Path
@@ -198,14 +199,23 @@ def _pipes_left() -> set[Path]:
     return set(Path(tempfile.gettempdir()).glob("stagecoach-copy-*"))
 
 
-def test_a_query_failing_midway_raises_and_leaves_no_pipe(tmp_path: Path) -> None:
+def test_a_query_failing_midway_raises_and_leaves_no_pipe(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # A temp folder of this test's own: another process writing a file meanwhile (an xdist
+    # worker, a benchmark) has its pipe folder in the shared /tmp.
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    made, mkfifo = [], os.mkfifo
+    monkeypatch.setattr(os, "mkfifo", lambda path, mode=0o666: (made.append(Path(path)),
+                                                                 mkfifo(path, mode))[1])
     warehouse = _warehouse(tmp_path, pa.table({"n": pa.array([1], pa.int64())}))
     before = _pipes_left()
     failing = ("SELECT CAST(CASE WHEN i = 150000 THEN 'x' ELSE '1' END AS INTEGER) AS n "
                "FROM range(200000) t(i)")
     with pytest.raises(duckdb.ConversionException):
         write_query(warehouse, failing, tmp_path / "out.csv", spec.OutputFile())
-    assert _pipes_left() == before
+    assert [p.parent.parent for p in made] == [tmp_path / "tmp"]  # the COPY had its pipe
+    assert _pipes_left() == before == set()
 
 
 def test_a_target_that_cannot_be_written_fails_the_copy(tmp_path: Path) -> None:
