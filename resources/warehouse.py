@@ -766,15 +766,15 @@ _CSV_QUOTED = re.compile(rb'"((?:[^"]|"")*)"')
 
 
 def _csv_cr_unquoted(lines: bytes, delimiter: bytes) -> bytes:
-    """PostgreSQL CSV rows (whole rows), each field quoted only for CR unquoted again: the
-    field holds no quote, LF or delimiter, which is what `csv.writer` quotes (with a LF
-    line ending). A row without CR is left as it is (one search of the chunk)."""
+    """PostgreSQL CSV rows (whole rows), each field quoted only for a CR unquoted again: it
+    holds CR and no quote, LF or delimiter, what `csv.writer` quotes (with a LF line
+    ending). Rows without CR are left as they are (one search of the chunk)."""
     if b"\r" not in lines:
         return lines
 
     def unquoted(match: re.Match[bytes]) -> bytes:
         inner = match.group(1)
-        if b'"' in inner or b"\n" in inner or delimiter in inner:
+        if b"\r" not in inner or b'"' in inner or b"\n" in inner or delimiter in inner:
             return match.group(0)
         return inner
 
