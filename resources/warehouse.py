@@ -228,7 +228,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def copy_lines_out(self, sql: str,
                        line_for: Callable[[list[str], list[str]], "CopyLines | None"],
-                       write: Callable[[bytes], object]) -> int | None:
+                       write: Callable[[bytes | bytearray], object]) -> int | None:
         r"""PostgreSQL: write a query's result as text lines with `COPY (...) TO STDOUT`
         through psycopg 3, each chunk of lines handed to `write` as it arrives.
         `line_for(names, types)` (PostgreSQL's type names, e.g. `numeric(12,2)`) gives the SQL
@@ -267,22 +267,24 @@ class WarehouseResource(dg.ConfigurableResource):
                     statement = (f"COPY (SELECT {', '.join(lines.fields)} {source}) TO STDOUT "
                                  f"(FORMAT csv, DELIMITER {_sql_string(lines.delimiter)}{force})")
                     delimiter = lines.delimiter.encode()
-                    fixed: Callable[[bytes], bytes] = (
+                    fixed: Callable[[bytearray], bytes | bytearray] = (
                         (lambda rows: rows) if lines.force_quote
                         else (lambda rows: _csv_cr_unquoted(rows, delimiter)))
                 else:
                     statement = f"COPY (SELECT {lines.fields[0]} {source}) TO STDOUT"
                     fixed = _copy_text_unescaped
-                rows, pending, size = 0, [], 0
+                # Each row is copied out of psycopg's buffer at once: holding its memoryviews
+                # (a list of them per MiB, joined) made the loop four times slower.
+                rows, block = 0, bytearray()
                 with cursor.copy(statement) as copy:
                     for row in copy:
-                        pending.append(row)
-                        size += len(row)
-                        if size >= 1 << 20:
-                            write(fixed(b"".join(pending)))
-                            rows, pending, size = rows + len(pending), [], 0
-                write(fixed(b"".join(pending)))
-                return rows + len(pending)
+                        block += row
+                        rows += 1
+                        if len(block) >= 1 << 20:
+                            write(fixed(block))
+                            block = bytearray()
+                write(fixed(block))
+                return rows
 
     def copy_parquet(self, sql: str, accept: Callable[[list[str], list[str]], bool],
                      target: Path) -> int | None:
@@ -765,7 +767,7 @@ _COPY_TEXT_ESCAPE = re.compile(rb"\\[\\bfnrtv]")
 _CSV_QUOTED = re.compile(rb'"((?:[^"]|"")*)"')
 
 
-def _csv_cr_unquoted(lines: bytes, delimiter: bytes) -> bytes:
+def _csv_cr_unquoted(lines: bytes | bytearray, delimiter: bytes) -> bytes | bytearray:
     """PostgreSQL CSV rows (whole rows), each field quoted only for a CR unquoted again: it
     holds CR and no quote, LF or delimiter, what `csv.writer` quotes (with a LF line
     ending). Rows without CR are left as they are (one search of the chunk)."""
@@ -781,7 +783,7 @@ def _csv_cr_unquoted(lines: bytes, delimiter: bytes) -> bytes:
     return _CSV_QUOTED.sub(unquoted, lines)
 
 
-def _copy_text_unescaped(lines: bytes) -> bytes:
+def _copy_text_unescaped(lines: bytes | bytearray) -> bytes | bytearray:
     """PostgreSQL COPY text rows (whole rows: an escape never spans two) as their bytes."""
     if b"\\" not in lines:
         return lines
