@@ -159,3 +159,28 @@ def test_a_field_quoted_only_for_its_cr_is_unquoted_again() -> None:
                                             b'3,"crlf\r\n",""\n4,\r,plain\n')
     assert _csv_cr_unquoted(b'1,"a,b"\n', b",") == b'1,"a,b"\n'  # no CR: as it is
     assert _csv_cr_unquoted(b'"a\r,b"|"c\rd"\n', b"|") == b'a\r,b|c\rd\n'
+
+
+def test_a_query_failing_midway_raises_the_servers_error(tmp_path: Path,
+                                                         tricky: WarehouseResource) -> None:
+    """The COPY's error as psycopg raises it (its class for the SQLSTATE), and the pooled
+    connection serves the next query."""
+    import psycopg
+
+    failing = "SELECT i, 1 / (150000 - i) AS n FROM generate_series(0, 200000) AS t(i)"
+    with pytest.raises(psycopg.errors.DivisionByZero, match="division by zero"):
+        write_query(tricky, failing, tmp_path / "out", spec.OutputFile())
+    assert write_query(tricky, SQL, tmp_path / "out", spec.OutputFile()).rows == len(TEXT)
+
+
+def test_a_failing_write_cancels_the_copy_and_leaves_the_connection_usable(
+        tricky: WarehouseResource) -> None:
+    def write(chunk: bytes | bytearray) -> None:
+        if len(chunk) > 100:
+            raise OSError("disk full")
+
+    sql = "SELECT i FROM generate_series(0, 2000000) AS t(i)"
+    with pytest.raises(OSError, match="disk full"):
+        tricky.copy_lines_out(sql, lambda names, types: postgres_line_sql(
+            spec.OutputFile(), names, types), write)
+    assert tricky.fetch("SELECT 1") == [(1,)]
