@@ -14,8 +14,9 @@ times (the best time counts), for each case (a format, or CSV with a partner's o
   warehouse writing the file itself: the anchor (plain CSV for the partner-option cases);
 * `duckdb+md5`: the same COPY, then the file's md5 read back as an activation needs it for
   the delivery ledger: the floor for any writer that must hash what it wrote;
-* `stagecoach`: what an activation does, `assets.file_writers.write_query`: the line formatted
-  inside the warehouse's own COPY where it writes today's bytes, else the batches below;
+* `stagecoach`: what an activation does, `assets.file_writers.write_query`: the lines built by
+  the warehouse (streamed as Arrow buffers, written and hashed by a second thread) where
+  they are today's bytes, Parquet by DuckDB's own COPY, else the batches below;
 * `stagecoach-batches`: `WarehouseResource.batches(sql)` streamed into `write_file` (the path
   before the COPY, and the one a PostgreSQL warehouse takes); its file must be byte-identical
   to `stagecoach`'s (checked; Parquet excepted, written by the same code either way);
