@@ -2,17 +2,14 @@
 
 import codecs
 import csv
-import fcntl
 import hashlib
 import itertools
 import json
-import os
+import queue
 import re
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -41,10 +38,11 @@ class WrittenFile:
 
 def write_query(warehouse: "WarehouseResource", sql: str, target: Path, fmt: spec.OutputFile
                 ) -> WrittenFile:
-    """Write a query's result as the activation's file: formatted inside the warehouse's own
-    `COPY` when it can write the very bytes `write_file` would (DuckDB or PostgreSQL; delimited
-    or JSON lines over types whose text it prints as Python does, re-encoded on the way for
-    another encoding; Parquet that reads back as pyarrow's), else through `write_file`."""
+    """Write a query's result as the activation's file: formatted inside the warehouse when
+    it can build the very bytes `write_file` would (DuckDB or PostgreSQL; delimited or JSON
+    lines over types whose text it prints as Python does, re-encoded on the way for another
+    encoding; Parquet that reads back as pyarrow's, by DuckDB's own COPY), else through
+    `write_file`."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if fmt.type == "parquet":
         rows = warehouse.copy_parquet(sql, _parquet_copy_types, target)
@@ -52,38 +50,22 @@ def write_query(warehouse: "WarehouseResource", sql: str, target: Path, fmt: spe
             return WrittenFile(target, rows, target.stat().st_size, md5_of(target))
         return write_file(warehouse.batches(sql), target, fmt)
 
-    # Another encoding: the COPY writes the UTF-8 lines, re-encoded as they stream past.
+    # Another encoding: the warehouse builds the UTF-8 lines, re-encoded as they are written.
     delimited = fmt.type in ("csv", "tsv", "psv")
     utf8 = not delimited or codecs.lookup(fmt.encoding).name == "utf-8"
     lines_fmt = fmt if utf8 else fmt.model_copy(update={"encoding": "utf-8"})
     transcode = None if utf8 else _transcoder(fmt)
-
-    def line_for(schema: pa.Schema, types: list[str]) -> "CopyLines | None":
-        return warehouse_line_sql(lines_fmt, schema, types)
-
     md5 = ""
     try:
-        if not warehouse.is_duckdb:
-            digest = hashlib.md5(usedforsecurity=False)
-            with open(target, "wb") as out:
-
-                def write(chunk: bytes, final: bool = False) -> None:
-                    data = transcode(chunk, final) if transcode else chunk
-                    digest.update(data)
-                    out.write(data)
-
+        with _hashing_writer(target, transcode) as (write, digest):
+            if warehouse.is_duckdb:
+                rows = warehouse.copy_lines(
+                    sql, lambda schema, types: warehouse_line_sql(lines_fmt, schema, types),
+                    write)
+            else:
                 rows = warehouse.copy_lines_out(
                     sql, lambda names, types: postgres_line_sql(lines_fmt, names, types), write)
-                if rows is not None:
-                    write(b"", True)
-            md5 = digest.hexdigest()
-        elif not hasattr(os, "mkfifo"):  # pragma: no cover - POSIX has named pipes
-            rows = warehouse.copy_lines(sql, line_for, target) if utf8 else None
-            md5 = md5_of(target) if rows is not None else ""
-        else:
-            with _hashing_pipe(target, transcode) as (pipe, digest):
-                rows = warehouse.copy_lines(sql, line_for, pipe)
-            md5 = digest.hexdigest()
+        md5 = digest.hexdigest()
     except UnicodeEncodeError:
         rows = None  # a value the encoding cannot hold: the batch path names its row and column
     if rows is None:
@@ -101,50 +83,59 @@ def _transcoder(fmt: spec.OutputFile) -> Callable[[bytes, bool], bytes]:
 
 
 @contextmanager
-def _hashing_pipe(target: Path, transcode: Callable[[bytes, bool], bytes] | None = None
-                  ) -> Iterator[tuple[Path, Any]]:
-    """A named pipe for the warehouse's COPY to write to: a thread copies what arrives into
-    `target`, hashing it on the way, so the md5 costs no second read of the file (the
-    benchmark measured that read at a third of the COPY's own time).
+def _hashing_writer(target: Path, transcode: Callable[[bytes, bool], bytes] | None = None
+                    ) -> Iterator[tuple[Callable[[Any], None], Any]]:
+    """`write(chunk)` for the warehouse's lines: a thread writes each chunk into `target`
+    and hashes it (re-encoded first with `transcode`), while the warehouse builds the next,
+    so the md5 costs no second read of the file and little time on a second core. At most
+    four chunks wait (memory flat); the chunk must not change once handed over (an Arrow
+    buffer, bytes).
 
-    Should the copy fail, the pipe's read end closes and the COPY's next write fails (EPIPE)
-    rather than blocking; a COPY that never opens the pipe is woken on the way out."""
-    folder = Path(tempfile.mkdtemp(prefix="stagecoach-copy-"))
-    pipe = folder / "lines"
-    os.mkfifo(pipe, 0o600)
+    The thread's error (a full disk, a value the encoding cannot hold) is raised by the next
+    `write` (so the warehouse stops reading) and on the way out; the file is opened before,
+    so an unwritable target fails at once."""
     digest = hashlib.md5(usedforsecurity=False)
+    chunks: queue.Queue[Any] = queue.Queue(maxsize=4)
     failed: list[BaseException] = []
+    out = open(target, "wb")  # noqa: SIM115 - closed by the thread, or below if it never runs
 
-    def pump() -> None:
+    def drain() -> None:
         try:
-            with open(pipe, "rb", buffering=0) as source:
-                with suppress(OSError):  # a larger pipe: fewer, larger reads (Linux only)
-                    fcntl.fcntl(source.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-                with open(target, "wb") as out:
-                    while chunk := source.read(1 << 20):
-                        if transcode:
-                            chunk = transcode(chunk, False)
-                        digest.update(chunk)
-                        out.write(chunk)
-                    if transcode:
-                        chunk = transcode(b"", True)
-                        digest.update(chunk)
-                        out.write(chunk)
+            with out:
+                while (chunk := chunks.get()) is not None:
+                    if failed:
+                        continue  # the producer hears it at its next write; keep it unblocked
+                    try:
+                        data = transcode(bytes(chunk), False) if transcode else chunk
+                        digest.update(data)
+                        out.write(data)
+                    except BaseException as error:
+                        failed.append(error)
+                if transcode and not failed:
+                    data = transcode(b"", True)
+                    digest.update(data)
+                    out.write(data)
         except BaseException as error:
             failed.append(error)
 
-    thread = threading.Thread(target=pump, name="stagecoach-copy-pump", daemon=True)
-    thread.start()
-    try:
-        yield pipe, digest
-    finally:
-        while thread.is_alive():  # it may not be waiting in open() yet: wake it till it ends
-            with suppress(OSError):  # no reader (yet, or any more): ENXIO
-                os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
-            thread.join(0.01)
-        shutil.rmtree(folder, ignore_errors=True)
-        if failed:  # the cause, rather than the COPY's "broken pipe" it led to
+    def write(chunk: Any) -> None:
+        if failed:
             raise failed[0]
+        chunks.put(chunk)
+
+    thread = threading.Thread(target=drain, name="stagecoach-file-writer", daemon=True)
+    try:
+        thread.start()
+    except BaseException:
+        out.close()
+        raise
+    try:
+        yield write, digest
+    finally:
+        chunks.put(None)
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 # DuckDB types whose Arrow type `_sql_text` / `_json_value_sql` print from, the expressions
@@ -169,11 +160,11 @@ def _parquet_copy_types(names: list[str], types: list[str]) -> bool:
 
 def warehouse_line_sql(fmt: spec.OutputFile, schema: pa.Schema, types: list[str]
                        ) -> "CopyLines | None":
-    """How the warehouse's COPY writes the file over columns c0, c1...: the SQL of each field
-    (a column DuckDB's CSV writer prints as str() does is left to it; others are formatted
-    and quoted in SQL), the delimiter the writer joins them with, and the header's fields;
-    None where only the Python path writes the same bytes (another encoding, Parquet, xlsx,
-    a type listed nowhere, a lone column unquoted). The writer adds each line's newline."""
+    """How DuckDB builds the file's lines over columns c0, c1...: the SQL of the whole line,
+    its line ending included (the SQL `write_file` runs over Arrow batches, here over the
+    warehouse's own columns), the delimiter and the header's fields; None where only the
+    Python path writes the same bytes (another encoding, Parquet, xlsx, a type listed
+    nowhere, a lone column unquoted)."""
     from resources.warehouse import CopyLines
 
     if not all(_COPY_TYPES.fullmatch(t) for t in types) or len(types) == 0:
@@ -183,7 +174,7 @@ def warehouse_line_sql(fmt: spec.OutputFile, schema: pa.Schema, types: list[str]
     if fmt.type == "jsonl":
         if any(_json_value_sql(n, k) is None for n, k in zip(names, kinds, strict=True)):
             return None
-        return CopyLines([_json_line_sql(names, kinds, schema, newline=False)], "\x01", None)
+        return CopyLines([_json_line_sql(names, kinds, schema)], "", None)
     if fmt.type not in ("csv", "tsv", "psv") or codecs.lookup(fmt.encoding).name != "utf-8":
         return None
     if fmt.quoting == "none" and len(names) == 1:
@@ -192,25 +183,12 @@ def warehouse_line_sql(fmt: spec.OutputFile, schema: pa.Schema, types: list[str]
         return None
     ending = fmt.line_suffix + ("\r\n" if fmt.line_ending == "crlf" else "\n")
     special = fmt.effective_delimiter + '"' + ending
-    lone = len(names) == 1
-    fields = []
-    for name, kind in zip(names, kinds, strict=True):
-        field = _sql_field(name, kind, _sql_text(name, kind) or name, fmt, special, lone)
-        native = (fmt.quoting in ("minimal", "none") and _native(kind) and not lone
-                  and not set(special) & _PLAIN_CHARACTERS)
-        fields.append(name if native else field)
-    tail = ending[:-1]
-    if tail:  # the suffix (and a CRLF's CR) ends the last field
-        last = _sql_field(names[-1], kinds[-1], _sql_text(names[-1], kinds[-1]) or names[-1],
-                          fmt, special, lone)
-        fields[-1] = f"concat({last}, {_sql_literal(tail)})"
     header = None
     if fmt.header:
-        header = [_header_field(n, fmt, special, lone) for n in schema.names]
-        header[-1] += tail
-        if len(set(header)) != len(header):
-            return None  # one name twice: DuckDB's writer would not name both
-    return CopyLines(fields, fmt.effective_delimiter, header)
+        header = [_header_field(n, fmt, special, len(names) == 1) for n in schema.names]
+        header[-1] += ending[:-1]
+    return CopyLines([_delimited_line_sql(names, kinds, schema, fmt, ending)],
+                     fmt.effective_delimiter, header)
 
 
 # PostgreSQL types the batch path reads as these Arrow types, and whose text PostgreSQL's
@@ -271,6 +249,12 @@ def postgres_line_sql(fmt: spec.OutputFile, names: list[str], types: list[str]
     ending = fmt.line_suffix + ("\r\n" if fmt.line_ending == "crlf" else "\n")
     special = fmt.effective_delimiter + '"' + ending
     lone = len(names) == 1
+    if (fmt.quoting in ("minimal", "all") and ending == "\n" and not lone
+            and fmt.effective_delimiter in _POSTGRES_CSV_DELIMITERS):
+        header = [_header_field(n, fmt, special, lone) for n in names] if fmt.header else None
+        return CopyLines(_postgres_csv_fields(columns, known, fmt.quoting == "all"),
+                         fmt.effective_delimiter, header, csv=True,
+                         force_quote=fmt.quoting == "all")
     fields = [_sql_field(column, kind, _postgres_text(column, kind), fmt, special, lone,
                          postgres=True)
               for column, kind in zip(columns, known, strict=True)]
@@ -281,6 +265,32 @@ def postgres_line_sql(fmt: spec.OutputFile, names: list[str], types: list[str]
         header = [_header_field(n, fmt, special, lone) for n in names]
         header[-1] += ending[:-1]
     return CopyLines([line], fmt.effective_delimiter, header)
+
+
+# Delimiters PostgreSQL's CSV COPY takes (one byte, not the quote, CR or LF) among those
+# partner files use; another keeps the line built in SQL.
+_POSTGRES_CSV_DELIMITERS = (",", "\t", "|", ";")
+
+
+def _postgres_csv_fields(columns: list[str], kinds: list[pa.DataType], quote_all: bool
+                         ) -> list[str]:
+    """Each column for PostgreSQL's own CSV COPY, writing `csv.writer`'s bytes (LF endings,
+    no suffix, not a lone column): it quotes as `quoting: minimal` does a value holding the
+    delimiter, a quote or LF; also one holding CR (unquoted again by `copy_lines_out`) and
+    an empty text, made NULL here (written as nothing, as `csv.writer` writes ""). Integers,
+    scaled numerics and dates print as they are (DateStyle ISO); booleans and timestamps
+    through `_postgres_text`. `quoting: all`: FORCE_QUOTE over every value, NULL made ''."""
+    fields = []
+    for column, kind in zip(columns, kinds, strict=True):
+        if quote_all:
+            fields.append(f"coalesce({_postgres_text(column, kind)}, '')")
+        elif pa.types.is_string(kind):
+            fields.append(f"NULLIF({column}, '')")
+        elif pa.types.is_boolean(kind) or pa.types.is_timestamp(kind):
+            fields.append(_postgres_text(column, kind))
+        else:
+            fields.append(column)
+    return fields
 
 
 def _postgres_json(column: str, kind: pa.DataType) -> str:
@@ -529,14 +539,9 @@ def _lines(batch: pa.RecordBatch, fmt: spec.OutputFile, ending: str) -> pa.Array
 
 def _joined(lines: pa.Array) -> memoryview:
     """The lines back to back: Arrow keeps a string array's values so in one buffer."""
-    if not (pa.types.is_string(lines.type) or pa.types.is_large_string(lines.type)):
-        lines = pc.cast(lines, pa.large_string())
-    if len(lines) == 0:
-        return memoryview(b"")
-    _, offsets, data = lines.buffers()
-    width = pa.int64() if pa.types.is_large_string(lines.type) else pa.int32()
-    bounds = pa.Array.from_buffers(width, len(lines) + 1, [None, offsets], offset=lines.offset)
-    return memoryview(data)[bounds[0].as_py():bounds[-1].as_py()]
+    from resources.warehouse import text_buffer
+
+    return text_buffer(lines)
 
 
 def _write_delimited_vectorised(first: pa.RecordBatch, batches: Iterable[pa.RecordBatch],

@@ -14,15 +14,17 @@ times (the best time counts), for each case (a format, or CSV with a partner's o
   warehouse writing the file itself: the anchor (plain CSV for the partner-option cases);
 * `duckdb+md5`: the same COPY, then the file's md5 read back as an activation needs it for
   the delivery ledger: the floor for any writer that must hash what it wrote;
-* `stagecoach`: what an activation does, `assets.file_writers.write_query`: the line formatted
-  inside the warehouse's own COPY where it writes today's bytes, else the batches below;
+* `stagecoach`: what an activation does, `assets.file_writers.write_query`: the lines built by
+  the warehouse (streamed as Arrow buffers, written and hashed by a second thread) where
+  they are today's bytes, Parquet by DuckDB's own COPY, else the batches below;
 * `stagecoach-batches`: `WarehouseResource.batches(sql)` streamed into `write_file` (the path
   before the COPY, and the one a PostgreSQL warehouse takes); its file must be byte-identical
   to `stagecoach`'s (checked; Parquet excepted, written by the same code either way);
 * `stagecoach-rowwise` (CSV only): the row-wise `csv.writer` path, which `quoting: none` took
   before the COPY path and every CSV took before the vectorised writer;
-* `stagecoach-md5-after` (delimited, DuckDB): the same COPY written straight to the file, the
-  md5 read back afterwards: the alternative to hashing the named pipe's stream as it passes.
+* `stagecoach-md5-after` (delimited, DuckDB): the same lines written straight to the file in
+  one thread, the md5 read back afterwards: the alternative to hashing them in a second
+  thread as they are written.
 
 The `pg-*` cases run against a PostgreSQL warehouse (`--postgres`, default the local test
 server; the table `query.partner_file` is built there once, the same columns): the anchor is
@@ -33,9 +35,10 @@ nearest PostgreSQL has), `psql+md5` the same then the md5; `stagecoach` is `writ
 `stagecoach-batches` the batch path (SQLAlchemy rows into Arrow into the writers).
 
 It prints the whole process's wall time, the write alone (timed inside the child: the COPY
-statement, or the batches streamed into the writer), peak RSS (the reaped child's `ru_maxrss`
-from `os.wait4`) and the ratios anchor time / Stagecoach time (1.0 = as fast as DuckDB; `vs
-+md5` against the COPY followed by the md5 read back). The
+statement, or the batches streamed into the writer), the write's CPU seconds (least of the
+runs; the child's threads and its own children, so `psql` but not the server), peak RSS
+(the reaped child's `ru_maxrss` from `os.wait4`) and the ratios anchor time / Stagecoach
+time (1.0 = as fast as DuckDB; `vs +md5` against the COPY followed by the md5 read back). The
 process figure includes importing Dagster (about 2 s), which an activation's step does not
 pay. It is a report: exit code 0 unless a variant failed, wrote the wrong number of rows, or
 the two Stagecoach paths wrote different bytes.
@@ -107,12 +110,12 @@ query = ("SELECT row_to_json(t) FROM {table} t" if sys.argv[3] == "" else "SELEC
 command = f"\\\\copy ({{query}}) TO '{{sys.argv[2]}}' {{sys.argv[3]}}"
 psql = ["psql", "-h", url.hostname, "-p", str(url.port or 5432), "-U", url.username,
         "-d", url.path.lstrip("/"), "-X"]
-started = time.perf_counter()
+started, cpu_started = time.perf_counter(), _cpu()
 subprocess.run([*psql, "-q", "-c", command], check=True)
-{md5}seconds = time.perf_counter() - started
+{md5}seconds, cpu = time.perf_counter() - started, _cpu() - cpu_started
 out = subprocess.run([*psql, "-At", "-c", "SELECT count(*) FROM {table}"],
                      check=True, capture_output=True, text=True).stdout
-print(out.strip(), seconds)
+print(out.strip(), seconds, cpu)
 """
 MD5_AFTER = """import hashlib
 digest = hashlib.md5(usedforsecurity=False)
@@ -127,22 +130,22 @@ CHILD = {
     "duckdb": """
 import duckdb, sys, time
 con = duckdb.connect(sys.argv[1], read_only=True)
-started = time.perf_counter()
+started, cpu_started = time.perf_counter(), _cpu()
 con.execute(f"COPY (SELECT * FROM {table}) TO '{{sys.argv[2]}}' ({{sys.argv[3]}})")
-seconds = time.perf_counter() - started
-print(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0], seconds)
+seconds, cpu = time.perf_counter() - started, _cpu() - cpu_started
+print(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0], seconds, cpu)
 """,
     "duckdb+md5": """
 import duckdb, hashlib, sys, time
 con = duckdb.connect(sys.argv[1], read_only=True)
-started = time.perf_counter()
+started, cpu_started = time.perf_counter(), _cpu()
 con.execute(f"COPY (SELECT * FROM {table}) TO '{{sys.argv[2]}}' ({{sys.argv[3]}})")
 digest = hashlib.md5(usedforsecurity=False)
 with open(sys.argv[2], "rb") as handle:
     while block := handle.read(1 << 20):
         digest.update(block)
-seconds = time.perf_counter() - started
-print(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0], seconds)
+seconds, cpu = time.perf_counter() - started, _cpu() - cpu_started
+print(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0], seconds, cpu)
 """,
     "stagecoach": """
 import json, sys, time
@@ -152,9 +155,9 @@ from assets.file_writers import write_query
 from resources.warehouse import WarehouseResource
 warehouse = WarehouseResource(url=sys.argv[1])
 fmt = spec.OutputFile(**json.loads(sys.argv[3]))
-started = time.perf_counter()
+started, cpu_started = time.perf_counter(), _cpu()
 rows = write_query(warehouse, "SELECT * FROM {table}", Path(sys.argv[2]), fmt).rows
-print(rows, time.perf_counter() - started)
+print(rows, time.perf_counter() - started, _cpu() - cpu_started)
 """,
     "stagecoach-batches": """
 import json, sys, time
@@ -164,9 +167,9 @@ from assets.file_writers import write_file
 from resources.warehouse import WarehouseResource
 warehouse = WarehouseResource(url=sys.argv[1])
 fmt = spec.OutputFile(**json.loads(sys.argv[3]))
-started = time.perf_counter()
+started, cpu_started = time.perf_counter(), _cpu()
 rows = write_file(warehouse.batches("SELECT * FROM {table}"), Path(sys.argv[2]), fmt).rows
-print(rows, time.perf_counter() - started)
+print(rows, time.perf_counter() - started, _cpu() - cpu_started)
 """,
     "stagecoach-rowwise": """
 import sys, time
@@ -175,10 +178,10 @@ from assets import spec
 from assets.file_writers import _write_delimited
 from resources.warehouse import WarehouseResource
 warehouse = WarehouseResource(url=sys.argv[1])
-started = time.perf_counter()
+started, cpu_started = time.perf_counter(), _cpu()
 batches = warehouse.batches("SELECT * FROM {table}")
 rows = _write_delimited(next(batches), batches, Path(sys.argv[2]), spec.OutputFile())
-print(rows, time.perf_counter() - started)
+print(rows, time.perf_counter() - started, _cpu() - cpu_started)
 """,
     "stagecoach-md5-after": """
 import json, sys, time
@@ -189,25 +192,36 @@ from resources.connections.files import md5_of
 from resources.warehouse import WarehouseResource
 warehouse = WarehouseResource(url=sys.argv[1])
 fmt = spec.OutputFile(**json.loads(sys.argv[3]))
-started = time.perf_counter()
-rows = warehouse.copy_lines("SELECT * FROM {table}",
-                            lambda schema, types: warehouse_line_sql(fmt, schema, types),
-                            Path(sys.argv[2]))
-assert rows is not None, "the COPY path declined"
+started, cpu_started = time.perf_counter(), _cpu()
+with open(sys.argv[2], "wb") as out:
+    rows = warehouse.copy_lines("SELECT * FROM {table}",
+                                lambda schema, types: warehouse_line_sql(fmt, schema, types),
+                                out.write)
+assert rows is not None, "the warehouse declined"
 md5_of(Path(sys.argv[2]))
-print(rows, time.perf_counter() - started)
+print(rows, time.perf_counter() - started, _cpu() - cpu_started)
 """,
 }
+# Each child's CPU seconds over the write (its threads; `psql`'s process for the anchor),
+# printed after its wall time: steadier than wall time on a shared machine.
+CPU = """
+import resource as _resource
+def _cpu():
+    mine = _resource.getrusage(_resource.RUSAGE_SELF)
+    kids = _resource.getrusage(_resource.RUSAGE_CHILDREN)
+    return mine.ru_utime + mine.ru_stime + kids.ru_utime + kids.ru_stime
+"""
 
 
 def run_child(variant: str, warehouse: str, target: Path, case: str
-              ) -> tuple[float, float, float, int]:
-    """Process wall seconds, the write alone (timed in the child), peak RSS in MiB and the rows
-    the child wrote. `warehouse` is the DuckDB file, or the PostgreSQL URL for `pg-*` cases."""
+              ) -> tuple[float, float, float, int, float]:
+    """Process wall seconds, the write alone (timed in the child), peak RSS in MiB, the rows
+    the child wrote and the write's CPU seconds. `warehouse` is the DuckDB file, or the
+    PostgreSQL URL for `pg-*` cases."""
     target.unlink(missing_ok=True)
     anchor, options = CASES[case]
     argument = anchor if variant.startswith(("duckdb", "psql")) else json.dumps(options)
-    code = CHILD[variant].format(table=TABLE)
+    code = CPU + CHILD[variant].format(table=TABLE)
     if variant.startswith("duckdb"):
         warehouse = warehouse.removeprefix("duckdb:///")
     elif variant.startswith("psql"):
@@ -220,8 +234,8 @@ def run_child(variant: str, warehouse: str, target: Path, case: str
     out = child.stdout.read().decode() if child.stdout else ""
     if status != 0:
         raise SystemExit(f"{variant} {case} failed (status {status})")
-    rows, write_seconds = out.strip().splitlines()[-1].split()
-    return seconds, float(write_seconds), usage.ru_maxrss / 1024, int(rows)
+    rows, write_seconds, cpu = out.strip().splitlines()[-1].split()
+    return seconds, float(write_seconds), usage.ru_maxrss / 1024, int(rows), float(cpu)
 
 
 def main() -> int:
@@ -265,7 +279,8 @@ def main() -> int:
     print(f"{args.rows:,} rows, best of {args.repeat}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f} at the start")
     print(f"{'case':16} {'variant':20} {'process s':>9} {'write s':>8} {'MB':>7} "
-          f"{'peak RSS MiB':>13} {'ratio process':>13} {'ratio write':>11} {'vs +md5':>8}")
+          f"{'peak RSS MiB':>13} {'ratio process':>13} {'ratio write':>11} {'vs +md5':>8} "
+          f"{'write CPU s':>11}")
     for case in cases:
         kind = CASES[case][1]["type"]
         postgres = case.startswith("pg-")
@@ -277,7 +292,8 @@ def main() -> int:
                     + (["stagecoach-rowwise"] if case == "csv" and not args.no_rowwise else [])
                     + (["stagecoach-md5-after"] if after else []))
         url = args.postgres if postgres else f"duckdb:///{warehouse}"
-        best: dict[str, tuple[float, float, float, int]] = {}
+        best: dict[str, tuple[float, float, float, int, float]] = {}
+        cpu: dict[str, float] = {}
         size: dict[str, int] = {}
         for _ in range(args.repeat):
             for variant in variants:
@@ -287,6 +303,7 @@ def main() -> int:
                     raise SystemExit(f"{variant} wrote {result[3]} rows, not {args.rows}")
                 if variant not in best or result[1] < best[variant][1]:
                     best[variant] = result
+                cpu[variant] = min(cpu.get(variant, result[4]), result[4])
                 size[variant] = target.stat().st_size
         if "stagecoach-batches" in variants and kind != "parquet":
             same = filecmp.cmp(args.workdir / f"out-stagecoach.{kind}",
@@ -296,11 +313,11 @@ def main() -> int:
                                  "bytes")
         anchor, hashed = best[anchors[0]], best[anchors[1]]
         for variant in variants:
-            seconds, write, rss, _ = best[variant]
+            seconds, write, rss, _, _ = best[variant]
             print(f"{case:16} {variant:20} {seconds:9.2f} {write:8.2f} "
                   f"{size[variant] / 2**20:7.1f} {rss:13.0f} "
                   f"{anchor[0] / seconds:13.2f} {anchor[1] / write:11.2f} "
-                  f"{hashed[1] / write:8.2f}", flush=True)
+                  f"{hashed[1] / write:8.2f} {cpu[variant]:11.2f}", flush=True)
     return 0
 
 

@@ -62,13 +62,30 @@ _NO_FILE_ACCESS: ContextVar[frozenset[str]] = ContextVar("stagecoach_duckdb_no_f
 
 @dataclass(frozen=True)
 class CopyLines:
-    """What `WarehouseResource.copy_lines` writes: each field's SQL over columns c0, c1...,
-    already quoted as the file wants; the delimiter between them; the header's fields (None:
-    no header)."""
+    """What `copy_lines` (DuckDB) and `copy_lines_out` (PostgreSQL) write, over columns c0,
+    c1...: the SQL of the whole line as the one field (DuckDB: its line ending included; a
+    PostgreSQL text COPY adds the newline), or, with `csv`, one SQL per column that
+    PostgreSQL's own CSV COPY writes (see `copy_lines_out`); the delimiter; the header's
+    fields (None: no header)."""
 
     fields: list[str]
     delimiter: str
     header: list[str] | None
+    csv: bool = False
+    force_quote: bool = False  # with `csv`: every value quoted (FORCE_QUOTE *)
+
+
+def text_buffer(lines: pa.Array) -> memoryview:
+    """A text array's values back to back, as Arrow keeps them in one buffer (no copy)."""
+    if not (pa.types.is_string(lines.type) or pa.types.is_large_string(lines.type)):
+        lines = lines.cast(pa.large_string())
+    if len(lines) == 0:
+        return memoryview(b"")
+    _, offsets, data = lines.buffers()
+    width = pa.int64() if pa.types.is_large_string(lines.type) else pa.int32()
+    bounds = pa.Array.from_buffers(width, len(lines) + 1, [None, offsets], offset=lines.offset)
+    start, end = bounds[0].as_py(), bounds[-1].as_py()
+    return memoryview(data)[start:end] if data is not None else memoryview(b"")
 
 
 class WarehouseError(Exception):
@@ -181,15 +198,18 @@ class WarehouseResource(dg.ConfigurableResource):
                 yield pa.RecordBatch.from_pydict({n: pa.array([], pa.string()) for n in names})
 
     def copy_lines(self, sql: str, line_for: Callable[[pa.Schema, list[str]], "CopyLines | None"],
-                   target: Path) -> int | None:
-        """Write a query's result as text with the warehouse's own `COPY ... TO`:
-        `line_for(schema, types)` says, over the columns renamed c0, c1..., the SQL of each
-        field, the delimiter and the header (see CopyLines) — or None to decline, as it does
-        for a type it cannot print as the Python writer would. Returns the row count, or None
-        when declined or the warehouse is not DuckDB (the caller streams batches then).
+                   write: Callable[[memoryview], object]) -> int | None:
+        """DuckDB: write a query's result as text lines built inside the warehouse:
+        `line_for(schema, types)` says, over the columns renamed c0, c1..., the SQL of the whole
+        line (its line ending included) as the one field of a CopyLines, the delimiter and the
+        header's fields; or None to decline, as it does for a type it cannot print as the
+        Python writer would. Returns the row count, or None when declined or the warehouse is
+        not DuckDB (the caller streams batches then).
 
-        DuckDB's CSV writer with no quote and no escape writes each field as it is (the fields
-        come quoted where the file wants it), a NULL as nothing, then a newline."""
+        The lines come back as Arrow batches, whose text values lie back to back in one buffer:
+        each batch is handed to `write` as that buffer, in the query's order, with no copy.
+        (A `COPY ... TO` through DuckDB's CSV writer cost more: its per-value scan of a long
+        line, then a pipe or a second read of the file for the md5.)"""
         if not self.is_duckdb:
             return None
         with self._duckdb() as con:
@@ -199,35 +219,39 @@ class WarehouseResource(dg.ConfigurableResource):
             lines = line_for(schema, [str(t) for t in relation.types])
             if lines is None:
                 return None
-            aliases = lines.header or [f"f{i}" for i in range(len(lines.fields))]
-            select = ", ".join(f'{field} AS "{alias.replace(chr(34), chr(34) * 2)}"'
-                               for field, alias in zip(lines.fields, aliases, strict=True))
-            copied = con.execute(
-                f"COPY (SELECT {select} FROM ({sql}) AS q({', '.join(names)})) "
-                f"TO {_sql_string(str(target))} (FORMAT csv, "
-                f"HEADER {lines.header is not None}, QUOTE '', ESCAPE '', "
-                f"DELIMITER {_sql_string(lines.delimiter)})").fetchone()
-            return int(copied[0]) if copied else 0
+            if lines.header is not None:
+                write(memoryview((lines.delimiter.join(lines.header) + "\n").encode()))
+            reader = con.sql(f"SELECT {lines.fields[0]} AS line FROM ({sql}) AS "
+                             f"q({', '.join(names)})").to_arrow_reader(BATCH_ROWS)
+            rows = 0
+            for batch in reader:
+                write(text_buffer(batch.column(0)))
+                rows += batch.num_rows
+            return rows
 
     def copy_lines_out(self, sql: str,
                        line_for: Callable[[list[str], list[str]], "CopyLines | None"],
-                       write: Callable[[bytes], object]) -> int | None:
+                       write: Callable[[bytes | bytearray], object]) -> int | None:
         r"""PostgreSQL: write a query's result as text lines with `COPY (...) TO STDOUT`
         through psycopg 3, each chunk of lines handed to `write` as it arrives.
         `line_for(names, types)` (PostgreSQL's type names, e.g. `numeric(12,2)`) gives the SQL
-        of the whole line over columns c0, c1... as the single field of a CopyLines, the
-        delimiter and the header's fields; or None to decline. Returns the row count, or None
-        when declined or the warehouse is not PostgreSQL (the caller streams batches then).
+        of the whole line over columns c0, c1... as the single field of a CopyLines, or the
+        SQL of each column for PostgreSQL's own CSV writer (`csv`), the delimiter and the
+        header's fields; or None to decline. Returns the row count, or None when declined or
+        the warehouse is not PostgreSQL (the caller streams batches then).
 
         COPY's text format escapes a backslash and the control characters \b \f \n \r
-        \t \v of each line; they are unescaped here, so the bytes are the line's own."""
+        \t \v of each line; they are unescaped here, so the bytes are the line's own. Its
+        CSV format quotes a value holding the delimiter, a quote, LF or CR (an empty text too,
+        which `line_for` makes NULL): one holding CR and none of the others is unquoted again
+        here, as `csv.writer` leaves it (unless every value is quoted, `force_quote`)."""
         if self.is_duckdb or not sa.make_url(self.url).drivername.startswith("postgresql"):
             return None
         with self.engine().connect() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None  # an open connection has its driver's
             with raw.cursor() as cursor:
-                if not hasattr(cursor, "copy"):
+                if not hasattr(cursor, "copy") or not hasattr(raw, "pgconn"):
                     return None
                 # Transaction-local (the connection goes back to the pool): ISO dates, UTF-8.
                 cursor.execute("SET LOCAL DateStyle = 'ISO, YMD'")
@@ -240,17 +264,19 @@ class WarehouseResource(dg.ConfigurableResource):
                     return None
                 if lines.header is not None:
                     write((lines.delimiter.join(lines.header) + "\n").encode())
-                rows, pending, size = 0, [], 0
-                with cursor.copy(f"COPY (SELECT {lines.fields[0]} FROM ({sql}) AS "
-                                 f"q({', '.join(names)})) TO STDOUT") as copy:
-                    for row in copy:
-                        pending.append(row)
-                        size += len(row)
-                        if size >= 1 << 20:
-                            write(_copy_text_unescaped(b"".join(pending)))
-                            rows, pending, size = rows + len(pending), [], 0
-                write(_copy_text_unescaped(b"".join(pending)))
-                return rows + len(pending)
+                source = f"FROM ({sql}) AS q({', '.join(names)})"
+                if lines.csv:
+                    force = ", FORCE_QUOTE *" if lines.force_quote else ""
+                    statement = (f"COPY (SELECT {', '.join(lines.fields)} {source}) TO STDOUT "
+                                 f"(FORMAT csv, DELIMITER {_sql_string(lines.delimiter)}{force})")
+                    delimiter = lines.delimiter.encode()
+                    fixed: Callable[[bytearray], bytes | bytearray] = (
+                        (lambda rows: rows) if lines.force_quote
+                        else (lambda rows: _csv_cr_unquoted(rows, delimiter)))
+                else:
+                    statement = f"COPY (SELECT {lines.fields[0]} {source}) TO STDOUT"
+                    fixed = _copy_text_unescaped
+                return _copy_out(raw, statement, fixed, write)
 
     def copy_parquet(self, sql: str, accept: Callable[[list[str], list[str]], bool],
                      target: Path) -> int | None:
@@ -729,7 +755,93 @@ _COPY_TEXT_ESCAPES = {b"\\\\": b"\\", b"\\b": b"\b", b"\\f": b"\f", b"\\n": b"\n
 _COPY_TEXT_ESCAPE = re.compile(rb"\\[\\bfnrtv]")
 
 
-def _copy_text_unescaped(lines: bytes) -> bytes:
+def _copy_out(connection: Any, statement: str,
+              fixed: Callable[[bytearray], bytes | bytearray],
+              write: Callable[[bytes | bytearray], object]) -> int:
+    """Run `COPY ... TO STDOUT` on a psycopg 3 connection (in its open transaction) through
+    its libpq connection (`Connection.pgconn`, psycopg's documented way to libpq): a blocking
+    `get_copy_data` per row, the GIL released while it waits, each row copied into a 1 MiB
+    block handed to `write` (after `fixed`). psycopg's `Copy` iteration costs twice the CPU
+    (a Python generator and a lock per row), and holding its rows' memoryviews four times.
+
+    Returns the rows. The server's error is raised as psycopg's class for its SQLSTATE; if
+    `write` fails the COPY is cancelled and drained first, so the connection stays usable."""
+    import psycopg
+    from psycopg import pq
+
+    pgconn = connection.pgconn
+    pgconn.send_query(statement.encode())
+    started = pgconn.get_result()
+    if started is None or started.status != pq.ExecStatus.COPY_OUT:
+        while pgconn.get_result() is not None:
+            pass
+        _raise_result(psycopg, started)
+    rows, block = 0, bytearray()
+    get = pgconn.get_copy_data
+    try:
+        while True:
+            size, row = get(0)
+            if size < 0:
+                break
+            block += row
+            rows += 1
+            if len(block) >= 1 << 20:
+                write(fixed(block))
+                block = bytearray()
+    except BaseException:
+        with suppress(Exception):  # cancel_safe: psycopg 3.2 on; cancel before
+            cancel = getattr(connection, "cancel_safe", None) or connection.cancel
+            cancel()
+        with suppress(Exception):
+            while get(0)[0] >= 0:
+                pass
+            while pgconn.get_result() is not None:
+                pass
+        raise
+    results = []
+    while (result := pgconn.get_result()) is not None:
+        results.append(result)
+    failed = [r for r in results if r.status != pq.ExecStatus.COMMAND_OK]
+    if failed or not results:
+        _raise_result(psycopg, failed[0] if failed else None)
+    write(fixed(block))
+    return rows
+
+
+def _raise_result(psycopg: Any, result: Any) -> None:
+    """Raise a failed libpq result as psycopg's error class for its SQLSTATE."""
+    message = (result.error_message.decode(errors="replace").strip() if result is not None
+               else "no result from the server") or "COPY failed"
+    code = result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) if result is not None \
+        else None
+    try:
+        error = psycopg.errors.lookup(code.decode()) if code else psycopg.DatabaseError
+    except KeyError:
+        error = psycopg.DatabaseError
+    raise error(message)
+
+
+# A field PostgreSQL's CSV COPY quoted: it writes a quote only to open, close or double one.
+_CSV_QUOTED = re.compile(rb'"((?:[^"]|"")*)"')
+
+
+def _csv_cr_unquoted(lines: bytes | bytearray, delimiter: bytes) -> bytes | bytearray:
+    """PostgreSQL CSV rows (whole rows), each field quoted only for a CR unquoted again: it
+    holds CR and no quote, LF or delimiter, what `csv.writer` quotes (with a LF line
+    ending). Rows without CR are left as they are (one search of the chunk)."""
+    if b"\r" not in lines:
+        return lines
+
+    def unquoted(match: re.Match[bytes]) -> bytes:
+        inner = match.group(1)
+        if b"\r" not in inner or b'"' in inner or b"\n" in inner or delimiter in inner:
+            return match.group(0)
+        return inner
+
+    return _CSV_QUOTED.sub(unquoted, lines)
+
+
+def _copy_text_unescaped(lines: bytes | bytearray) -> bytes | bytearray:
     """PostgreSQL COPY text rows (whole rows: an escape never spans two) as their bytes."""
     if b"\\" not in lines:
         return lines

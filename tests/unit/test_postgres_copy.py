@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from assets import spec
 from assets.file_writers import _write_delimited, postgres_line_sql, write_query
-from resources.warehouse import WarehouseResource
+from resources.warehouse import WarehouseResource, _csv_cr_unquoted
 from tests.unit.test_warehouse_copy import OPTIONS, assert_written  # as on DuckDB
 
 SQL = 'SELECT * FROM "query"."partner" ORDER BY n'
@@ -88,7 +88,8 @@ def _copy_path_taken(warehouse: WarehouseResource, fmt: spec.OutputFile, sql: st
 @pytest.mark.parametrize("options", [*OPTIONS, {"type": "jsonl"},
                                      {"delimiter": ".", "line_suffix": "5"},
                                      {"delimiter": "\\", "quoting": "none"},
-                                     {"delimiter": "e"}, {"delimiter": "\t", "line_suffix": "n"}],
+                                     {"delimiter": "e"}, {"delimiter": "\t", "line_suffix": "n"},
+                                     {"delimiter": ";"}, {"delimiter": ";", "quoting": "all"}],
                          ids=lambda o: "-".join(map(repr, o.values())))
 def test_postgres_copy_writes_todays_bytes(tmp_path: Path, tricky: WarehouseResource,
                                            options: dict) -> None:
@@ -128,3 +129,58 @@ def test_no_rows_writes_the_header_alone(tmp_path: Path, tricky: WarehouseResour
         expected = b"" if fmt.type == "jsonl" else (
             ",".join(c.split()[0] for c in COLUMNS.split(", ")) + "\n").encode()
         assert (tmp_path / "out").read_bytes() == expected
+
+
+def _native_csv(fmt: spec.OutputFile, names: tuple[str, ...] = ("a", "b")) -> bool:
+    lines = postgres_line_sql(fmt, list(names), ["text"] * len(names))
+    assert lines is not None
+    return lines.csv
+
+
+def test_postgresqls_own_csv_is_used_where_it_writes_the_same_bytes() -> None:
+    """PostgreSQL's CSV COPY for `quoting: minimal` or `all`, LF endings, no suffix and a
+    common delimiter (the bytes are checked by test_postgres_copy_writes_todays_bytes); the
+    line built in SQL otherwise, and for a lone column (csv.writer quotes its empty field)."""
+    for fmt in (spec.OutputFile(), spec.OutputFile(type="tsv", header=False),
+                spec.OutputFile(type="psv", quoting="all"), spec.OutputFile(delimiter=";")):
+        assert _native_csv(fmt)
+    for fmt in (spec.OutputFile(quoting="nonnumeric"), spec.OutputFile(quoting="none"),
+                spec.OutputFile(line_ending="crlf"), spec.OutputFile(line_suffix="|"),
+                spec.OutputFile(delimiter="e"), spec.OutputFile(delimiter=".")):
+        assert not _native_csv(fmt)
+    assert not _native_csv(spec.OutputFile(), ("lone",))
+
+
+def test_a_field_quoted_only_for_its_cr_is_unquoted_again() -> None:
+    """csv.writer (LF endings) quotes the delimiter, a quote and LF, not CR."""
+    rows = (b'1,"cr\rhere",x\n2,"a\rb,c","say ""hi""\r"\n'
+            b'3,"crlf\r\n",""\n4,"\r",plain\n')
+    assert _csv_cr_unquoted(rows, b",") == (b'1,cr\rhere,x\n2,"a\rb,c","say ""hi""\r"\n'
+                                            b'3,"crlf\r\n",""\n4,\r,plain\n')
+    assert _csv_cr_unquoted(b'1,"a,b"\n', b",") == b'1,"a,b"\n'  # no CR: as it is
+    assert _csv_cr_unquoted(b'"a\r,b"|"c\rd"\n', b"|") == b'a\r,b|c\rd\n'
+
+
+def test_a_query_failing_midway_raises_the_servers_error(tmp_path: Path,
+                                                         tricky: WarehouseResource) -> None:
+    """The COPY's error as psycopg raises it (its class for the SQLSTATE), and the pooled
+    connection serves the next query."""
+    import psycopg
+
+    failing = "SELECT i, 1 / (150000 - i) AS n FROM generate_series(0, 200000) AS t(i)"
+    with pytest.raises(psycopg.errors.DivisionByZero, match="division by zero"):
+        write_query(tricky, failing, tmp_path / "out", spec.OutputFile())
+    assert write_query(tricky, SQL, tmp_path / "out", spec.OutputFile()).rows == len(TEXT)
+
+
+def test_a_failing_write_cancels_the_copy_and_leaves_the_connection_usable(
+        tricky: WarehouseResource) -> None:
+    def write(chunk: bytes | bytearray) -> None:
+        if len(chunk) > 100:
+            raise OSError("disk full")
+
+    sql = "SELECT i FROM generate_series(0, 2000000) AS t(i)"
+    with pytest.raises(OSError, match="disk full"):
+        tricky.copy_lines_out(sql, lambda names, types: postgres_line_sql(
+            spec.OutputFile(), names, types), write)
+    assert tricky.fetch("SELECT 1") == [(1,)]
