@@ -195,3 +195,31 @@ def test_a_blocking_standardisation_check_stops_the_run(
     [check] = run.result.get_asset_check_evaluations()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert not run.success  # a failed blocking check fails the run
+
+
+def test_changed_flags_past_one_mask_are_counted_per_column() -> None:
+    """64 text-result columns need two changed masks (62 bits each): every column's count comes
+    from its own bit, the highest bit of the first mask included."""
+    import duckdb
+
+    from assets import spec, value_accounts
+    from resources.warehouse import quote_ident
+
+    names = [f"c{i}" for i in range(64)]
+    table = spec.DomainTable.model_validate(
+        {"from": "people", "columns": {n: {"tag": "email"} for n in names}})
+    bits = value_accounts.changed_bits(table, names)
+    assert bits["c61"] == ("_stagecoach_changed_0", 1 << 61)
+    assert bits["c62"] == ("_stagecoach_changed_1", 1)
+    # column i changed in rows 0..i (i + 1 rows of 64), never invalid
+    changed = {n: f"row <= {i}" for i, n in enumerate(names)}
+    items = ", ".join([*(f"'x' AS {quote_ident(n)}" for n in names),
+                       *(f"CAST(NULL AS VARCHAR) AS {quote_ident(value_accounts.INVALID + n)}"
+                         for n in names),
+                       *value_accounts.changed_masks(table, names, changed)])
+    with duckdb.connect() as con:
+        con.execute(f"CREATE TABLE t AS SELECT {items} FROM range(64) r(row)")
+        accounts = value_accounts.count(lambda sql, a: con.execute(sql, a).fetchall(), "t",
+                                        table, names)
+    assert {n: a.changed for n, a in accounts.items()} == {n: i + 1 for i, n in enumerate(names)}
+    assert all(a.invalid == 0 and a.present == 64 for a in accounts.values())
