@@ -223,3 +223,50 @@ def test_changed_flags_past_one_mask_are_counted_per_column() -> None:
                                         table, names)
     assert {n: a.changed for n, a in accounts.items()} == {n: i + 1 for i, n in enumerate(names)}
     assert all(a.invalid == 0 and a.present == 64 for a in accounts.values())
+
+
+DATED = """\
+workflow: {{name: dated_{backend}, start_date: 2026-11-01}}
+connections:
+  inbox: {{kind: folder, path: inbox}}
+couriers:
+  people: {{from: inbox, path: "people_{{{{ ds_nodash }}}}.csv"}}
+domain_tables:
+  dated_people_{backend}:
+    from: people
+    columns:
+      id: {{tag: id}}
+      email: {{tag: email}}
+      name: {{tag: name}}
+"""
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgres"])
+def test_changed_counts_of_a_day_loaded_into_an_existing_table(
+        backend: str, stagecoach_env: Path, monkeypatch: pytest.MonkeyPatch,
+        workflow_runner: Callable[..., WorkflowRun], request: pytest.FixtureRequest) -> None:
+    """The second day goes into the table the first made (the changed mask is added to it,
+    counted for that day's rows alone, then dropped with the other helper columns)."""
+    if backend == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        monkeypatch.setenv("STAGECOACH_WAREHOUSE_URL", url)
+    else:
+        url = f"duckdb:///{stagecoach_env / 'data' / 'warehouse.duckdb'}"
+    workflows = stagecoach_env / "workflows"
+    (workflows / "inbox").mkdir(parents=True)
+    (workflows / "dated.yaml").write_text(DATED.format(backend=backend))
+    (workflows / "inbox" / "people_20261102.csv").write_text(
+        "id,email,name\n1,Ann@Example.COM,ANN\n2,bob@example.com,Bob\n")
+    (workflows / "inbox" / "people_20261103.csv").write_text(
+        "id,email,name\n3,cy@example.com,cy\n4,n/a,Dee\n5,Ed@Example.com,ed\n")
+    table = f"dated_people_{backend}"
+    instance = dg.DagsterInstance.ephemeral()
+    for day, expected in (("2026-11-02", (1, 0, 1)), ("2026-11-03", (1, 1, 2))):
+        run = workflow_runner(workflows, f"dated_{backend}", day, instance=instance)
+        assert run.success, run.failures()
+        meta = run.metadata("domain", table)
+        assert (meta["changed/email"], meta["invalid/email"], meta["changed/name"]) == expected
+    columns = [c for (c,) in WarehouseResource(url=url).fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = "
+        f"'{table}'")]
+    assert not [c for c in columns if c.startswith("_stagecoach")], columns
