@@ -142,6 +142,8 @@ def feed_select(table: spec.DomainTable, fmt: StagedFormat, files: list[bad_rows
     inner = ["_source_file", "_file", NUL, *(["_row"] if numbered else [])]
     outer: list[str] = []
     lets: list[list[tuple[str, str]]] = []  # per column, the values its tag names (in order)
+    measured: list[str] = []
+    changed: dict[str, str] = {}  # per measured column: true where its tag rewrote the value
     for name, mapping in table.columns.items():
         q = quote_ident(name)
         if (mapping.source or name) not in available:
@@ -160,11 +162,11 @@ def feed_select(table: spec.DomainTable, fmt: StagedFormat, files: list[bad_rows
             outer.append(f"{raw} AS {quote_ident(name + '_raw')}")
         outer.append(f"CASE WHEN {q} IS NULL THEN {raw} END AS "
                      f"{quote_ident(value_accounts.INVALID + name)}")
-        if value_accounts.CHANGED + name in value_accounts.hidden_columns(mapping, name):
-            outer.append(f"coalesce({q} <> {raw}, false) AS "
-                         f"{quote_ident(value_accounts.CHANGED + name)}")
+        measured.append(name)
+        changed[name] = f"{q} <> {raw}"
         if mapping.tag in ("date", "datetime", "birthdate") and not mapping.formats:
             outer += _order_evidence(raw, name)
+    outer += value_accounts.changed_masks(table, measured, changed)
     outer += ["_source_file", NUL]
     if partitioned:
         outer.append(f"CAST($partition AS VARCHAR) AS {PARTITION_COLUMN}")
@@ -262,11 +264,12 @@ def hidden_columns(table: spec.DomainTable, files: list[bad_rows.SourceFile]
     available = {c for f in files for c in f.columns}
     hidden: dict[str, str] = {NUL: "BOOLEAN"}
     dates = undated(table)
-    for name, mapping in table.columns.items():
-        if value_accounts.measured(mapping) and (mapping.source or name) in available:
-            hidden.update(value_accounts.hidden_columns(mapping, name))
-            if name in dates:
-                hidden.update({DAY_FIRST + name: "TEXT", MONTH_FIRST + name: "TEXT"})
+    measured = [name for name, mapping in table.columns.items()
+                if value_accounts.measured(mapping) and (mapping.source or name) in available]
+    hidden.update(value_accounts.hidden_columns(table, measured))
+    for name in measured:
+        if name in dates:
+            hidden.update({DAY_FIRST + name: "TEXT", MONTH_FIRST + name: "TEXT"})
     return hidden
 
 

@@ -1,8 +1,11 @@
 """Every value accounted for: how many values each semantic tag found invalid or changed.
 
 The load carries, per standardised column, a hidden column holding the raw value where the tag
-could not read it and a flag where it rewrote it; they are counted in the warehouse right after
-the rows are written (in the same transaction) and dropped, so a 2 GB load is read once.
+could not read it, and per row one bit mask (`_stagecoach_changed_0`, a BIGINT; one more per 62
+columns) whose bit of a text-result column says the tag rewrote its value; they are counted in
+the warehouse right after the rows are written (in the same transaction) and dropped, so a 2 GB
+load is read once. One mask instead of a BOOLEAN column per text-result column: every stored
+column costs the load its own compression and writing, even a column of flags.
 """
 
 from collections.abc import Callable
@@ -15,6 +18,7 @@ from assets import spec
 from resources.warehouse import quote_ident
 
 INVALID, CHANGED = "_stagecoach_invalid_", "_stagecoach_changed_"
+MASK_BITS = 62  # columns per changed mask: bits 0..61 of a BIGINT, clear of its sign bit
 SHOWN = 3  # masked examples of invalid values per column
 CHECK = "standardisation"
 
@@ -24,12 +28,30 @@ def measured(mapping: spec.ColumnMapping) -> bool:
     return mapping.tag not in ("text", "id")
 
 
-def hidden_columns(mapping: spec.ColumnMapping, name: str) -> dict[str, str]:
-    """The helper columns a measured column adds to a load, name → portable SQL type."""
-    columns = {INVALID + name: "TEXT"}
-    if mapping.tag in spec.TEXT_RESULT_TAGS:
-        columns[CHANGED + name] = "BOOLEAN"
-    return columns
+def changed_bits(table: spec.DomainTable, columns: list[str]) -> dict[str, tuple[str, int]]:
+    """Of the measured `columns` (in table order), each text-result one's changed mask column
+    and bit: the i-th such column is bit i % 62 of mask i // 62."""
+    rewritten = [c for c in columns if table.columns[c].tag in spec.TEXT_RESULT_TAGS]
+    return {c: (f"{CHANGED}{i // MASK_BITS}", 1 << (i % MASK_BITS))
+            for i, c in enumerate(rewritten)}
+
+
+def hidden_columns(table: spec.DomainTable, columns: list[str]) -> dict[str, str]:
+    """The helper columns the measured `columns` add to a load, name → portable SQL type."""
+    hidden = {INVALID + c: "TEXT" for c in columns}
+    hidden.update({flags: "BIGINT" for flags, _ in changed_bits(table, columns).values()})
+    return hidden
+
+
+def changed_masks(table: spec.DomainTable, columns: list[str],
+                  changed: dict[str, str]) -> list[str]:
+    """The SELECT items of the changed masks, from each text-result column's test `changed`
+    (SQL true where the tag rewrote the value)."""
+    masks: dict[str, list[str]] = {}
+    for name, (flags, bit) in changed_bits(table, columns).items():
+        masks.setdefault(flags, []).append(f"CASE WHEN {changed[name]} THEN {bit} ELSE 0 END")
+    return [f"CAST({' + '.join(bits)} AS BIGINT) AS {quote_ident(flags)}"
+            for flags, bits in masks.items()]
 
 
 def mask(value: str) -> str:
@@ -62,11 +84,14 @@ def count(query: Query, relation: str, table: spec.DomainTable, columns: list[st
     if not columns:
         return accounts
     parts = []
+    bits = changed_bits(table, columns)
     for name in columns:
         parts += [f"count({quote_ident(name)})", f"count({quote_ident(INVALID + name)})"]
-        changed = CHANGED + name
-        parts.append(f"sum(CASE WHEN {quote_ident(changed)} THEN 1 ELSE 0 END)"
-                     if changed in hidden_columns(table.columns[name], name) else "0")
+        if name in bits:
+            flags, bit = bits[name]
+            parts.append(f"sum(CASE WHEN ({quote_ident(flags)} & {bit}) <> 0 THEN 1 ELSE 0 END)")
+        else:
+            parts.append("0")
     row = query(f"SELECT {', '.join(parts)} FROM {relation}{where}", args)[0]
     for i, name in enumerate(columns):
         values, invalid, changed = (int(v or 0) for v in row[3 * i:3 * i + 3])

@@ -84,3 +84,17 @@ def test_numbers_and_booleans() -> None:
     assert run("boolean", "Yes") is True
     assert run("boolean", "0") is False
     assert run("datetime", "2026-11-01 13:45:00") == dt.datetime(2026, 11, 1, 13, 45)
+
+
+@pytest.mark.parametrize("raw", [
+    "$1,234.50", "1,2,3", "$ 1 234", "$1_000", "$-5", "-$5", "$+5", "5$", "1e3,", "$.5",
+    "$1,234.5678901", "$99999999999999999999", "1,000e2", "$1,2e3", "$,", "$", "$1.2.3",
+    "$0x10", "$(5)", "$1 000", "$1__0", "$_1", "$ inf", "$nan", "$1e", "$\t12", "$\uff11\uff12",
+])
+def test_decimal_with_dollar_or_comma_reads_as_the_regex_does(raw: str) -> None:
+    """The cheap path for `$` and `,` (both removed by replace, then the cast) gives what the
+    regex that removes everything but digits, sign, point and exponent gives."""
+    with duckdb.connect() as con:
+        regex = con.execute("SELECT TRY_CAST(regexp_replace($v, '[^0-9.eE+-]', '', 'g') AS "
+                            "DECIMAL(18,4))", {"v": raw}).fetchall()
+    assert [(run("decimal", raw),)] == regex

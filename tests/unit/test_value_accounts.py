@@ -195,3 +195,78 @@ def test_a_blocking_standardisation_check_stops_the_run(
     [check] = run.result.get_asset_check_evaluations()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert not run.success  # a failed blocking check fails the run
+
+
+def test_changed_flags_past_one_mask_are_counted_per_column() -> None:
+    """64 text-result columns need two changed masks (62 bits each): every column's count comes
+    from its own bit, the highest bit of the first mask included."""
+    import duckdb
+
+    from assets import spec, value_accounts
+    from resources.warehouse import quote_ident
+
+    names = [f"c{i}" for i in range(64)]
+    table = spec.DomainTable.model_validate(
+        {"from": "people", "columns": {n: {"tag": "email"} for n in names}})
+    bits = value_accounts.changed_bits(table, names)
+    assert bits["c61"] == ("_stagecoach_changed_0", 1 << 61)
+    assert bits["c62"] == ("_stagecoach_changed_1", 1)
+    # column i changed in rows 0..i (i + 1 rows of 64), never invalid
+    changed = {n: f"row <= {i}" for i, n in enumerate(names)}
+    items = ", ".join([*(f"'x' AS {quote_ident(n)}" for n in names),
+                       *(f"CAST(NULL AS VARCHAR) AS {quote_ident(value_accounts.INVALID + n)}"
+                         for n in names),
+                       *value_accounts.changed_masks(table, names, changed)])
+    with duckdb.connect() as con:
+        con.execute(f"CREATE TABLE t AS SELECT {items} FROM range(64) r(row)")
+        accounts = value_accounts.count(lambda sql, a: con.execute(sql, a).fetchall(), "t",
+                                        table, names)
+    assert {n: a.changed for n, a in accounts.items()} == {n: i + 1 for i, n in enumerate(names)}
+    assert all(a.invalid == 0 and a.present == 64 for a in accounts.values())
+
+
+DATED = """\
+workflow: {{name: dated_{backend}, start_date: 2026-11-01}}
+connections:
+  inbox: {{kind: folder, path: inbox}}
+couriers:
+  people: {{from: inbox, path: "people_{{{{ ds_nodash }}}}.csv"}}
+domain_tables:
+  dated_people_{backend}:
+    from: people
+    columns:
+      id: {{tag: id}}
+      email: {{tag: email}}
+      name: {{tag: name}}
+"""
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgres"])
+def test_changed_counts_of_a_day_loaded_into_an_existing_table(
+        backend: str, stagecoach_env: Path, monkeypatch: pytest.MonkeyPatch,
+        workflow_runner: Callable[..., WorkflowRun], request: pytest.FixtureRequest) -> None:
+    """The second day goes into the table the first made (the changed mask is added to it,
+    counted for that day's rows alone, then dropped with the other helper columns)."""
+    if backend == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        monkeypatch.setenv("STAGECOACH_WAREHOUSE_URL", url)
+    else:
+        url = f"duckdb:///{stagecoach_env / 'data' / 'warehouse.duckdb'}"
+    workflows = stagecoach_env / "workflows"
+    (workflows / "inbox").mkdir(parents=True)
+    (workflows / "dated.yaml").write_text(DATED.format(backend=backend))
+    (workflows / "inbox" / "people_20261102.csv").write_text(
+        "id,email,name\n1,Ann@Example.COM,ANN\n2,bob@example.com,Bob\n")
+    (workflows / "inbox" / "people_20261103.csv").write_text(
+        "id,email,name\n3,cy@example.com,cy\n4,n/a,Dee\n5,Ed@Example.com,ed\n")
+    table = f"dated_people_{backend}"
+    instance = dg.DagsterInstance.ephemeral()
+    for day, expected in (("2026-11-02", (1, 0, 1)), ("2026-11-03", (1, 1, 2))):
+        run = workflow_runner(workflows, f"dated_{backend}", day, instance=instance)
+        assert run.success, run.failures()
+        meta = run.metadata("domain", table)
+        assert (meta["changed/email"], meta["invalid/email"], meta["changed/name"]) == expected
+    columns = [c for (c,) in WarehouseResource(url=url).fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = "
+        f"'{table}'")]
+    assert not [c for c in columns if c.startswith("_stagecoach")], columns
