@@ -14,7 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from assets import bad_rows, semantic_tags, spec, value_accounts
-from assets.common import asset_partition, markdown_table, owners_of, partitions_for
+from assets.common import asset_partition, markdown_table, owners_of, partitions_for, signed
 from assets.couriers import manifest_path
 from assets.names import DOMAIN_SCHEMA, STAGING_KEY, WAREHOUSE_KEY, courier_key, domain_key
 from assets.semantic_tags import TAG_TYPES, standardise_value
@@ -311,6 +311,7 @@ def build_domain_asset(workflow: spec.Workflow, name: str, table: spec.DomainTab
         metadata={"dagster/column_schema": schema, "dagster/table_name": f"domain.{name}",
                   "bad_rows": table.bad_rows},
     )
+    @signed
     def _domain(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
         staging: StagingResource = getattr(context.resources, STAGING_KEY)

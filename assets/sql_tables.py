@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 
 from assets import spec
-from assets.common import markdown_table, owners_of, template_context
+from assets.common import markdown_table, owners_of, signed, template_context
 from assets.names import (
     WAREHOUSE_KEY,
     database_table_key,
@@ -138,6 +138,7 @@ def _database_table(workflow: spec.Workflow, db: str, database: spec.Database, n
         required_resource_keys={WAREHOUSE_KEY},
         metadata=sql_metadata(workflow, f"{db}.{name}", table, warehouse_kind),
     )
+    @signed
     def _table(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         _, rows, columns = _build(context, workflow, db, name, table)
         return dg.MaterializeResult(metadata={"dagster/row_count": rows, **columns})
@@ -179,6 +180,7 @@ def build_query_asset(workflow: spec.Workflow, name: str, query: spec.Query,
         check_specs=check_specs,
         metadata=sql_metadata(workflow, f"query.{name}", query, warehouse_kind),
     )
+    @signed
     def _query(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         warehouse, rows, columns = _build(context, workflow, "query", name, query)
         # A LIMIT query yields one batch; draining the generator closes the connection.
