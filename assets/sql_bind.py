@@ -10,6 +10,7 @@ another warehouse (PostgreSQL) the SQL is in that dialect: only unknown tables a
 reported (`strict=False`); a function or syntax DuckDB lacks is left for the warehouse to judge.
 """
 
+import heapq
 import json
 import re
 from collections.abc import Mapping
@@ -176,17 +177,20 @@ def _order(sql_tables: Mapping[str, tuple[str, set[str]]]) -> list[str]:
     tables on or behind a cycle are left out."""
     waiting = {t: {r for r in reads if r in sql_tables and r != t} | (
         {t} if t in reads else set()) for t, (_, reads) in sql_tables.items()}
+    readers: dict[str, list[str]] = {}
+    for table, inputs in waiting.items():
+        for read in inputs:
+            readers.setdefault(read, []).append(table)
     order: list[str] = []
-    ready = sorted(t for t, w in waiting.items() if not w)
-    while ready:
-        table = ready.pop(0)
+    ready = sorted(t for t, w in waiting.items() if not w)  # a sorted list is a heap
+    while ready:  # the first name of those ready, each time
+        table = heapq.heappop(ready)
         order.append(table)
-        for other, w in waiting.items():
-            if table in w:
-                w.discard(table)
-                if not w and other not in order and other not in ready:
-                    ready.append(other)
-        ready.sort()
+        for other in readers.get(table, ()):
+            w = waiting[other]
+            w.discard(table)
+            if not w:
+                heapq.heappush(ready, other)
     return order
 
 
