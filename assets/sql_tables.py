@@ -4,6 +4,7 @@ Dependencies come from the SQL itself (`domain.customers`, `customer_360.ltv`, `
 the asset graph is the SQL's graph. Each table is rebuilt atomically.
 """
 
+import functools
 import weakref
 from typing import Any
 
@@ -66,6 +67,13 @@ def table_schema(columns: list[tuple[str, str]],
         for name, kind in columns])
 
 
+@functools.lru_cache(maxsize=4096)
+def _bound_schema(columns: tuple[tuple[str, str], ...]) -> dg.TableSchema:
+    """A SQL table's bound columns as a column schema: one (immutable) object per distinct
+    schema (the queries of one mart often return the same columns)."""
+    return table_schema(list(columns))
+
+
 def built_schema(warehouse: WarehouseResource, schema: str, table: str,
                  descriptions: dict[str, str] | None = None) -> dict[str, dg.TableSchema]:
     """The column schema of a table just built, read back from the warehouse."""
@@ -86,7 +94,7 @@ def sql_metadata(workflow: spec.Workflow, qualified: str, table: spec.SqlTable,
         metadata["params"] = dg.MetadataValue.json(dict(workflow.workflow.params))
     columns = binding_of(workflow, warehouse_kind).columns.get(qualified)
     if columns:
-        metadata["dagster/column_schema"] = table_schema(list(columns.items()))
+        metadata["dagster/column_schema"] = _bound_schema(tuple(columns.items()))
     return metadata
 
 
