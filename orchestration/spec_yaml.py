@@ -227,11 +227,10 @@ def _plain_events(loader: Any) -> tuple[dict, dict[Path_, int]] | None:
     # Open collections: (container, its path, for a mapping the raw keys seen and the entry
     # whose value comes next: its path and key).
     open_: list[tuple[Any, Path_, set[str] | None, list[Any]]] = []
-    events = 0
+    values = 0
     while True:
         event: Any = get_event()
         kind = type(event)
-        events += 1
         if kind is ScalarEvent:
             if event.anchor is not None or event.tag not in (None, "!"):
                 raise _NotPlain
@@ -264,8 +263,8 @@ def _plain_events(loader: Any) -> tuple[dict, dict[Path_, int]] | None:
             break
         else:  # an alias, or anything unexpected
             raise _NotPlain
-        if events > MAX_YAML_NODES or len(open_) > MAX_YAML_DEPTH:
-            raise _NotPlain  # the general path says which limit
+        if len(open_) > MAX_YAML_DEPTH:
+            raise _NotPlain  # the general path says so
         line = event.start_mark.line + 1
         if not open_:
             root, path = value, ()
@@ -288,6 +287,9 @@ def _plain_events(loader: Any) -> tuple[dict, dict[Path_, int]] | None:
                 path, key = entry
                 entry.clear()
                 parent[key] = value
+        values += 1  # as Lines.walk counts: every value, the root included, no key
+        if values > MAX_YAML_NODES:
+            raise _NotPlain  # the general path says so
         if collection is not None:
             open_.append((collection, path, set() if type(collection) is dict else None, []))
     if type(get_event()) is not StreamEndEvent or not isinstance(root, dict):
