@@ -20,6 +20,7 @@ from assets.common import (
     ends_on_termination,
     owners_of,
     partitions_for,
+    signed,
     template_context,
 )
 from assets.couriers import manifest_path
@@ -99,6 +100,7 @@ def build_activation_asset(workflow: spec.Workflow, name: str, activation: spec.
         retry_policy=STEP_RETRY_POLICY,
     )
     @ends_on_termination
+    @signed
     def _activation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         staging: StagingResource = getattr(context.resources, STAGING_KEY)
         values = template_context(context, workflow)

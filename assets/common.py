@@ -1,6 +1,7 @@
 """What every asset factory shares: names, resource keys, the run's template context."""
 
 import functools
+import inspect
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -21,6 +22,33 @@ from assets.webhook_params import ParamError, run_params
 from resources.retries import not_retried_reason, step_may_retry
 
 Compute = TypeVar("Compute", bound=Callable[..., Any])
+
+
+def signed(compute: Compute) -> Compute:
+    """`compute` with its signature set on it (`__signature__`, which `inspect.signature` and
+    Dagster read first): Dagster inspects an asset's function about 17 times while it builds
+    the asset, and each inspection of a plain function builds its signature again (~7 µs, about
+    0.4 s of CPU for 3,600 assets). The signature is the one `inspect.signature` finds, computed
+    once per function definition: the closures of one `def` share its code, and their defaults
+    and annotations are part of the key."""
+    key = (compute.__code__, compute.__defaults__, _frozen(compute.__kwdefaults__),
+           _frozen(compute.__annotations__))
+    try:
+        signature = _SIGNATURES.get(key)
+    except TypeError:  # an annotation that does not hash: inspected as is, not shared
+        return compute
+    if signature is None:
+        signature = _SIGNATURES[key] = inspect.signature(compute)
+    compute.__signature__ = signature  # type: ignore[attr-defined]
+    return compute
+
+
+# Signatures by function definition: one per `def` of an asset body, so few.
+_SIGNATURES: dict[tuple, inspect.Signature] = {}
+
+
+def _frozen(mapping: dict[str, Any] | None) -> tuple | None:
+    return None if mapping is None else tuple(mapping.items())
 
 
 def archive_key(workflow: spec.Workflow) -> str:

@@ -26,6 +26,7 @@ from assets.common import (
     ends_on_termination,
     owners_of,
     partitions_for,
+    signed,
     template_context,
 )
 from assets.names import OPTIONAL_COURIERS_TAG, STAGING_KEY, connection_key, courier_key
@@ -89,6 +90,7 @@ def build_courier_asset(workflow: spec.Workflow, name: str, courier: spec.Courie
         retry_policy=STEP_RETRY_POLICY,
     )
     @ends_on_termination
+    @signed
     def _courier(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         staging: StagingResource = getattr(context.resources, STAGING_KEY)
         conn = getattr(context.resources, conn_key)

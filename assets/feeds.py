@@ -6,6 +6,7 @@ through one engine at its native speed; values that cannot be standardised becom
 
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from assets import bad_rows, semantic_tags, spec, value_accounts
-from assets.common import asset_partition, markdown_table, owners_of, partitions_for
+from assets.common import asset_partition, markdown_table, owners_of, partitions_for, signed
 from assets.couriers import manifest_path
 from assets.names import DOMAIN_SCHEMA, STAGING_KEY, WAREHOUSE_KEY, courier_key, domain_key
 from assets.semantic_tags import TAG_TYPES, standardise_value
@@ -281,6 +282,16 @@ def domain_definitions(workflow: spec.Workflow, warehouse_kind: str = "duckdb"
                                   for name, table in workflow.domain_tables.items()])
 
 
+@functools.lru_cache(maxsize=4096)
+def _declared_schema(columns: tuple[tuple[str, str, str, bool], ...]) -> dg.TableSchema:
+    """A domain table's declared column schema from (name, type, description, nullable) of
+    each column: one (immutable) object per distinct schema, as feeds of one layout share."""
+    return dg.TableSchema(columns=[
+        dg.TableColumn(name, kind, description=description,
+                       constraints=dg.TableColumnConstraints(nullable=nullable))
+        for name, kind, description, nullable in columns])
+
+
 def build_domain_asset(workflow: spec.Workflow, name: str, table: spec.DomainTable,
                        warehouse_kind: str = "duckdb") -> dg.AssetsDefinition:
     """The asset that loads a courier's files into `domain.<table>`, standardised by tag."""
@@ -288,11 +299,9 @@ def build_domain_asset(workflow: spec.Workflow, name: str, table: spec.DomainTab
     courier = workflow.couriers[table.from_]
     partitions = partitions_for(workflow) if courier.dated else None
     tags = ", ".join(f"`{c}` ({m.tag})" for c, m in table.columns.items())
-    schema = dg.TableSchema(columns=[
-        dg.TableColumn(c, TAG_TYPES.get(m.tag, "VARCHAR").lower(),
-                       description=m.description or f"{m.tag} from `{m.source or c}`",
-                       constraints=dg.TableColumnConstraints(nullable=not m.not_null))
-        for c, m in table.columns.items()])
+    schema = _declared_schema(tuple((c, TAG_TYPES.get(m.tag, "VARCHAR").lower(),
+                                     m.description or f"{m.tag} from `{m.source or c}`",
+                                     not m.not_null) for c, m in table.columns.items()))
 
     check_specs = [dg.AssetCheckSpec(
         "primary_key_unique", asset=domain_key(name), blocking=True,
@@ -314,6 +323,7 @@ def build_domain_asset(workflow: spec.Workflow, name: str, table: spec.DomainTab
         metadata={"dagster/column_schema": schema, "dagster/table_name": f"domain.{name}",
                   "bad_rows": table.bad_rows},
     )
+    @signed
     def _domain(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)
         staging: StagingResource = getattr(context.resources, STAGING_KEY)

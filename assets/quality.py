@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 
 from assets import spec
+from assets.common import signed
 from assets.names import WAREHOUSE_KEY, database_table_key, domain_key, query_key
 from resources.warehouse import WarehouseResource, qualified, quote_ident
 
@@ -107,6 +108,7 @@ def _quality_check(asset_key: dg.AssetKey, table: str, check: Any
                     required_resource_keys={WAREHOUSE_KEY},
                     description=check.description or f"{check.kind} on {table}",
                     metadata={"kind": check.kind})
+    @signed
     def _check(context) -> dg.AssetCheckResult:  # Dagster reads the context by name
         warehouse = getattr(context.resources, WAREHOUSE_KEY)
         passed, metadata, found = _evaluate(warehouse, table, check)

@@ -8,7 +8,7 @@ columns) is left alone.
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self
 
 _STRINGS_AND_COMMENTS = re.compile(r"\$\$.*?\$\$|[eE]?'(?:[^'\\]|''|\\.)*'|--[^\n]*|/\*.*?\*/",
@@ -27,6 +27,10 @@ class SqlCatalog:
 
     tables: frozenset[str]
     schemas: frozenset[str]
+    # What `references` found, by SQL text: a table's SQL is asked for by its check, its
+    # asset's dependencies and description, and the binding.
+    _found: dict[str, tuple[frozenset[str], tuple[str, ...]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     @classmethod
     def of(cls, domain: Iterable[str], databases: dict[str, set[str]],
@@ -42,18 +46,24 @@ class SqlCatalog:
         Names the SQL itself defines (table aliases, CTEs) are not schemas there, so
         `from domain.orders sales where sales.amount > 0` does not read a table `sales.amount`.
         """
+        known = self._found.get(sql)
+        if known is None:
+            known = self._found[sql] = self._references(sql)
+        return set(known[0]), list(known[1])
+
+    def _references(self, sql: str) -> tuple[frozenset[str], tuple[str, ...]]:
         code = _STRINGS_AND_COMMENTS.sub(" ", sql)
         local = {name.lower() for name in _ALIASES.findall(code) + _CTES.findall(code)}
         schemas = sorted(self.schemas - local, key=len, reverse=True)
         if not schemas:
-            return set(), []
+            return frozenset(), ()
         names = "|".join(map(re.escape, schemas))
         # A quoted table name is read whole ("people; drop" is not `people`).
         found = {s.lower() + "." + (quoted.replace('""', '"') or plain).lower()
                  for s, quoted, plain in re.findall(
                      rf'(?<![\w."])"?({names})"?\s*\.\s*(?:"((?:[^"]|"")+)"|([A-Za-z_]\w*))',
                      code, flags=re.I)}
-        return found & self.tables, sorted(found - self.tables)
+        return frozenset(found & self.tables), tuple(sorted(found - self.tables))
 
     def describe(self, ref: str) -> str:
         """The known tables of a reference's schema, for an error message."""

@@ -4,13 +4,14 @@ Dependencies come from the SQL itself (`domain.customers`, `customer_360.ltv`, `
 the asset graph is the SQL's graph. Each table is rebuilt atomically.
 """
 
+import functools
 import weakref
 from typing import Any
 
 import dagster as dg
 
 from assets import spec
-from assets.common import markdown_table, owners_of, template_context
+from assets.common import markdown_table, owners_of, signed, template_context
 from assets.names import (
     WAREHOUSE_KEY,
     database_table_key,
@@ -66,6 +67,13 @@ def table_schema(columns: list[tuple[str, str]],
         for name, kind in columns])
 
 
+@functools.lru_cache(maxsize=4096)
+def _bound_schema(columns: tuple[tuple[str, str], ...]) -> dg.TableSchema:
+    """A SQL table's bound columns as a column schema: one (immutable) object per distinct
+    schema (the queries of one mart often return the same columns)."""
+    return table_schema(list(columns))
+
+
 def built_schema(warehouse: WarehouseResource, schema: str, table: str,
                  descriptions: dict[str, str] | None = None) -> dict[str, dg.TableSchema]:
     """The column schema of a table just built, read back from the warehouse."""
@@ -86,7 +94,7 @@ def sql_metadata(workflow: spec.Workflow, qualified: str, table: spec.SqlTable,
         metadata["params"] = dg.MetadataValue.json(dict(workflow.workflow.params))
     columns = binding_of(workflow, warehouse_kind).columns.get(qualified)
     if columns:
-        metadata["dagster/column_schema"] = table_schema(list(columns.items()))
+        metadata["dagster/column_schema"] = _bound_schema(tuple(columns.items()))
     return metadata
 
 
@@ -138,6 +146,7 @@ def _database_table(workflow: spec.Workflow, db: str, database: spec.Database, n
         required_resource_keys={WAREHOUSE_KEY},
         metadata=sql_metadata(workflow, f"{db}.{name}", table, warehouse_kind),
     )
+    @signed
     def _table(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         _, rows, columns = _build(context, workflow, db, name, table)
         return dg.MaterializeResult(metadata={"dagster/row_count": rows, **columns})
@@ -179,6 +188,7 @@ def build_query_asset(workflow: spec.Workflow, name: str, query: spec.Query,
         check_specs=check_specs,
         metadata=sql_metadata(workflow, f"query.{name}", query, warehouse_kind),
     )
+    @signed
     def _query(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         warehouse, rows, columns = _build(context, workflow, "query", name, query)
         # A LIMIT query yields one batch; draining the generator closes the connection.

@@ -348,9 +348,10 @@ def cold_caches() -> None:
     """Empty Stagecoach's in-process caches (compiled templates, SQL bindings, ...): a code
     server loads once per process, so a round that found them warm would time less work than
     a real load does (the SQL binding and the templates were ~1.5 s of CPU of 1,000 + 1,000)."""
-    from assets import sql_bind
+    from assets import common, sql_bind
 
     sql_bind._RECENT.clear()
+    common._SIGNATURES.clear()
     for name, module in list(sys.modules.items()):
         if name.split(".")[0] in {"assets", "orchestration", "sensors", "resources"}:
             for value in list(vars(module).values()):

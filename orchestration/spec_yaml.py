@@ -2,6 +2,11 @@
 
 libyaml parses (fast), a composer of ours builds the nodes without recursion, and every key's
 and value's line is recorded by path so each later error can name its line.
+
+A plain document (no anchors, aliases, explicit tags, merge keys, complex or duplicate keys:
+what specs are) is built straight from libyaml's events, data and lines in one pass without
+nodes (`_plain_document`); anything else takes the general path, nodes first, which also says
+what is wrong.
 """
 
 from collections.abc import Iterable
@@ -11,11 +16,15 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.events import (
     AliasEvent,
+    DocumentEndEvent,
+    DocumentStartEvent,
     MappingEndEvent,
     MappingStartEvent,
+    ScalarEvent,
     SequenceEndEvent,
     SequenceStartEvent,
     StreamEndEvent,
+    StreamStartEvent,
 )
 
 from orchestration.spec_problems import Path_, SpecError
@@ -177,6 +186,117 @@ else:
     YAML_LOADER = _LibyamlSafeLoader
 
 
+_STR, _MAP, _SEQ = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:map",
+                    "tag:yaml.org,2002:seq")
+# Scalars the plain path builds with the safe loader's own constructors (the str ones are
+# their text); a merge key (`<<`), a value key (`=`) or any other tag takes the general path.
+_PLAIN_SCALARS = frozenset({_STR, "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+                            "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null",
+                            "tag:yaml.org,2002:timestamp"})
+
+
+class _NotPlain(Exception):
+    """The document needs the general path (nodes, then data)."""
+
+
+def _plain_document(text: str) -> tuple[dict, dict[Path_, int]] | None:
+    """(data, the line of every path) of a plain mapping document, built from libyaml's
+    events in one pass: the data the safe loader constructs and the lines `Lines.walk`
+    records, without a node per value (they were half of parsing a 15,000-line spec). None
+    when the document is anything else, or anything goes wrong (the general path then
+    builds it, or says what is wrong, as it always did)."""
+    if YAML_LOADER is yaml.SafeLoader:  # no libyaml: the general path only
+        return None
+    loader = YAML_LOADER(text)
+    try:
+        return _plain_events(loader)
+    except Exception:  # the general path parses again, and raises or reports as it did
+        return None
+    finally:
+        loader.dispose()
+
+
+def _plain_events(loader: Any) -> tuple[dict, dict[Path_, int]] | None:
+    get_event, resolve = loader.get_event, loader.resolve
+    constructors = loader.yaml_constructors
+    if type(get_event()) is not StreamStartEvent or type(get_event()) is not DocumentStartEvent:
+        return None
+    lines: dict[Path_, int] = {}
+    resolved: dict[tuple[Any, Any], str] = {}  # (scalar value or collection, implicit) → tag
+    root: Any = None
+    # Open collections: (container, its path, for a mapping the raw keys seen and the entry
+    # whose value comes next: its path and key).
+    open_: list[tuple[Any, Path_, set[str] | None, list[Any]]] = []
+    values = 0
+    while True:
+        event: Any = get_event()
+        kind = type(event)
+        if kind is ScalarEvent:
+            if event.anchor is not None or event.tag not in (None, "!"):
+                raise _NotPlain
+            known = (event.value, event.implicit)
+            tag = resolved.get(known)
+            if tag is None:
+                tag = resolved[known] = resolve(yaml.ScalarNode, *known)
+            if tag not in _PLAIN_SCALARS:
+                raise _NotPlain
+            value = event.value if tag == _STR else constructors[tag](loader, yaml.ScalarNode(
+                tag, event.value, event.start_mark, event.end_mark, style=event.style))
+            collection = None
+        elif kind is MappingStartEvent or kind is SequenceStartEvent:
+            is_map = kind is MappingStartEvent
+            known = (kind, event.implicit)
+            tag = resolved.get(known)
+            if tag is None:
+                tag = resolved[known] = resolve(yaml.MappingNode if is_map
+                                                else yaml.SequenceNode, None, event.implicit)
+            if event.anchor is not None or event.tag not in (None, "!") or tag != (
+                    _MAP if is_map else _SEQ):
+                raise _NotPlain
+            value = collection = {} if is_map else []
+        elif kind is MappingEndEvent or kind is SequenceEndEvent:
+            done = open_.pop()
+            if done[3]:  # a key without its value cannot be: libyaml gives the value
+                raise _NotPlain
+            continue
+        elif kind is DocumentEndEvent:
+            break
+        else:  # an alias, or anything unexpected
+            raise _NotPlain
+        if len(open_) > MAX_YAML_DEPTH:
+            raise _NotPlain  # the general path says so
+        line = event.start_mark.line + 1
+        if not open_:
+            root, path = value, ()
+            lines[path] = line
+        else:
+            parent, parent_path, seen, entry = open_[-1]
+            if seen is None:  # a sequence item
+                path = (*parent_path, len(parent))
+                parent.append(value)
+                lines[path] = line
+            elif not entry:  # a mapping key: a scalar, said once
+                if collection is not None or event.value in seen:
+                    raise _NotPlain
+                seen.add(event.value)
+                path = (*parent_path, event.value)
+                lines[path] = line
+                entry += [path, value]
+                continue
+            else:  # its value: the entry's line is its key's
+                path, key = entry
+                entry.clear()
+                parent[key] = value
+        values += 1  # as Lines.walk counts: every value, the root included, no key
+        if values > MAX_YAML_NODES:
+            raise _NotPlain  # the general path says so
+        if collection is not None:
+            open_.append((collection, path, set() if type(collection) is dict else None, []))
+    if type(get_event()) is not StreamEndEvent or not isinstance(root, dict):
+        return None  # another document follows, or the spec is not a mapping
+    return root, lines
+
+
 def _compose_and_construct(text: str, loader_class: type
                            ) -> tuple[yaml.Node | None, Any, bool]:
     """(node tree, data, whether it may hold aliases) of a YAML document in one pass: the
@@ -204,6 +324,10 @@ def parse_yaml(text: str, file: str) -> tuple[dict | None, Lines, list[SpecError
 
 
 def _parse(text: str, file: str, lines: Lines) -> tuple[dict | None, list[SpecError]]:
+    plain = _plain_document(text)
+    if plain is not None:
+        data, lines.lines = plain
+        return data, []
     try:
         node, data, aliases = _compose_and_construct(text, YAML_LOADER)
     except yaml.YAMLError:

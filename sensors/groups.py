@@ -94,8 +94,9 @@ def courier_group_selection(workflow: spec.Workflow, group: spec.CourierGroup
     """Load: the couriers and the domain tables they feed; build: and everything downstream
     but activations; activate: and the activations too."""
     keys = [courier_key(c) for c in group.couriers]
+    couriers = set(group.couriers)
     keys += [domain_key(t) for t, table in workflow.domain_tables.items()
-             if table.from_ in group.couriers]
+             if table.from_ in couriers]
     loaded = dg.AssetSelection.assets(*keys)
     if group.run == "load":
         return loaded

@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from assets import spec
-from assets.common import markdown_table, owners_of
+from assets.common import markdown_table, owners_of, signed
 from assets.identity import engine
 from assets.names import (
     IDENTITY_SCHEMA,
@@ -78,6 +78,7 @@ def build_identity_asset(workflow: spec.Workflow, name: str, ident: spec.Identit
     @dg.multi_asset(name=f"identity_{name}", specs=specs, check_specs=check_specs,
                     required_resource_keys={WAREHOUSE_KEY},
                     description=ident.description or f"Identity resolution `{name}`.")
+    @signed
     def _resolve(context: dg.AssetExecutionContext
                  ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         warehouse: WarehouseResource = getattr(context.resources, WAREHOUSE_KEY)

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestration.spec_loader import SpecInvalid, load_workflow_text
+from orchestration.spec_yaml import Lines, parse_yaml
 from tests.reliability_report import count_cases
 from tests.unit.test_spec_catalogue import GROUPS, VALID, WITH_ALERTS
 
@@ -205,6 +206,51 @@ def test_yaml_bombs_are_spec_errors(text: str, expected: str | tuple[str, ...], 
     with pytest.raises(SpecInvalid) as refused:
         load_workflow_text(text, "wf.yaml", tmp_path)
     assert str(refused.value.errors[0]).startswith(expected), refused.value.errors
+
+
+def safe_loader_reading(text: str) -> tuple[str, dict]:
+    """What PyYAML's safe loader reads (its repr: NaN is not equal to itself) and the line of
+    every path in its nodes once the data is built from them (a merge key's entries are then
+    the mapping's own): what a spec's lines and data must be, however they are built."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        assert node is not None
+        data = loader.construct_document(node)
+    finally:
+        loader.dispose()
+    lines = Lines()
+    lines.walk(node)
+    return repr(data), lines.lines
+
+
+@given(st.dictionaries(st.text(max_size=12), values, min_size=1, max_size=6),
+       st.sampled_from([None, False, True]))
+@settings(max_examples=EXAMPLES, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+def test_a_spec_reads_as_the_safe_loader_reads_it(document: dict, flow: bool | None):
+    """A plain spec is built straight from libyaml's events (no nodes): its data and every
+    path's line are the safe loader's, whatever the scalars (null, bools, big ints, floats,
+    dates, odd text) and the layout (block, flow)."""
+    text = yaml.safe_dump(document, allow_unicode=True, default_flow_style=flow)
+    data, lines, errors = parse_yaml(text, "wf.yaml")
+    assert not errors
+    assert (repr(data), lines.lines) == safe_loader_reading(text)
+
+
+@pytest.mark.parametrize("text", [
+    "a: &x {b: 1}\nc: *x\n", "base: &b {x: 1}\nd:\n  <<: *b\n  y: 2\n", "a: !!str 1\n",
+    "=: 1\n", "a: 1\nb:\n  c: 2\n  c: 3\n",
+], ids=["alias", "merge key", "explicit tag", "value key", "duplicate key"])
+def test_what_a_plain_spec_does_not_use_reads_as_before(text: str):
+    """Anchors, merge keys, tags, value and duplicate keys take the general path (nodes,
+    then data): read as the safe loader reads them, a duplicate key reported at its line."""
+    data, lines, errors = parse_yaml(text, "wf.yaml")
+    expected_data, expected_lines = safe_loader_reading(text)
+    assert repr(data) == expected_data
+    assert lines.lines == expected_lines
+    assert [str(e) for e in errors] == (["wf.yaml:4 b.c: duplicate key: the later value would "
+                                         "silently win"] if "c: 3" in text else [])
 
 
 CONNECTION_SHAPES = {
