@@ -8,7 +8,7 @@ PORT ?= 3000
 # pytest-xdist: the suite on this many worker processes, each test file on one worker (its
 # module-scoped servers start once); `make test PYTEST_WORKERS=0` runs it in one process.
 PYTEST_WORKERS ?= 2
-PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: setup lock demo test reliability servers dev lint bench bench-delivery bench-scale bench-identity clean
 

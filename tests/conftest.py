@@ -35,20 +35,6 @@ pytest_plugins = ["tests.reliability_report"]
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
-# The order test files are handed to xdist workers (`--no-loadscope-reorder` keeps it): the files
-# whose tests start servers and wait on daemons first, the many quick unit files last, where they
-# fill the gaps. xdist's default order (most tests first) left the slowest single-test files to
-# the end, with one worker busy and the other idle for minutes.
-SLOWEST_FIRST = ("e2e", "faults", "security", "integration", "unit")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        folder = Path(str(item.path)).parent.name
-        return SLOWEST_FIRST.index(folder) if folder in SLOWEST_FIRST else len(SLOWEST_FIRST)
-
-    items.sort(key=rank)  # stable: a file's tests keep their order
-
 
 def need_server(name: str, reason: str) -> None:
     """Skip a test whose server is missing; in CI a missing server is a failure."""
