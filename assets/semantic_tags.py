@@ -12,6 +12,7 @@ to name a value, cost four times as much: a regex inside a lambda is slow.
 """
 
 import contextlib
+import functools
 import re
 import unicodedata
 from collections.abc import Callable
@@ -277,23 +278,58 @@ def _valid_pattern(region: str) -> str:
             f"&(?:{'|'.join(f'(?:{p})' for p in types)})")
 
 
+@functools.cache
+def leading_prefixes(leading: str) -> tuple[str, ...]:
+    """The shortest digit strings, of up to four digits, that a +1 region's leading-digits
+    pattern matches at a number's start, so a prefix test can replace the regex.
+
+    phonenumbers' +1 patterns are three or four digits long; a test holds them to that.
+    """
+    pattern = re.compile(f"(?:{leading})")
+    found: list[str] = []
+    for size in range(1, 5):
+        found += [p for p in (str(i).zfill(size) for i in range(10 ** size))
+                  if pattern.fullmatch(p) and not any(p.startswith(q) for q in found)]
+    return tuple(found)
+
+
 def _nanp_sql(n: str) -> str:
     """E.164 of a 10-digit +1 national number `n`, or NULL, as phonenumbers decides it: the
     first +1 region (in its order) whose leading digits match, or that has none and whose
-    patterns match, must find the number valid."""
+    patterns match, must find the number valid.
+
+    The regions with leading digits are tried as a run between those without (US first, then
+    CA): one test of the number's first three or four digits against the run's prefixes says
+    whether any of them claims it, so a number none claims skips the run's regexes."""
     def valid(region: str) -> str:
         general, types = _valid_pattern(region).split("&", 1)
         return (f"regexp_full_match({n}, {literal(general)}) AND "
                 f"regexp_full_match({n}, {literal(types)})")
-    cases = []
+
+    def prefixed(run: list[tuple[str, list[str]]]) -> str:
+        cases, tests = [], []
+        for region, prefixes in run:
+            test = " OR ".join(f"{n}[1:{len(p)}] = {literal(p)}" for p in prefixes)
+            cases.append(f"WHEN {test} THEN (CASE WHEN {valid(region)} THEN '+1' || {n} END)")
+            tests += prefixes
+        claimed = " OR ".join(
+            f"{n}[1:{size}] IN ({', '.join(literal(p) for p in tests if len(p) == size)})"
+            for size in (3, 4) if any(len(p) == size for p in tests))
+        return f"WHEN {claimed} THEN (CASE {' '.join(cases)} END)"
+
+    cases, run = [], []
     for region in NANP:
         metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
         leading = metadata.leading_digits if metadata is not None else None
         if leading:
-            cases.append(f"WHEN regexp_matches({n}, {literal(f'^(?:{leading})')}) "
-                         f"THEN (CASE WHEN {valid(region)} THEN '+1' || {n} END)")
-        else:
-            cases.append(f"WHEN {valid(region)} THEN '+1' || {n}")
+            run.append((region, leading_prefixes(leading)))
+            continue
+        if run:
+            cases.append(prefixed(run))
+            run = []
+        cases.append(f"WHEN {valid(region)} THEN '+1' || {n}")
+    if run:
+        cases.append(prefixed(run))
     return f"CASE {' '.join(cases)} END"
 
 

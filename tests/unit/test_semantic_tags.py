@@ -576,3 +576,66 @@ def test_states(warehouse_url: str | None, stagecoach_env: Path,
     wrong = [(raw, c, expected, row[1]) for (raw, c, expected), row in zip(STATES, got, strict=True)
              if row[1] != expected]
     assert not wrong, wrong
+
+
+def test_nanp_prefixes_say_what_the_leading_digits_patterns_say() -> None:
+    """Each +1 region's prefixes agree with its leading-digits regex on every number start of
+    five digits, so none of phonenumbers' patterns reaches past the four the prefixes cover."""
+    import re
+
+    import phonenumbers
+
+    from assets.semantic_tags import NANP, leading_prefixes
+
+    checked = 0
+    for region in NANP:
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        if metadata is None or not metadata.leading_digits:
+            continue
+        pattern = re.compile(f"(?:{metadata.leading_digits})")
+        prefixes = leading_prefixes(metadata.leading_digits)
+        starts = [f"{i:05d}" for i in range(100_000)]
+        assert [bool(pattern.match(s)) for s in starts] == [s.startswith(prefixes)
+                                                           for s in starts], region
+        checked += 1
+    assert checked >= 20
+
+
+def test_caribbean_and_north_american_numbers_agree_with_phonenumbers() -> None:
+    """Numbers of every +1 region (area codes of each region's leading digits, and random
+    ones), typed with and without +1 and read with each region as the default, get exactly
+    phonenumbers' answer: the region dispatch in SQL follows phonenumbers' region order."""
+    import random
+
+    import duckdb
+    import phonenumbers
+    import pyarrow as pa
+
+    from assets.feeds import standardise
+    from assets.semantic_tags import NANP, e164, leading_prefixes, register
+    from assets.spec import ColumnMapping
+
+    starts = [p for region in NANP
+              for p in leading_prefixes(getattr(phonenumbers.PhoneMetadata.metadata_for_region(
+                  region), "leading_digits", None) or "")]
+    rng = random.Random(20)
+    raws, regions = [], []
+    for _ in range(30_000):
+        start = rng.choice(starts) if rng.random() < 0.7 else str(rng.randint(200, 999))
+        digits = start + "".join(rng.choice("0123456789") for _ in range(10 - len(start)))
+        raws.append(rng.choice([f"+1 {digits}", f"({digits[:3]}) {digits[3:6]}-{digits[6:]}",
+                                f"1-{digits[:3]}-{digits[3:6]}-{digits[6:]}", digits]))
+        regions.append(rng.choice(NANP))
+    expected = [e164(raw, region) for raw, region in zip(raws, regions, strict=True)]
+    expr = standardise("raw", ColumnMapping(tag="phone", region_from="country"))
+    with duckdb.connect() as con:
+        register(con)
+        con.register("typed", pa.table({"raw": raws, "country": regions,
+                                        "n": range(len(raws))}))
+        got = [r[0] for r in con.execute(f"SELECT {expr} FROM typed ORDER BY n").fetchall()]
+    wrong = [(r, c, g, e) for r, c, g, e in zip(raws, regions, got, expected, strict=True)
+             if g != e]
+    assert not wrong, wrong[:10]
+    outside_us = {phonenumbers.region_code_for_number(phonenumbers.parse(e)) for e in expected
+                  if e}
+    assert len(outside_us) > 15 and sum(e is None for e in expected) > 3_000
