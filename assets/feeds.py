@@ -161,7 +161,7 @@ def feed_select(table: spec.DomainTable, fmt: StagedFormat, files: list[bad_rows
         outer.append(f"coalesce({q}, {raw}) AS {q}" if mapping.on_invalid == "keep" else q)
         if mapping.keep_raw:
             outer.append(f"{raw} AS {quote_ident(name + '_raw')}")
-        outer.append(f"CASE WHEN {q} IS NULL THEN {raw} END AS "
+        outer.append(f"CASE WHEN {q} IS NULL THEN {value_accounts.mask_sql(raw)} END AS "
                      f"{quote_ident(value_accounts.INVALID + name)}")
         measured.append(name)
         changed[name] = f"{q} <> {raw}"
@@ -719,7 +719,7 @@ def _invalid_rows(con: duckdb.DuckDBPyConnection, table: spec.DomainTable,
             f"SELECT _file, _row, {', '.join(hidden)} FROM {INCOMING} "
             f"WHERE {' OR '.join(f'{h} IS NOT NULL' for h in hidden)}").fetchall():
         columns = tuple(c for c, v in zip(strict, values, strict=True) if v is not None)
-        reason = "; ".join(f"`{c}`: {value_accounts.mask(v)!r} is not a valid "
+        reason = "; ".join(f"`{c}`: {v!r} is not a valid "
                            f"{table.columns[c].tag}"
                            for c, v in zip(strict, values, strict=True) if v is not None)
         if (file, row) in seen:

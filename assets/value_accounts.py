@@ -1,10 +1,11 @@
 """Every value accounted for: how many values each semantic tag found invalid or changed.
 
-The load carries, per standardised column, a hidden column holding the raw value where the tag
-could not read it, and per row one bit mask (`_stagecoach_changed_0`, a BIGINT; one more per 62
-columns) whose bit of a text-result column says the tag rewrote its value; they are counted in
-the warehouse right after the rows are written (in the same transaction) and dropped, so a 2 GB
-load is read once. One mask instead of a BOOLEAN column per text-result column: every stored
+The load carries, per standardised column, a hidden column holding the raw value, masked
+(`mask_sql`), where the tag could not read it, and per row one bit mask
+(`_stagecoach_changed_0`, a BIGINT; one more per 62 columns) whose bit of a text-result column
+says the tag rewrote its value; they are counted in the warehouse right after the rows are
+written (in the same transaction) and dropped, so a 2 GB load is read once. One mask instead of
+a BOOLEAN column per text-result column: every stored
 column costs the load its own compression and writing, even a column of flags.
 """
 
@@ -62,6 +63,13 @@ def mask(value: str) -> str:
     return value[:min(7, len(value) // 2)] + "…"
 
 
+def mask_sql(raw: str) -> str:
+    """`mask` in DuckDB SQL (which counts characters as Python does): a load stores only the
+    masked invalid value, short enough to sit inline in DuckDB's string, and never the whole."""
+    return (f"CASE WHEN length({raw}) <= 4 THEN {raw} "
+            f"ELSE left({raw}, least(7, length({raw}) // 2)) || '…' END")
+
+
 @dataclass
 class ColumnAccount:
     """One column's count of invalid and changed values in a load."""
@@ -101,7 +109,7 @@ def count(query: Query, relation: str, table: spec.DomainTable, columns: list[st
             hidden = quote_ident(INVALID + name)
             filtered = f"{where} AND {hidden} IS NOT NULL" if where else \
                 f" WHERE {hidden} IS NOT NULL"
-            account.examples = [mask(r[0]) for r in query(
+            account.examples = [r[0] for r in query(
                 f"SELECT {hidden} FROM {relation}{filtered} GROUP BY {hidden} ORDER BY {hidden} "
                 f"LIMIT {SHOWN}", args)]
         accounts[name] = account

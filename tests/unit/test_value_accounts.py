@@ -270,3 +270,20 @@ def test_changed_counts_of_a_day_loaded_into_an_existing_table(
         "SELECT column_name FROM information_schema.columns WHERE table_name = "
         f"'{table}'")]
     assert not [c for c in columns if c.startswith("_stagecoach")], columns
+
+
+def test_the_stored_mask_is_pythons_mask() -> None:
+    """The load stores invalid values masked by DuckDB (`mask_sql`): the same text as `mask`
+    for short, long and non-ASCII values, combining accents included."""
+    import duckdb
+
+    from assets import value_accounts
+
+    values = ["", "x", "n/a", "abcd", "abcde", "not-an-email", "+44 20 7946 0000",
+              "josé.garcía@exämple", "李小龙李小龙", "e\u0301e\u0301e\u0301e\u0301", "a" * 300,
+              "\U0001f600" * 9]
+    with duckdb.connect() as con:
+        got = [con.execute(f"SELECT {value_accounts.mask_sql('$v')}", {"v": v}).fetchone()[0]
+               for v in values]
+    assert got == [value_accounts.mask(v) for v in values]
+    assert got[5] == "not-an…" and got[3] == "abcd"
