@@ -5,8 +5,8 @@ The load carries, per standardised column, a hidden column holding the raw value
 (`_stagecoach_changed_0`, a BIGINT; one more per 62 columns) whose bit of a text-result column
 says the tag rewrote its value; they are counted in the warehouse right after the rows are
 written (in the same transaction) and dropped, so a 2 GB load is read once. One mask instead of
-a BOOLEAN column per text-result column: every stored
-column costs the load its own compression and writing, even a column of flags.
+a BOOLEAN column per text-result column: every stored column costs the load its own
+compression and writing, even a column of flags.
 """
 
 from collections.abc import Callable
