@@ -17,22 +17,16 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import duckdb
 import email_validator
 import phonenumbers
 import pyarrow as pa
-import pyarrow.compute as _compute
 import pycountry
 from duckdb.func import FunctionNullHandling, PythonUDFType
 
 from assets import spec
 from resources.warehouse import quote_ident
-
-# pyarrow.compute's functions are generated at import: its stubs name none of them.
-pc: Any = _compute
-
 
 DEFAULT_DATE_FORMATS = ["%Y-%m-%d", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d", "%Y%m%d", "%d-%b-%Y"]
 DEFAULT_DATETIME_FORMATS = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%m/%d/%Y %H:%M",
@@ -197,49 +191,41 @@ def email(value: str, lowercase_local: str) -> str | None:
     return f"{local}@{valid.domain}"
 
 
+_UNSEEN = object()
+
+
 def _distinct_udf(fn: Callable[[str, str], str | None]
                   ) -> Callable[[pa.ChunkedArray, pa.ChunkedArray], pa.Array]:
-    """An arrow UDF running `fn(value, option)` once per distinct pair of a batch (and of
-    earlier batches, up to a bound), never once per row.
+    """An arrow UDF running `fn(value, option)` once per distinct pair (remembered across
+    batches, up to a bound), never once per row.
 
     DuckDB calls it once per vector (about 2,000 rows, fewer under a CASE), so the per-call
-    and per-value Python work is what a 20 M-row load pays: answers are looked up in one dict
-    per option with a comprehension, and only the values never seen go to `fn`."""
+    and per-value Python work is what a 20 M-row load pays: one pass over the batch as Python
+    lists, one dict lookup per value, and only the values never seen go to `fn`. (Arrow's
+    unique/index_in/take cost more per call than they save on a vector.)"""
     memo: dict[str, dict[str, str | None]] = {}
     size = [0]
 
-    def answer(option: str, values: list[str | None]) -> list[str | None]:
-        known = memo.get(option)
-        if known is None or size[0] > _MEMO_LIMIT:
-            if size[0] > _MEMO_LIMIT:
-                memo.clear()
-                size[0] = 0
-            known = memo[option] = {}
-        new = [v for v in values if v is not None and v not in known]
-        for value in new:
-            if value not in known:
-                known[value] = fn(value, option)
-                size[0] += 1
-        return [None if v is None else known[v] for v in values]
-
     def batch(values: pa.ChunkedArray, options: pa.ChunkedArray) -> pa.Array:
-        first: str | None = options[0].as_py() if len(options) else None
-        same = pc.all(pc.equal(options, first), skip_nulls=False).as_py() if first else None
-        if first and same is True:
-            # one option for the whole batch (a column's default region): values alone
-            distinct = pc.unique(values)
-            answers = answer(first, distinct.to_pylist())
-            return pa.array(answers, pa.string()).take(pc.index_in(values, value_set=distinct))
-        keys = pc.binary_join_element_wise(options, values, "\x1f")
-        distinct = pc.unique(keys)
         answers: list[str | None] = []
-        for key in distinct.to_pylist():
-            if key is None:
+        last: str | None = None
+        known: dict[str, str | None] = {}
+        for value, option in zip(values.to_pylist(), options.to_pylist(), strict=True):
+            if value is None or option is None:
                 answers.append(None)
                 continue
-            option, value = key.split("\x1f", 1)
-            answers += answer(option, [value])
-        return pa.array(answers, pa.string()).take(pc.index_in(keys, value_set=distinct))
+            if option != last:
+                last, known = option, memo.setdefault(option, {})
+            found = known.get(value, _UNSEEN)
+            if found is _UNSEEN:
+                if size[0] >= _MEMO_LIMIT:
+                    memo.clear()
+                    size[0] = 0
+                    known = memo.setdefault(option, {})
+                found = known[value] = fn(value, option)
+                size[0] += 1
+            answers.append(found)  # type: ignore[arg-type]
+        return pa.array(answers, pa.string())
 
     return batch
 
@@ -614,4 +600,9 @@ def standardise_value(v: str, mapping: spec.ColumnMapping, let: Let = inline) ->
     the tag uses more than once (`Staged` in a load, written in place by default)."""
     if mapping.tag not in TAGS:
         raise ValueError(f"unknown semantic tag {mapping.tag!r}")
-    return TAGS[mapping.tag].sql(v, mapping, let)
+    tag = TAGS[mapping.tag]
+    if tag.sql is _same:
+        return v
+    # An empty value is NULL whatever the tag: said first, so no branch (and no Python UDF,
+    # whose calls cost most) sees the rows of a column that is often blank.
+    return f"CASE WHEN {v} IS NOT NULL THEN {tag.sql(v, mapping, let)} END"
