@@ -202,8 +202,9 @@ def typed_numbers() -> tuple[list[str], list[str], list[str | None]]:
     return raws, countries, expected
 
 
-def test_phones_agree_with_phonenumbers_on_100000_typed_numbers() -> None:
-    """The tag gives exactly phonenumbers' answer (one expression, values written in place)."""
+def phones_in_sql(raws: list[str], countries: list[str]) -> list[str | None]:
+    """The phone tag of each raw value, its row's country as the region, as one expression
+    (values written in place) over an Arrow table in DuckDB."""
     import duckdb
     import pyarrow as pa
 
@@ -211,13 +212,18 @@ def test_phones_agree_with_phonenumbers_on_100000_typed_numbers() -> None:
     from assets.semantic_tags import register
     from assets.spec import ColumnMapping
 
-    raws, countries, expected = typed_numbers()
     expr = standardise("raw value", ColumnMapping(tag="phone", region_from="country"))
     with duckdb.connect() as con:
         register(con)
         con.register("typed", pa.table({"raw value": raws, "country": countries,
                                         "n": range(len(raws))}))
-        got = [r[0] for r in con.execute(f"SELECT {expr} FROM typed ORDER BY n").fetchall()]
+        return [r[0] for r in con.execute(f"SELECT {expr} FROM typed ORDER BY n").fetchall()]
+
+
+def test_phones_agree_with_phonenumbers_on_100000_typed_numbers() -> None:
+    """The tag gives exactly phonenumbers' answer (one expression, values written in place)."""
+    raws, countries, expected = typed_numbers()
+    got = phones_in_sql(raws, countries)
     agree = sum(g == e for g, e in zip(got, expected, strict=True))
     valid = sum(e is not None for e in expected)
     print(f"phone agreement: {agree:,}/{len(raws):,} ({agree / len(raws):.4%}); "
@@ -607,13 +613,9 @@ def test_caribbean_and_north_american_numbers_agree_with_phonenumbers() -> None:
     phonenumbers' answer: the region dispatch in SQL follows phonenumbers' region order."""
     import random
 
-    import duckdb
     import phonenumbers
-    import pyarrow as pa
 
-    from assets.feeds import standardise
-    from assets.semantic_tags import NANP, e164, leading_prefixes, register
-    from assets.spec import ColumnMapping
+    from assets.semantic_tags import NANP, e164, leading_prefixes
 
     starts = [p for region in NANP
               for p in leading_prefixes(getattr(phonenumbers.PhoneMetadata.metadata_for_region(
@@ -627,12 +629,7 @@ def test_caribbean_and_north_american_numbers_agree_with_phonenumbers() -> None:
                                 f"1-{digits[:3]}-{digits[3:6]}-{digits[6:]}", digits]))
         regions.append(rng.choice(NANP))
     expected = [e164(raw, region) for raw, region in zip(raws, regions, strict=True)]
-    expr = standardise("raw", ColumnMapping(tag="phone", region_from="country"))
-    with duckdb.connect() as con:
-        register(con)
-        con.register("typed", pa.table({"raw": raws, "country": regions,
-                                        "n": range(len(raws))}))
-        got = [r[0] for r in con.execute(f"SELECT {expr} FROM typed ORDER BY n").fetchall()]
+    got = phones_in_sql(raws, regions)
     wrong = [(r, c, g, e) for r, c, g, e in zip(raws, regions, got, expected, strict=True)
              if g != e]
     assert not wrong, wrong[:10]
