@@ -186,11 +186,9 @@ class FtpResource(RetryingConnection):
         stored = False  # a partial file may be on the server
         try:
             _makedirs(ftp, posixpath.dirname(final))
-            if not overwrite and _exists(ftp, final):
-                if self._delivered_earlier(self.describe(remote), retried, _size(ftp, final),
-                                           expected):
-                    return expected
-                raise TransferError(f"{self.describe(remote)} exists and overwrite is off")
+            if not overwrite and _exists(ftp, final) and self._kept_existing(
+                    remote, retried, _size(ftp, final), expected):
+                return expected
             stored = True
             with open(local, "rb") as handle:
                 ftp.storbinary(f"STOR {partial}", tracked(handle), blocksize=_BLOCK)

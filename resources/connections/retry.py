@@ -133,6 +133,13 @@ class RetryingConnection(dg.ConfigurableResource):
             f"lost the reply; taken as delivered")
         return True
 
+    def _kept_existing(self, remote: str, retried: bool, size: int, expected: int) -> bool:
+        """With overwrite off and the final file there: True when an earlier attempt of this
+        upload delivered it (`_delivered_earlier`), else the clash as a TransferError."""
+        if self._delivered_earlier(self.describe(remote), retried, size, expected):
+            return True
+        raise TransferError(f"{self.describe(remote)} exists and overwrite is off")
+
     def _named(self, operation: str) -> str:
         return f"connection `{self.connection_name}` {operation}" if self.connection_name \
             else operation

@@ -206,11 +206,9 @@ class SftpResource(SshConnection, RetryingConnection):
         _remove_litter(sftp, litter)
         try:
             _sftp_makedirs(sftp, posixpath.dirname(final))
-            if not overwrite and _sftp_exists(sftp, final):
-                if self._delivered_earlier(self.describe(remote), retried,
-                                           sftp.stat(final).st_size or 0, expected):
-                    return expected
-                raise TransferError(f"{self.describe(remote)} exists and overwrite is off")
+            if not overwrite and _sftp_exists(sftp, final) and self._kept_existing(
+                    remote, retried, sftp.stat(final).st_size or 0, expected):
+                return expected
             session = self._session(client)
             try:
                 _, write_size = _request_sizes(session)

@@ -201,12 +201,9 @@ class SmbResource(RetryingConnection):
             try:
                 if len(parts) > 1:
                     smbclient.makedirs(directory, exist_ok=True, **kwargs)
-                if not overwrite and _exists(final, kwargs):
-                    if self._delivered_earlier(self.describe(remote), retried,
-                                               smbclient.stat(final, **kwargs).st_size,
-                                               expected):
-                        return expected
-                    raise TransferError(f"{self.describe(remote)} exists and overwrite is off")
+                if not overwrite and _exists(final, kwargs) and self._kept_existing(
+                        remote, retried, smbclient.stat(final, **kwargs).st_size, expected):
+                    return expected
                 leftover = True
                 with (open(local, "rb") as local_file,
                       smbclient.open_file(partial, mode="wb", **kwargs) as writer):
