@@ -292,7 +292,7 @@ def _nanp_sql(n: str) -> str:
         return (f"regexp_full_match({n}, {literal(general)}) AND "
                 f"regexp_full_match({n}, {literal(types)})")
 
-    def prefixed(run: list[tuple[str, list[str]]]) -> str:
+    def prefixed(run: list[tuple[str, tuple[str, ...]]]) -> str:
         cases, tests = [], []
         for region, prefixes in run:
             test = " OR ".join(f"{n}[1:{len(p)}] = {literal(p)}" for p in prefixes)
@@ -300,10 +300,11 @@ def _nanp_sql(n: str) -> str:
             tests += prefixes
         claimed = " OR ".join(
             f"{n}[1:{size}] IN ({', '.join(literal(p) for p in tests if len(p) == size)})"
-            for size in (3, 4) if any(len(p) == size for p in tests))
+            for size in sorted({len(p) for p in tests}))
         return f"WHEN {claimed} THEN (CASE {' '.join(cases)} END)"
 
-    cases, run = [], []
+    cases: list[str] = []
+    run: list[tuple[str, tuple[str, ...]]] = []
     for region in NANP:
         metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
         leading = metadata.leading_digits if metadata is not None else None
