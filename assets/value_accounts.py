@@ -55,17 +55,11 @@ def changed_masks(table: spec.DomainTable, columns: list[str],
             for flags, bits in masks.items()]
 
 
-def mask(value: str) -> str:
-    """A short prefix then `…`: enough to recognise a kind of mistake, never a whole e-mail or
-    phone number. Values of up to 4 characters (`n/a`, `-`) identify nobody and are shown."""
-    if len(value) <= 4:
-        return value
-    return value[:min(7, len(value) // 2)] + "…"
-
-
 def mask_sql(raw: str) -> str:
-    """`mask` in DuckDB SQL (which counts characters as Python does): a load stores only the
-    masked invalid value, short enough to sit inline in DuckDB's string, and never the whole."""
+    """An invalid value as shown: a short prefix then `…`, enough to recognise a kind of mistake,
+    never a whole e-mail or phone number; values of up to 4 characters (`n/a`, `-`) identify
+    nobody and are shown whole. DuckDB computes it (counting characters as Python does), so a
+    load stores only the masked value, short enough to sit inline in DuckDB's strings."""
     return (f"CASE WHEN length({raw}) <= 4 THEN {raw} "
             f"ELSE left({raw}, least(7, length({raw}) // 2)) || '…' END")
 
