@@ -17,6 +17,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import duckdb
 import email_validator
@@ -224,7 +225,7 @@ def _distinct_udf(fn: Callable[[str, str], str | None]
                     known = memo.setdefault(option, {})
                 found = known[value] = fn(value, option)
                 size[0] += 1
-            answers.append(found)  # type: ignore[arg-type]
+            answers.append(cast("str | None", found))
         return pa.array(answers, pa.string())
 
     return batch
