@@ -175,3 +175,7 @@ RETRY_NUMBER_TAG = "dagster/retry_number"
 RETRY_PARENT_TAG = "dagster/parent_run_id"  # on a retry (or re-execution): the run it repeats
 SENSOR_NAME_TAG = "dagster/sensor_name"  # the sensor that requested a run
 SCHEDULE_NAME_TAG = "dagster/schedule_name"  # the schedule that requested a run
+
+# ---------------------------------------------------------------- steps' variables
+
+CONN_PREFIX = "STAGECOACH_CONN_"  # STAGECOACH_CONN_<NAME>_<FIELD>: a step's connection details

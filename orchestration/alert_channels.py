@@ -17,7 +17,6 @@ from resources.bookkeeping.run_history import DatasetChannel
 from resources.channels.alert_mail import MailChannel
 from resources.channels.alerting import AlertChannel, AlertDeliveryError
 from resources.channels.shell_channel import ShellChannel
-from resources.channels.slack import SlackChannel
 from resources.channels.teams import TeamsChannel
 from resources.channels.twilio import TwilioChannel
 from resources.channels.webhook_channel import WebhookChannel
@@ -71,6 +70,9 @@ class _Context:
 
 
 def _slack(alert: spec.SlackAlert, c: _Context) -> AlertChannel:
+    # slack_sdk and dagster-slack load with the first Slack alert, not with every run.
+    from resources.channels.slack import SlackChannel
+
     return SlackChannel(token=_env(alert.token, c.what), channel=alert.channel,
                         base_url=alert.base_url, **c.http)
 

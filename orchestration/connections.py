@@ -2,11 +2,15 @@
 
 A missing variable is then reported by Dagster, by name, when a run starts; its value never
 appears in run config, logs or the UI.
+
+The SFTP, S3 and SMB resources are imported by their builders: paramiko, boto3 with dagster-aws
+and smbprotocol cost about a second of imports in every process that loads the code location
+(each run, each code server), paid only by a workflow that has such a connection.
 """
 
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -16,10 +20,12 @@ from assets.registry import Entry, Registry
 from resources.connections.folder import FolderResource
 from resources.connections.ftp import FtpResource
 from resources.connections.mail import SmtpResource
-from resources.connections.s3 import S3BucketResource
-from resources.connections.sftp import SftpResource
-from resources.connections.smb import SmbResource
 from resources.warehouse import WarehouseResource
+
+if TYPE_CHECKING:
+    from resources.connections.s3 import S3BucketResource
+    from resources.connections.sftp import SftpResource
+    from resources.connections.smb import SmbResource
 
 
 def _value(setting: spec.Setting | None) -> Any:
@@ -41,14 +47,18 @@ def _folder(connection: spec.FolderConnection, retry: dict[str, Any]) -> FolderR
     return FolderResource(path=connection.path, **retry)
 
 
-def _sftp(connection: spec.SftpConnection, retry: dict[str, Any]) -> SftpResource:
+def _sftp(connection: spec.SftpConnection, retry: dict[str, Any]) -> "SftpResource":
+    from resources.connections.sftp import SftpResource
+
     return SftpResource(port=connection.port, base_path=connection.base_path,
                         timeout_seconds=connection.timeout_seconds, **retry, **_settings(
                             connection, "host", "username", "password", "private_key_path",
                             "private_key_passphrase", "known_hosts", "host_key"))
 
 
-def _s3(connection: spec.S3Connection, retry: dict[str, Any]) -> S3BucketResource:
+def _s3(connection: spec.S3Connection, retry: dict[str, Any]) -> "S3BucketResource":
+    from resources.connections.s3 import S3BucketResource
+
     fields = {"bucket": _value(connection.bucket), "region_name": _value(connection.region),
               "endpoint_url": _value(connection.endpoint_url),
               "aws_access_key_id": _value(connection.access_key_id),
@@ -65,7 +75,9 @@ def _ftp(connection: spec.FtpConnection, retry: dict[str, Any]) -> FtpResource:
         "base_path", "passive", "timeout_seconds"))
 
 
-def _smb(connection: spec.SmbConnection, retry: dict[str, Any]) -> SmbResource:
+def _smb(connection: spec.SmbConnection, retry: dict[str, Any]) -> "SmbResource":
+    from resources.connections.smb import SmbResource
+
     return SmbResource(**retry, **_settings(connection, "host", "port", "share", "username",
                                             "password", "base_path", "encrypt",
                                             "timeout_seconds"))

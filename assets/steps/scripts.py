@@ -7,7 +7,7 @@ from typing import Any
 import dagster as dg
 
 from assets import spec
-from assets.names import RUN_AS_TAG
+from assets.names import CONN_PREFIX, RUN_AS_TAG
 from assets.steps.common import (
     EX_TEMPFAIL,
     env_values,
@@ -17,7 +17,6 @@ from assets.steps.common import (
     template_values,
 )
 from assets.templating import render_text
-from resources.processes.ssh_command import CONN_PREFIX
 from resources.settings import script_uids
 
 
