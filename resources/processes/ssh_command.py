@@ -51,7 +51,6 @@ class CommandResult:
     tail: str  # the last 20 lines of stdout and stderr combined, secrets masked
 
 
-
 def remote_script(script: str, env: Mapping[str, str] | None) -> str:
     """The text sent to the remote shell: the exports, then the script as one `{ … }` group."""
     lines = []

@@ -62,6 +62,7 @@ def test_production_instance_loads_on_postgres(instance_db: tuple[Path, str]):
         # Dagster's queue, which also gives a bare GraphQL launch of a dated job its day.
         assert type(instance.run_coordinator).__name__ == "DatedRunCoordinator"
         assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+        assert instance.run_coordinator.dequeue_interval_seconds == 1  # runs start within 1 s
         assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
 
         queue = instance.get_concurrency_config().run_queue_config
@@ -177,3 +178,6 @@ def test_helm_values_carry_the_same_run_limits():
         production["run_retries"]["max_retries"],
         production["run_retries"]["retry_on_asset_or_op_failure"])
     assert helm["telemetry"]["enabled"] is False
+    assert helm["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"][
+        "dequeueIntervalSeconds"] == production["run_coordinator"]["config"][
+        "dequeue_interval_seconds"]
