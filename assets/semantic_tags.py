@@ -488,9 +488,9 @@ def _temporal(kind: str) -> Callable[[str, spec.ColumnMapping, Let], str]:
                                       else DEFAULT_DATETIME_FORMATS)
         tries = [_try_format(v, f) for f in formats]
         if not mapping.formats or formats[0] == "%Y-%m-%d":  # ISO first, DuckDB's fast cast
-            cast = f"TRY_CAST({v} AS {sql_type})"
-            tries.insert(0, f"CASE WHEN {might_cast_to_date(v)} THEN {cast} END"
-                         if sql_type == "DATE" else cast)
+            fast = f"TRY_CAST({v} AS {sql_type})"
+            tries.insert(0, f"CASE WHEN {might_cast_to_date(v)} THEN {fast} END"
+                         if sql_type == "DATE" else fast)
         return f"CAST(coalesce({', '.join(tries)}) AS {sql_type})"
     return build
 
