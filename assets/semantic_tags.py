@@ -12,7 +12,6 @@ to name a value, cost four times as much: a regex inside a lambda is slow.
 """
 
 import contextlib
-import functools
 import re
 import unicodedata
 from collections.abc import Callable
@@ -26,7 +25,7 @@ import pyarrow as pa
 import pycountry
 from duckdb.func import FunctionNullHandling, PythonUDFType
 
-from assets import spec
+from assets import phone_sql, spec
 from resources.warehouse import quote_ident
 
 DEFAULT_DATE_FORMATS = ["%Y-%m-%d", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d", "%Y%m%d", "%d-%b-%Y"]
@@ -248,88 +247,17 @@ def register(con: duckdb.DuckDBPyConnection) -> None:
                             side_effects=False)
 
 
-NANP = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1]  # the regions of +1; US is tried first
-_NUMBER_TYPES = ("fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost",
-                 "personal_number", "voip", "pager", "uan", "voicemail")
-
-
-def _valid_pattern(region: str) -> str:
-    """Phonenumbers' test of a valid national number of `region`: its general pattern and
-    one of its number types' patterns."""
-    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    if metadata is None or metadata.general_desc is None:
-        raise ValueError(f"phonenumbers has no metadata for region {region!r}")
-    types = [d.national_number_pattern for d in (getattr(metadata, t) for t in _NUMBER_TYPES)
-             if d is not None and d.national_number_pattern]
-    return (f"(?:{metadata.general_desc.national_number_pattern})"
-            f"&(?:{'|'.join(f'(?:{p})' for p in types)})")
-
-
-@functools.cache
-def leading_prefixes(leading: str) -> tuple[str, ...]:
-    """The shortest digit strings, of up to four digits, that a +1 region's leading-digits
-    pattern matches at a number's start, so a prefix test can replace the regex.
-
-    phonenumbers' +1 patterns are three or four digits long; a test holds them to that.
-    """
-    pattern = re.compile(f"(?:{leading})")
-    found: list[str] = []
-    for size in range(1, 5):
-        found += [p for p in (str(i).zfill(size) for i in range(10 ** size))
-                  if pattern.fullmatch(p) and not any(p.startswith(q) for q in found)]
-    return tuple(found)
-
-
-def _nanp_sql(n: str) -> str:
-    """E.164 of a 10-digit +1 national number `n`, or NULL, as phonenumbers decides it: the
-    first +1 region (in its order) whose leading digits match, or that has none and whose
-    patterns match, must find the number valid.
-
-    The regions with leading digits are tried as a run between those without (US first, then
-    CA): one test of the number's first three or four digits against the run's prefixes says
-    whether any of them claims it, so a number none claims skips the run's regexes."""
-    def valid(region: str) -> str:
-        general, types = _valid_pattern(region).split("&", 1)
-        return (f"regexp_full_match({n}, {literal(general)}) AND "
-                f"regexp_full_match({n}, {literal(types)})")
-
-    def prefixed(run: list[tuple[str, tuple[str, ...]]]) -> str:
-        cases, tests = [], []
-        for region, prefixes in run:
-            test = " OR ".join(f"{n}[1:{len(p)}] = {literal(p)}" for p in prefixes)
-            cases.append(f"WHEN {test} THEN (CASE WHEN {valid(region)} THEN '+1' || {n} END)")
-            tests += prefixes
-        claimed = " OR ".join(
-            f"{n}[1:{size}] IN ({', '.join(literal(p) for p in tests if len(p) == size)})"
-            for size in sorted({len(p) for p in tests}))
-        return f"WHEN {claimed} THEN (CASE {' '.join(cases)} END)"
-
-    cases: list[str] = []
-    run: list[tuple[str, tuple[str, ...]]] = []
-    for region in NANP:
-        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-        leading = metadata.leading_digits if metadata is not None else None
-        if leading:
-            run.append((region, leading_prefixes(leading)))
-            continue
-        if run:
-            cases.append(prefixed(run))
-            run = []
-        cases.append(f"WHEN {valid(region)} THEN '+1' || {n}")
-    if run:
-        cases.append(prefixed(run))
-    return f"CASE {' '.join(cases)} END"
-
-
 def _phone(v: str, mapping: spec.ColumnMapping, let: Let) -> str:
     """E.164 by phonenumbers, with the row's region (`region_from`) or the column's default.
 
-    North American numbers are answered in SQL by phonenumbers' own rules and patterns: a +1
-    number, or a national one in a +1 region, of 10 digits (`_nanp_sql`); a national number of
-    fewer than 10 digits there is invalid. Everything else goes to phonenumbers over distinct
-    values."""
-    nanp = ", ".join(literal(r) for r in NANP)
-    r = f"coalesce({region_sql(mapping, phone_region(mapping))}, 'ZZ')"
+    Read in SQL by phonenumbers' own rules and patterns (`phone_sql`): North American numbers
+    (a +1 number, or a national one in a +1 region, of 10 digits), and the numbers of the
+    regions of `phone_sql.SQL_REGIONS` and the column's region, written with `+` or without;
+    a national number of fewer than 10 digits in a +1 region is invalid. Everything else goes
+    to phonenumbers over distinct values."""
+    nanp = ", ".join(literal(r) for r in phone_sql.NANP)
+    default = phone_region(mapping)
+    r = f"coalesce({region_sql(mapping, default)}, 'ZZ')"
     if mapping.region_from:  # a UDF per row: compute it once
         r = let("r", r)
     # A value of digits and the usual separators (most phones) loses them with plain
@@ -344,10 +272,18 @@ def _phone(v: str, mapping: spec.ColumnMapping, let: Let) -> str:
                    f"starts_with({pd}, '1') THEN {pd}[2:] END) WHEN {r} IN ({nanp}) THEN (CASE "
                    f"WHEN length({pd}) = 10 THEN {pd} WHEN length({pd}) = 11 AND "
                    f"starts_with({pd}, '1') THEN {pd}[2:] END) END")
+    # Written in place (one expression), the regional rules' steps, which use each other many
+    # times over, would grow past any size: there phonenumbers reads those numbers (the same
+    # answers, tested), and only loads, which name each step once, read them in SQL.
+    regions = () if let is inline else phone_sql.SQL_REGIONS + ((default,) if default else ())
+    read = let("read", f"{plain} AND {pn} IS NULL")  # a plain number North America leaves
+    code, number = phone_sql.number_sql(v, pd, r, regions, let, read)
+    valid = phone_sql.valid_sql(code, number, regions)
     return (f"CASE WHEN {pd} = '' THEN NULL WHEN {plain} AND {pn} IS NOT NULL THEN "
-            f"{_nanp_sql(pn)} WHEN {plain} AND NOT starts_with({v}, '+') AND {r} IN ({nanp}) "
-            f"AND length({pd}) < 10 AND NOT starts_with({pd}, '0') THEN NULL "
-            f"ELSE {PHONE_UDF}({v}, {r}) END")
+            f"{phone_sql.nanp_sql(pn)} WHEN {plain} AND NOT starts_with({v}, '+') AND {r} IN "
+            f"({nanp}) AND length({pd}) < 10 AND NOT starts_with({pd}, '0') THEN NULL "
+            f"WHEN {code} IS NOT NULL THEN (CASE WHEN {valid} THEN '+' || {code} || {number} "
+            f"END) ELSE {PHONE_UDF}({v}, {r}) END")
 
 
 # Postal codes by country: (pattern over the upper-cased value without spaces and dashes, SQL

@@ -202,26 +202,34 @@ def typed_numbers() -> tuple[list[str], list[str], list[str | None]]:
     return raws, countries, expected
 
 
-def phones_in_sql(raws: list[str], countries: list[str]) -> list[str | None]:
-    """The phone tag of each raw value, its row's country as the region, as one expression
-    (values written in place) over an Arrow table in DuckDB."""
+def phones_in_sql(raws: list[str], countries: list[str], mapping: object = None,
+                  bound: bool = False) -> list[str | None]:
+    """The phone tag of each raw value, its row's country as the region (or `mapping`), over an
+    Arrow table in DuckDB: as a load computes it (named values in projections below), or with
+    `bound` as one expression (named values written in place, North America's in SQL and the
+    rest by phonenumbers)."""
     import duckdb
     import pyarrow as pa
 
-    from assets.feeds import standardise
-    from assets.semantic_tags import register
+    from assets.feeds import clean, with_lets
+    from assets.semantic_tags import Staged, register, standardise_value
     from assets.spec import ColumnMapping
 
-    expr = standardise("raw value", ColumnMapping(tag="phone", region_from="country"))
+    mapping = mapping or ColumnMapping(tag="phone", region_from="country")
+    assert isinstance(mapping, ColumnMapping)
+    staged = Staged("_let_")
+    expr = standardise_value(clean("raw value"), mapping, *([] if bound else [staged]))
+    source = "typed" if bound else with_lets("typed", [staged.lets])
     with duckdb.connect() as con:
         register(con)
         con.register("typed", pa.table({"raw value": raws, "country": countries,
                                         "n": range(len(raws))}))
-        return [r[0] for r in con.execute(f"SELECT {expr} FROM typed ORDER BY n").fetchall()]
+        return [r[0] for r in con.execute(f"SELECT {expr} FROM {source} ORDER BY n").fetchall()]
 
 
 def test_phones_agree_with_phonenumbers_on_100000_typed_numbers() -> None:
-    """The tag gives exactly phonenumbers' answer (one expression, values written in place)."""
+    """The tag gives exactly phonenumbers' answer, as a load computes it and (on a slice) as
+    one expression."""
     raws, countries, expected = typed_numbers()
     got = phones_in_sql(raws, countries)
     agree = sum(g == e for g, e in zip(got, expected, strict=True))
@@ -231,6 +239,7 @@ def test_phones_agree_with_phonenumbers_on_100000_typed_numbers() -> None:
     assert valid > 20_000 and len(raws) - valid > 5_000  # both answers well represented
     assert agree == len(raws), [(r, g, e) for r, g, e in zip(raws, got, expected, strict=True)
                                 if g != e][:10]
+    assert phones_in_sql(raws[:3000], countries[:3000], bound=True) == expected[:3000]
 
 
 def test_phones_agree_with_phonenumbers_through_a_load(
@@ -591,7 +600,7 @@ def test_nanp_prefixes_say_what_the_leading_digits_patterns_say() -> None:
 
     import phonenumbers
 
-    from assets.semantic_tags import NANP, leading_prefixes
+    from assets.phone_sql import NANP, leading_prefixes
 
     checked = 0
     for region in NANP:
@@ -615,7 +624,8 @@ def test_caribbean_and_north_american_numbers_agree_with_phonenumbers() -> None:
 
     import phonenumbers
 
-    from assets.semantic_tags import NANP, e164, leading_prefixes
+    from assets.phone_sql import NANP, leading_prefixes
+    from assets.semantic_tags import e164
 
     starts = [p for region in NANP
               for p in leading_prefixes(getattr(phonenumbers.PhoneMetadata.metadata_for_region(
@@ -636,6 +646,109 @@ def test_caribbean_and_north_american_numbers_agree_with_phonenumbers() -> None:
     outside_us = {phonenumbers.region_code_for_number(phonenumbers.parse(e)) for e in expected
                   if e}
     assert len(outside_us) > 15 and sum(e is None for e in expected) > 3_000
+
+
+def _left_to_phonenumbers(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Record each (value, region) the phone tag leaves to phonenumbers (its UDF, called once
+    per distinct pair)."""
+    from assets import semantic_tags
+
+    calls: list[tuple[str, str]] = []
+    e164 = semantic_tags.e164
+
+    def recorded(value: str, region: str) -> str | None:
+        calls.append((value, region))
+        return e164(value, region)
+
+    monkeypatch.setitem(semantic_tags.UDFS, semantic_tags.PHONE_UDF, recorded)
+    return calls
+
+
+def test_numbers_of_the_sql_regions_never_reach_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 100,000 typed numbers (all of regions read in SQL) are settled by the SQL rules: no
+    call to phonenumbers, which costs about 40 µs a new number. A number of a region outside
+    them still gets phonenumbers' answer, through it."""
+    from assets.phone_sql import NANP, SQL_REGIONS
+
+    raws, countries, expected = typed_numbers()
+    assert set(countries) <= set(SQL_REGIONS) | set(NANP)
+    calls = _left_to_phonenumbers(monkeypatch)
+    assert phones_in_sql(raws[:20_000], countries[:20_000]) == expected[:20_000]
+    assert calls == []
+    assert phones_in_sql(["+66 2 123 4567", "02 123 4567"], ["FR", "TH"]) == ["+6621234567",
+                                                                             "+6621234567"]
+    assert sorted(calls) == [("+66 2 123 4567", "FR"), ("02 123 4567", "TH")]
+
+
+def odd_numbers(count: int, regions: list[str], seed: int) -> tuple[list[str], list[str]]:
+    """Numbers written the ways the SQL rules must get right: the calling code without `+`,
+    `+` with the national prefix kept (`+44 (0)20 …`), `00` and the region's international
+    prefix, the national prefix alone or missing, a digit too many or too few, read in their
+    own region, the main region of their calling code or another one."""
+    import random
+
+    import phonenumbers
+
+    kinds = [phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE]
+    rng = random.Random(seed)
+    raws: list[str] = []
+    rows: list[str] = []
+    while len(raws) < count:
+        region = rng.choice(regions)
+        example = phonenumbers.example_number_for_type(region, rng.choice(kinds))
+        if example is None:
+            continue
+        nsn = phonenumbers.national_significant_number(example)
+        keep = rng.randint(1, len(nsn))
+        nsn = nsn[:keep] + "".join(rng.choice("0123456789") for _ in nsn[keep:])
+        nsn = rng.choice([nsn, nsn, nsn[:-1], nsn + rng.choice("0123456789")])
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        assert meta is not None
+        code, prefix = str(example.country_code), meta.national_prefix or "0"
+        idd = meta.preferred_international_prefix or "00"
+        text = rng.choice([f"{code}{nsn}", f"{code} {nsn}", f"+{code} ({prefix}){nsn}",
+                           f"+{code}{prefix}{nsn}", f"{prefix}{nsn}", nsn, f"00{code}{nsn}",
+                           f"{idd} {code} {nsn}", f"{code}{prefix}{nsn}", f"+{code} {nsn}"])
+        raws.append(rng.choice([text, text.replace(" ", "-"), f"({text[:3]}) {text[3:]}"]))
+        rows.append(rng.choice([region, phonenumbers.region_code_for_country_code(
+            example.country_code), rng.choice(regions)]))
+    return raws, rows
+
+
+def test_numbers_written_oddly_agree_with_phonenumbers() -> None:
+    """30,000 numbers of the SQL regions and of regions sharing their calling codes (Jersey,
+    Guernsey, Man, the Vatican, Svalbard, Åland, Kazakhstan...), written the odd ways people
+    do, get exactly phonenumbers' answer; so do numbers of regions outside the list read with
+    them as a column's `default_region` (read in SQL too), Argentina's and Japan's national
+    prefix rules included."""
+    from assets.phone_sql import SQL_REGIONS
+    from assets.semantic_tags import e164
+    from assets.spec import ColumnMapping
+
+    regions = [*SQL_REGIONS, "GG", "JE", "IM", "VA", "SJ", "AX", "CC", "CX", "KZ"]
+    raws, rows = odd_numbers(30_000, regions, seed=18)
+    expected = [e164(raw, region) for raw, region in zip(raws, rows, strict=True)]
+    got = phones_in_sql(raws, rows)
+    wrong = [(r, c, g, e) for r, c, g, e in zip(raws, rows, got, expected, strict=True)
+             if g != e]
+    assert not wrong, wrong[:10]
+    assert sum(e is not None for e in expected) > 5_000 and expected.count(None) > 5_000
+    for region in ("AR", "TH", "VN", "NG", "SA", "JP", "GB"):
+        raws, rows = odd_numbers(2_000, [region], seed=19)
+        expected = [e164(raw, region) for raw in raws]
+        got = phones_in_sql(raws, rows, ColumnMapping(tag="phone", default_region=region))
+        wrong = [(r, g, e) for r, g, e in zip(raws, got, expected, strict=True) if g != e]
+        assert not wrong, (region, wrong[:10])
+        assert sum(e is not None for e in expected) > 200, region
+
+
+def test_calling_codes_are_prefix_free() -> None:
+    """The `+` rules test a number's start against each calling code in turn, which is
+    phonenumbers' reading (its shortest code first) only because no code starts another."""
+    import phonenumbers
+
+    codes = [str(c) for c in phonenumbers.COUNTRY_CODE_TO_REGION_CODE]
+    assert not [(a, b) for a in codes for b in codes if a != b and b.startswith(a)]
 
 
 def test_the_date_cast_guard_lets_through_every_value_the_cast_reads() -> None:
