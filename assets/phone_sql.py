@@ -166,12 +166,13 @@ def _stripped(x: str, meta: PhoneMetadata, parse: bool = True) -> str:
         size = f"length(regexp_extract({x}, {literal(f'^(?:{prefix})')}))"
         taken = f"{size} > 0"
     rest = f"{x}[{size} + 1:]"
-    condition = f"{taken} AND NOT ({_general(x, meta)} AND NOT {_general(rest, meta)})"
-    if parse:
+    condition = taken
+    if parse:  # the length tests first: cheaper than the patterns
         lengths, local = general(meta).possible_length, general(meta).possible_length_local_only
         condition += f" AND ({_in(rest, lengths)} OR length({rest}) > {lengths[-1]})"
         if local:
             condition += f" AND NOT {_in(rest, local)}"
+    condition += f" AND NOT ({_general(x, meta)} AND NOT {_general(rest, meta)})"
     return f"CASE WHEN {condition} THEN {rest} ELSE {x} END"
 
 
@@ -221,17 +222,23 @@ def number_sql(v: str, d: str, r: str, regions: tuple[str, ...],
     national, codes = rules(regions)
     if not codes:
         return "NULL", "NULL"
-    plus = f"starts_with({v}, '+')"
-    code_of_plus = " ".join(f"WHEN starts_with({d}, '{c}') THEN "
+    # The digits after `+`, or after `00` where that is the region's international prefix
+    # (parse strips it like `+`, unless a 0 follows): read alike, whatever the row's region.
+    idd = [literal(r) for r in national if metadata(r).international_prefix == "00"]
+    dialled = f"starts_with({d}, '00') AND {d}[3] <> '0' AND {r} IN ({', '.join(idd)})" \
+        if idd else "false"
+    i = let("intl", f"CASE WHEN NOT {read} THEN NULL WHEN starts_with({v}, '+') THEN {d} "
+                    f"WHEN {dialled} THEN {d}[3:] END")
+    code_of_plus = " ".join(f"WHEN starts_with({i}, '{c}') THEN "
                             + (f"(CASE WHEN {t} THEN NULL ELSE '{c}' END)"
-                               if (t := _transformed(f"{d}[{len(str(c)) + 1}:]", _main(c)))
+                               if (t := _transformed(f"{i}[{len(str(c)) + 1}:]", _main(c)))
                                else f"'{c}'") for c in codes)
     code_of_region = " ".join(
         f"WHEN {literal(region)} THEN (CASE WHEN {_unsettled(d, metadata(region))} THEN NULL "
         f"ELSE '{metadata(region).country_code}' END)" for region in national)
     code = let("cc", f"CASE WHEN NOT {read} OR length({d}) NOT BETWEEN 4 AND 20 THEN NULL "
-                     f"WHEN {plus} THEN "
-                     f"(CASE {code_of_plus} END) ELSE (CASE {r} {code_of_region} END) END")
+                     f"WHEN {i} IS NOT NULL THEN (CASE {code_of_plus} END) "
+                     f"ELSE (CASE {r} {code_of_region} END) END")
     # The digits may start with the region's own calling code: parse drops it where the rest
     # (without its national prefix) fits better, or the whole is too long
     # (_maybe_extract_country_code); the national prefix is then stripped again, by the rules
@@ -240,7 +247,7 @@ def number_sql(v: str, d: str, r: str, regions: tuple[str, ...],
         f"WHEN {literal(region)} THEN (CASE WHEN starts_with({d}, '{own}') THEN "
         f"{_stripped(f'{d}[{len(own) + 1}:]', metadata(region), parse=False)} END)"
         for region in national for own in [str(metadata(region).country_code)])
-    rest = let("after", f"CASE WHEN {code} IS NOT NULL AND NOT {plus} THEN (CASE {r} {after} "
+    rest = let("after", f"CASE WHEN {code} IS NOT NULL AND {i} IS NULL THEN (CASE {r} {after} "
                         "END) END")
     dropped = []
     for region in national:
@@ -251,10 +258,10 @@ def number_sql(v: str, d: str, r: str, regions: tuple[str, ...],
                        f"{_general(rest, meta)}) OR ({too_long}))")
     drop = let("dropped", f"CASE WHEN {rest} IS NOT NULL THEN coalesce(CASE {r} "
                           f"{' '.join(dropped)} END, false) ELSE false END")
-    x = let("x", f"CASE WHEN {code} IS NULL THEN NULL WHEN {plus} THEN "
-                 f"{d}[length({code}) + 1:] WHEN {drop} THEN {rest} ELSE {d} END")
+    x = let("x", f"CASE WHEN {code} IS NULL THEN NULL WHEN {i} IS NOT NULL THEN "
+                 f"{i}[length({code}) + 1:] WHEN {drop} THEN {rest} ELSE {d} END")
     main_of = " ".join(f"WHEN '{c}' THEN {literal(_main(c).id)}" for c in codes)
-    key = let("key", f"CASE WHEN {code} IS NULL THEN NULL WHEN {plus} OR {drop} THEN "
+    key = let("key", f"CASE WHEN {code} IS NULL THEN NULL WHEN {i} IS NOT NULL OR {drop} THEN "
                      f"(CASE {code} {main_of} END) ELSE {r} END")
     keys = tuple(dict.fromkeys(list(national) + [_main(c).id for c in codes]))
     strips = " ".join(f"WHEN {literal(k)} THEN {_stripped(x, metadata(k))}" for k in keys)

@@ -312,7 +312,7 @@ def region_sql(mapping: spec.ColumnMapping, default: str | None) -> str:
     fallback = literal(default) if default else "NULL"
     if not mapping.region_from:
         return fallback
-    return f"coalesce({COUNTRY_UDF}({quote_ident(mapping.region_from)}, ''), {fallback})"
+    return f"coalesce({country_sql(quote_ident(mapping.region_from))}, {fallback})"
 
 
 def _postal_code(v: str, mapping: spec.ColumnMapping, let: Let) -> str:
@@ -349,6 +349,16 @@ def country(value: str, _: str = "") -> str | None:
         return pycountry.countries.lookup(text).alpha_2
     except LookupError:
         return None
+
+
+ALPHA_2 = tuple(sorted(c.alpha_2 for c in pycountry.countries))
+
+
+def country_sql(v: str) -> str:
+    """`country(v)` in SQL: a value that is already an alpha-2 code is its own answer (the
+    usual country column), so only the others reach the UDF, whose calls cost most."""
+    return (f"CASE WHEN {v} IN ({', '.join(literal(c) for c in ALPHA_2)}) THEN {v} "
+            f"ELSE {COUNTRY_UDF}({v}, '') END")
 
 
 GENDERS = {"F": ("f", "female", "woman", "w", "femme", "mujer", "weiblich", "feminin",
@@ -541,7 +551,7 @@ TAGS: dict[str, Tag] = {
                    example=("1,204", "1204")),
     "decimal": Tag(_decimal, "DECIMAL(18,4)", example=("$1,234.50", "1234.5000")),
     "boolean": Tag(_boolean, "BOOLEAN", example=("Yes", "true")),
-    "country": Tag(lambda v, _, __: f"{COUNTRY_UDF}({v}, '')", example=("France", "FR")),
+    "country": Tag(lambda v, _, __: country_sql(v), example=("France", "FR")),
     "state": Tag(_state, options=("default_region", "region_from"),
                  example=("Québec (CA)", "CA-QC")),
     "upper": Tag(lambda v, _, __: f"upper({v})", example=("ab", "AB")),

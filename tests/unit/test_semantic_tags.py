@@ -742,6 +742,25 @@ def test_numbers_written_oddly_agree_with_phonenumbers() -> None:
         assert sum(e is not None for e in expected) > 200, region
 
 
+def test_an_alpha_2_code_is_its_own_country() -> None:
+    """The country SQL answers alpha-2 codes itself and leaves the rest to the UDF; for that to
+    change nothing, `country()` must return every alpha-2 code as it is, and lower-case or
+    padded codes, names and aliases must still reach the UDF."""
+    import duckdb
+
+    from assets.semantic_tags import ALPHA_2, country, country_sql, register
+
+    assert len(ALPHA_2) > 240
+    assert [c for c in ALPHA_2 if country(c) != c] == []
+    values = [*ALPHA_2, "fr", " FR", "France", "UK", "usa", "DEU", "250", "XX", "n/a"]
+    with duckdb.connect() as con:
+        register(con)
+        got = [r[0] for r in con.execute(f"SELECT {country_sql('v')} FROM unnest($v) t(v)",
+                                         {"v": values}).fetchall()]
+    assert got == [country(v) for v in values]
+    assert got[-9:] == ["FR", "FR", "FR", "GB", "US", "DE", "FR", None, None]
+
+
 def test_calling_codes_are_prefix_free() -> None:
     """The `+` rules test a number's start against each calling code in turn, which is
     phonenumbers' reading (its shortest code first) only because no code starts another."""
