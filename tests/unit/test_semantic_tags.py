@@ -761,6 +761,20 @@ def test_an_alpha_2_code_is_its_own_country() -> None:
     assert got[-9:] == ["FR", "FR", "FR", "GB", "US", "DE", "FR", None, None]
 
 
+def test_the_docs_list_the_regions_read_in_sql() -> None:
+    """docs/spec-reference.md names the regions whose phones are read in SQL: the list is
+    `SQL_REGIONS`, and its count is said right."""
+    import re
+
+    from assets.phone_sql import SQL_REGIONS
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "spec-reference.md").read_text()
+    listed = re.search(r"\(`SQL_REGIONS`: ([A-Z, ]+)\)", " ".join(text.split()))
+    assert listed, "the SQL regions are not listed in docs/spec-reference.md"
+    assert tuple(listed.group(1).replace(" ", "").split(",")) == SQL_REGIONS
+    assert f"and for {len(SQL_REGIONS)} other regions" in " ".join(text.split())
+
+
 def test_calling_codes_are_prefix_free() -> None:
     """The `+` rules test a number's start against each calling code in turn, which is
     phonenumbers' reading (its shortest code first) only because no code starts another."""
