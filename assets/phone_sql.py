@@ -2,14 +2,15 @@
 Python once per number.
 
 phonenumbers (Google's libphonenumber) reads a number in three steps, each driven by its
-metadata: the calling code (after `+`, else the region's, also when the digits start with it),
-the national prefix (`0` in France; none in Italy, where the 0 is part of the number), then
-validity (the region's possible lengths and general pattern, and one of its number types';
-a calling code several regions share is settled by their leading digits, in phonenumbers'
-order). Each step is written here as SQL over the number's digits, for the regions of
-`SQL_REGIONS` and a column's own region. What these rules do not settle (another calling
-code, an international prefix such as `00`, a national prefix with a transform rule) is left
-to phonenumbers itself, the tag's UDF; the tests hold both to phonenumbers' answers.
+metadata: the calling code (after `+` or an international prefix, else the region's, also
+when the digits start with it), the national prefix (`0` in France; none in Italy, where the
+0 is part of the number), then validity (the region's possible lengths and general pattern,
+and one of its number types'; a calling code several regions share is settled in
+phonenumbers' region order, by a region's leading digits where it has some and by its
+patterns otherwise). Each step is written here as SQL over the number's digits, for the
+regions of `SQL_REGIONS` and a column's own region. What these rules do not settle (another
+calling code, an international prefix other than `00`, a national prefix with a transform
+rule) is left to phonenumbers itself, the tag's UDF; the tests hold both to its answers.
 """
 
 import functools
@@ -22,7 +23,8 @@ from phonenumbers import PhoneMetadata
 NANP = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1]  # the regions of +1; US is tried first
 NUMBER_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager",
                 "uan", "voicemail", "fixed_line", "mobile")
-MIN_NSN, MAX_NSN = 2, 17  # phonenumbers' bounds on a national significant number
+MIN_NSN, MAX_NSN = 2, 17  # phonenumbers' bounds on a national significant number (a test
+# holds them to its private _MIN_LENGTH_FOR_NSN and _MAX_LENGTH_FOR_NSN)
 # Regions (beside North America, which `nanp_sql` reads) whose numbers are read in SQL in
 # every column; a column's `default_region` is read in SQL too. The others go to phonenumbers
 # per distinct value: correct, but about 40 µs a new number.
@@ -59,6 +61,7 @@ def code_of(meta: PhoneMetadata) -> int:
 
 
 def _in(n: str, lengths: tuple[int, ...]) -> str:
+    """SQL: `n` has one of these lengths."""
     return f"length({n}) IN ({', '.join(map(str, lengths))})"
 
 
@@ -72,8 +75,9 @@ def _matches_desc(n: str, desc: phonenumbers.PhoneNumberDesc | None) -> str | No
         else pattern
 
 
-def _general(n: str, meta: PhoneMetadata) -> str:
-    """`n` matches the region's general pattern (no length test): `_match_national_number`."""
+def _fits_general(n: str, meta: PhoneMetadata) -> str:
+    """SQL: `n` matches the region's general pattern, no length test (phonenumbers'
+    `_match_national_number`, its test of a viable number while parsing)."""
     return f"regexp_full_match({n}, {literal(str(general(meta).national_number_pattern))})"
 
 
@@ -144,7 +148,10 @@ def readable(region: str) -> bool:
             return False
         if m.national_prefix_transform_rule:
             prefix = m.national_prefix_for_parsing or ""
-            last = _group_source(prefix, re.compile(prefix).groups)
+            try:
+                last = _group_source(prefix, re.compile(prefix).groups)
+            except ValueError:  # brackets the scan cannot follow: left to phonenumbers
+                return False
             if last is None or re.fullmatch(f"(?:{last})", "") is not None:
                 return False
     return True
@@ -172,7 +179,7 @@ def _stripped(x: str, meta: PhoneMetadata, parse: bool = True) -> str:
         condition += f" AND ({_in(rest, lengths)} OR length({rest}) > {lengths[-1]})"
         if local:
             condition += f" AND NOT {_in(rest, local)}"
-    condition += f" AND NOT ({_general(x, meta)} AND NOT {_general(rest, meta)})"
+    condition += f" AND NOT ({_fits_general(x, meta)} AND NOT {_fits_general(rest, meta)})"
     return f"CASE WHEN {condition} THEN {rest} ELSE {x} END"
 
 
@@ -186,6 +193,8 @@ def _transformed(x: str, meta: PhoneMetadata) -> str | None:
 
 
 def _main(code: int) -> PhoneMetadata:
+    """The metadata parse reads a number by once it has its calling code: the code's main
+    region's."""
     return metadata(phonenumbers.region_code_for_country_code(code))
 
 
@@ -223,9 +232,10 @@ def number_sql(v: str, d: str, r: str, regions: tuple[str, ...],
     if not codes:
         return "NULL", "NULL"
     # The digits after `+`, or after `00` where that is the region's international prefix
-    # (parse strips it like `+`, unless a 0 follows): read alike, whatever the row's region.
+    # (parse strips it like `+`): read alike, whatever the row's region. (Where a 0 follows,
+    # parse keeps the `00`, and no calling code starts with 0: such a number is left.)
     idd = [literal(r) for r in national if metadata(r).international_prefix == "00"]
-    dialled = f"starts_with({d}, '00') AND {d}[3] <> '0' AND {r} IN ({', '.join(idd)})" \
+    dialled = f"starts_with({d}, '00') AND {r} IN ({', '.join(idd)})" \
         if idd else "false"
     i = let("intl", f"CASE WHEN NOT {read} THEN NULL WHEN starts_with({v}, '+') THEN {d} "
                     f"WHEN {dialled} THEN {d}[3:] END")
@@ -254,8 +264,8 @@ def number_sql(v: str, d: str, r: str, regions: tuple[str, ...],
         meta = metadata(region)
         lengths, local = general(meta).possible_length, general(meta).possible_length_local_only
         too_long = f"length({d}) > {lengths[-1]}" + (f" AND NOT {_in(d, local)}" if local else "")
-        dropped.append(f"WHEN {literal(region)} THEN ((NOT {_general(d, meta)} AND "
-                       f"{_general(rest, meta)}) OR ({too_long}))")
+        dropped.append(f"WHEN {literal(region)} THEN ((NOT {_fits_general(d, meta)} AND "
+                       f"{_fits_general(rest, meta)}) OR ({too_long}))")
     drop = let("dropped", f"CASE WHEN {rest} IS NOT NULL THEN coalesce(CASE {r} "
                           f"{' '.join(dropped)} END, false) ELSE false END")
     x = let("x", f"CASE WHEN {code} IS NULL THEN NULL WHEN {i} IS NOT NULL THEN "

@@ -262,7 +262,8 @@ def _phone(v: str, mapping: spec.ColumnMapping, let: Let) -> str:
         r = let("r", r)
     # A value of digits and the usual separators (most phones) loses them with plain
     # replace(), cheaper than the regex that any other value needs.
-    plain = let("plain", f"regexp_full_match({v}, '\\+?[0-9 ().-]+')")
+    # (phonenumbers refuses a value of more than 250 characters, however few its digits)
+    plain = let("plain", f"length({v}) <= 250 AND regexp_full_match({v}, '\\+?[0-9 ().-]+')")
     stripped = v
     for separator in "+ ().-":
         stripped = f"replace({stripped}, {literal(separator)}, '')"
@@ -270,7 +271,8 @@ def _phone(v: str, mapping: spec.ColumnMapping, let: Let) -> str:
                    f"ELSE regexp_replace({v}, '[^0-9]', '', 'g') END")
     pn = let("pn", f"CASE WHEN starts_with({v}, '+') THEN (CASE WHEN length({pd}) = 11 AND "
                    f"starts_with({pd}, '1') THEN {pd}[2:] END) WHEN {r} IN ({nanp}) THEN (CASE "
-                   f"WHEN length({pd}) = 10 THEN {pd} WHEN length({pd}) = 11 AND "
+                   f"WHEN length({pd}) = 10 AND NOT starts_with({pd}, '0') THEN {pd} "
+                   f"WHEN length({pd}) = 11 AND "
                    f"starts_with({pd}, '1') THEN {pd}[2:] END) END")
     # Written in place (one expression), the regional rules' steps, which use each other many
     # times over, would grow past any size: there phonenumbers reads those numbers (the same

@@ -673,11 +673,28 @@ def test_numbers_of_the_sql_regions_never_reach_python(monkeypatch: pytest.Monke
     raws, countries, expected = typed_numbers()
     assert set(countries) <= set(SQL_REGIONS) | set(NANP)
     calls = _left_to_phonenumbers(monkeypatch)
-    assert phones_in_sql(raws[:20_000], countries[:20_000]) == expected[:20_000]
+    assert phones_in_sql(raws, countries) == expected
     assert calls == []
     assert phones_in_sql(["+66 2 123 4567", "02 123 4567"], ["FR", "TH"]) == ["+6621234567",
                                                                              "+6621234567"]
     assert sorted(calls) == [("+66 2 123 4567", "FR"), ("02 123 4567", "TH")]
+
+
+@functools.cache
+def _dialled_prefixes(region: str) -> tuple[str, ...]:
+    """Prefixes people dial abroad from `region` that its international-prefix pattern takes
+    (`810` in Russia, `010` in Japan, `0011` in Australia...), `00` if none is found."""
+    import re
+
+    import phonenumbers
+
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    pattern = getattr(meta, "international_prefix", None) or "00"
+    preferred = (getattr(meta, "preferred_international_prefix", None) or "").replace("~", "")
+    found = [p for p in dict.fromkeys([preferred, "00", "010", "011", "0011", "810", "0161",
+                                       "001", "002", "990", "11200", "0010"])
+             if p and re.fullmatch(f"(?:{pattern})", p)]
+    return tuple(found) or ("00",)
 
 
 def odd_numbers(count: int, regions: list[str], seed: int) -> tuple[list[str], list[str]]:
@@ -705,7 +722,7 @@ def odd_numbers(count: int, regions: list[str], seed: int) -> tuple[list[str], l
         meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
         assert meta is not None
         code, prefix = str(example.country_code), meta.national_prefix or "0"
-        idd = meta.preferred_international_prefix or "00"
+        idd = rng.choice(_dialled_prefixes(region))
         text = rng.choice([f"{code}{nsn}", f"{code} {nsn}", f"+{code} ({prefix}){nsn}",
                            f"+{code}{prefix}{nsn}", f"{prefix}{nsn}", nsn, f"00{code}{nsn}",
                            f"{idd} {code} {nsn}", f"{code}{prefix}{nsn}", f"+{code} {nsn}"])
@@ -733,6 +750,13 @@ def test_numbers_written_oddly_agree_with_phonenumbers() -> None:
              if g != e]
     assert not wrong, wrong[:10]
     assert sum(e is not None for e in expected) > 5_000 and expected.count(None) > 5_000
+    edges = [("06.12.34.56.78" + "." * 240, "FR"), ("(212) 555-0123" + "." * 240, "US"),
+             ("+33 6 12 34 56 78" + " -" * 120, "FR"), ("00 290 22158", "US"),
+             ("00 247 40123", "CA"), ("0033 6 12 34 56 78", "US"), ("000 33 6 12 34 56", "FR"),
+             ("810 44 20 7946 0958", "RU"), ("010 44 20 7946 0958", "JP"),
+             ("0011 44 20 7946 0958", "AU"), ("0161 44 20 7946 0958", "NZ")]
+    assert phones_in_sql([v for v, _ in edges], [r for _, r in edges]) == [
+        e164(v, r) for v, r in edges]
     for region in ("AR", "TH", "VN", "NG", "SA", "JP", "GB"):
         raws, rows = odd_numbers(2_000, [region], seed=19)
         expected = [e164(raw, region) for raw in raws]
@@ -773,6 +797,15 @@ def test_the_docs_list_the_regions_read_in_sql() -> None:
     assert listed, "the SQL regions are not listed in docs/spec-reference.md"
     assert tuple(listed.group(1).replace(" ", "").split(",")) == SQL_REGIONS
     assert f"and for {len(SQL_REGIONS)} other regions" in " ".join(text.split())
+
+
+def test_the_national_number_bounds_are_phonenumbers_own() -> None:
+    from phonenumbers import phonenumberutil
+
+    from assets.phone_sql import MAX_NSN, MIN_NSN
+
+    assert (MIN_NSN, MAX_NSN) == (phonenumberutil._MIN_LENGTH_FOR_NSN,
+                                  phonenumberutil._MAX_LENGTH_FOR_NSN)
 
 
 def test_calling_codes_are_prefix_free() -> None:
