@@ -227,28 +227,30 @@ def number_sql(v: str, d: str, r: str, regions: tuple[str, ...],
     """(calling code, national significant number) of value `v` with digits `d` in row region
     `r`, where `read` (a plain number) holds, as phonenumbers' `parse` reads them; the code is
     NULL where these rules leave the number to phonenumbers. Each step is a named value
-    (`let`), chosen by region or code."""
+    (`let`), chosen by region or code: the digits dialled from abroad (after `+` or `00`), the
+    calling code, the digits after the region's own code and whether parse drops that code,
+    the digits before the national prefix is stripped and the region whose rules strip it, and
+    the national number."""
     national, codes = rules(regions)
     if not codes:
         return "NULL", "NULL"
     # The digits after `+`, or after `00` where that is the region's international prefix
     # (parse strips it like `+`): read alike, whatever the row's region. (Where a 0 follows,
     # parse keeps the `00`, and no calling code starts with 0: such a number is left.)
-    idd = [literal(r) for r in national if metadata(r).international_prefix == "00"]
-    dialled = f"starts_with({d}, '00') AND {r} IN ({', '.join(idd)})" \
-        if idd else "false"
-    i = let("intl", f"CASE WHEN NOT {read} THEN NULL WHEN starts_with({v}, '+') THEN {d} "
-                    f"WHEN {dialled} THEN {d}[3:] END")
-    code_of_plus = " ".join(f"WHEN starts_with({i}, '{c}') THEN "
-                            + (f"(CASE WHEN {t} THEN NULL ELSE '{c}' END)"
-                               if (t := _transformed(f"{i}[{len(str(c)) + 1}:]", _main(c)))
-                               else f"'{c}'") for c in codes)
-    code_of_region = " ".join(
+    idd = [literal(n) for n in national if metadata(n).international_prefix == "00"]
+    dialled = f"starts_with({d}, '00') AND {r} IN ({', '.join(idd)})" if idd else "false"
+    abroad = let("abroad", f"CASE WHEN NOT {read} THEN NULL WHEN starts_with({v}, '+') THEN "
+                           f"{d} WHEN {dialled} THEN {d}[3:] END")
+    code_abroad = " ".join(f"WHEN starts_with({abroad}, '{c}') THEN "
+                           + (f"(CASE WHEN {t} THEN NULL ELSE '{c}' END)"
+                              if (t := _transformed(f"{abroad}[{len(str(c)) + 1}:]", _main(c)))
+                              else f"'{c}'") for c in codes)
+    code_at_home = " ".join(
         f"WHEN {literal(region)} THEN (CASE WHEN {_unsettled(d, metadata(region))} THEN NULL "
         f"ELSE '{metadata(region).country_code}' END)" for region in national)
     code = let("cc", f"CASE WHEN NOT {read} OR length({d}) NOT BETWEEN 4 AND 20 THEN NULL "
-                     f"WHEN {i} IS NOT NULL THEN (CASE {code_of_plus} END) "
-                     f"ELSE (CASE {r} {code_of_region} END) END")
+                     f"WHEN {abroad} IS NOT NULL THEN (CASE {code_abroad} END) "
+                     f"ELSE (CASE {r} {code_at_home} END) END")
     # The digits may start with the region's own calling code: parse drops it where the rest
     # (without its national prefix) fits better, or the whole is too long
     # (_maybe_extract_country_code); the national prefix is then stripped again, by the rules
@@ -257,26 +259,30 @@ def number_sql(v: str, d: str, r: str, regions: tuple[str, ...],
         f"WHEN {literal(region)} THEN (CASE WHEN starts_with({d}, '{own}') THEN "
         f"{_stripped(f'{d}[{len(own) + 1}:]', metadata(region), parse=False)} END)"
         for region in national for own in [str(metadata(region).country_code)])
-    rest = let("after", f"CASE WHEN {code} IS NOT NULL AND {i} IS NULL THEN (CASE {r} {after} "
-                        "END) END")
+    after_own_code = let("after_own_code", f"CASE WHEN {code} IS NOT NULL AND {abroad} IS NULL "
+                                           f"THEN (CASE {r} {after} END) END")
     dropped = []
     for region in national:
         meta = metadata(region)
         lengths, local = general(meta).possible_length, general(meta).possible_length_local_only
         too_long = f"length({d}) > {lengths[-1]}" + (f" AND NOT {_in(d, local)}" if local else "")
         dropped.append(f"WHEN {literal(region)} THEN ((NOT {_fits_general(d, meta)} AND "
-                       f"{_fits_general(rest, meta)}) OR ({too_long}))")
-    drop = let("dropped", f"CASE WHEN {rest} IS NOT NULL THEN coalesce(CASE {r} "
-                          f"{' '.join(dropped)} END, false) ELSE false END")
-    x = let("x", f"CASE WHEN {code} IS NULL THEN NULL WHEN {i} IS NOT NULL THEN "
-                 f"{i}[length({code}) + 1:] WHEN {drop} THEN {rest} ELSE {d} END")
+                       f"{_fits_general(after_own_code, meta)}) OR ({too_long}))")
+    own_code_dropped = let("own_code_dropped", f"CASE WHEN {after_own_code} IS NOT NULL THEN "
+                                               f"coalesce(CASE {r} {' '.join(dropped)} END, "
+                                               "false) ELSE false END")
+    with_prefix = let("with_prefix", f"CASE WHEN {code} IS NULL THEN NULL WHEN {abroad} IS NOT "
+                                     f"NULL THEN {abroad}[length({code}) + 1:] WHEN "
+                                     f"{own_code_dropped} THEN {after_own_code} ELSE {d} END")
     main_of = " ".join(f"WHEN '{c}' THEN {literal(_main(c).id)}" for c in codes)
-    key = let("key", f"CASE WHEN {code} IS NULL THEN NULL WHEN {i} IS NOT NULL OR {drop} THEN "
-                     f"(CASE {code} {main_of} END) ELSE {r} END")
+    rules_region = let("rules_region", f"CASE WHEN {code} IS NULL THEN NULL WHEN {abroad} IS "
+                                       f"NOT NULL OR {own_code_dropped} THEN (CASE {code} "
+                                       f"{main_of} END) ELSE {r} END")
     keys = tuple(dict.fromkeys(list(national) + [_main(c).id for c in codes]))
-    strips = " ".join(f"WHEN {literal(k)} THEN {_stripped(x, metadata(k))}" for k in keys)
-    number = let("nsn", f"CASE WHEN length({x}) >= {MIN_NSN} THEN (CASE {key} {strips} END) "
-                        "END")
+    strips = " ".join(f"WHEN {literal(k)} THEN {_stripped(with_prefix, metadata(k))}"
+                      for k in keys)
+    number = let("nsn", f"CASE WHEN length({with_prefix}) >= {MIN_NSN} THEN "
+                        f"(CASE {rules_region} {strips} END) END")
     return code, number
 
 
