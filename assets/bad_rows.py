@@ -437,10 +437,12 @@ def rejects_table(rows: list[BadRow], files: list[SourceFile], table: str,
 
 
 def describe(rows: list[BadRow], files: list[SourceFile]) -> str:
-    """The first bad rows as `file:line: reason: raw`, and how many there are in all."""
+    """The first bad rows as `file:line: reason (raw line)`, and how many there are in all. A
+    row refused for a value its tag cannot read shows only that value, masked: its raw line
+    would show the value (an e-mail, a phone) whole."""
     shown = []
     for row in rows[:SHOWN_IN_MESSAGE]:
-        raw = f" ({_short(row.raw)})" if row.raw else ""
+        raw = f" ({_short(row.raw)})" if row.raw and not row.columns else ""
         shown.append(f"{row.where(files)}: {row.reason}{raw}")
     more = f" and {len(rows) - SHOWN_IN_MESSAGE:,} more" if len(rows) > SHOWN_IN_MESSAGE else ""
     return "; ".join(shown) + more

@@ -281,7 +281,10 @@ def _phone(v: str, mapping: spec.ColumnMapping, let: Let) -> str:
     read = let("read", f"{plain} AND {pn} IS NULL")  # a plain number North America leaves
     code, number = phone_sql.number_sql(v, pd, r, regions, let, read)
     valid = phone_sql.valid_sql(code, number, regions)
-    return (f"CASE WHEN {pd} = '' THEN NULL WHEN {plain} AND {pn} IS NOT NULL THEN "
+    # No ASCII digit: NULL, unless the value holds digits of another script (full-width,
+    # Arabic-Indic...), which phonenumbers reads.
+    return (f"CASE WHEN {pd} = '' AND NOT regexp_matches({v}, '\\p{{Nd}}') THEN NULL "
+            f"WHEN {plain} AND {pn} IS NOT NULL THEN "
             f"{phone_sql.nanp_sql(pn)} WHEN {plain} AND NOT starts_with({v}, '+') AND {r} IN "
             f"({nanp}) AND length({pd}) < 10 AND NOT starts_with({pd}, '0') THEN NULL "
             f"WHEN {code} IS NOT NULL THEN (CASE WHEN {valid} THEN '+' || {code} || {number} "

@@ -732,6 +732,11 @@ def odd_numbers(count: int, regions: list[str], seed: int) -> tuple[list[str], l
     return raws, rows
 
 
+def _in_script(text: str, zero: int) -> str:
+    """`text` with its digits written in another script, whose zero is code point `zero`."""
+    return text.translate({ord(d): zero + int(d) for d in "0123456789"})
+
+
 def test_numbers_written_oddly_agree_with_phonenumbers() -> None:
     """30,000 numbers of the SQL regions and of regions sharing their calling codes (Jersey,
     Guernsey, Man, the Vatican, Svalbard, Åland, Kazakhstan...), written the odd ways people
@@ -754,7 +759,10 @@ def test_numbers_written_oddly_agree_with_phonenumbers() -> None:
              ("+33 6 12 34 56 78" + " -" * 120, "FR"), ("00 290 22158", "US"),
              ("00 247 40123", "CA"), ("0033 6 12 34 56 78", "US"), ("000 33 6 12 34 56", "FR"),
              ("810 44 20 7946 0958", "RU"), ("010 44 20 7946 0958", "JP"),
-             ("0011 44 20 7946 0958", "AU"), ("0161 44 20 7946 0958", "NZ")]
+             ("0011 44 20 7946 0958", "AU"), ("0161 44 20 7946 0958", "NZ"),
+             (_in_script("06 12 34 56 78", 0xFF10), "FR"),  # full-width digits
+             (_in_script("+33612345678", 0x0660), "FR"),  # Arabic-Indic digits
+             (_in_script("06", 0x0660) + " 12 34 56 78", "FR")]
     assert phones_in_sql([v for v, _ in edges], [r for _, r in edges]) == [
         e164(v, r) for v, r in edges]
     for region in ("AR", "TH", "VN", "NG", "SA", "JP", "GB"):
