@@ -403,8 +403,11 @@ def build_domain_asset(workflow: spec.Workflow, name: str, table: spec.DomainTab
         except (WarehouseError, duckdb.Error) as failed:
             raise dg.Failure(f"domain table `{name}`: {_load_problem(failed, files, fmt)}. "
                              f"{unchanged.capitalize()}.", allow_retries=False) from failed
-        if bad:
-            verb = "rejected to stagecoach.rejects" if table.bad_rows == "reject" else "skipped"
+        if bad:  # a row `on_invalid: reject` refused goes to the rejects whatever `bad_rows`
+            to_rejects = sum(1 for b in bad if table.bad_rows == "reject" or b.columns)
+            verb = ("rejected to stagecoach.rejects" if to_rejects == len(bad) else "skipped"
+                    if not to_rejects else
+                    f"skipped or rejected ({to_rejects:,} to stagecoach.rejects)")
             context.log.warning(f"domain table `{name}`: {len(bad):,} bad row"
                                 f"{'s' if len(bad) != 1 else ''} {verb}: "
                                 f"{bad_rows.describe(bad, files)}")

@@ -78,6 +78,10 @@ def test_every_value_is_accounted_for(warehouse_url: str | None, stagecoach_env:
     assert meta["invalid_examples/phone"] == "cal…"
     assert (meta["invalid/name"], meta["changed/name"]) == (0, 1)  # only the all-caps one
     assert meta["rows_rejected"] == 1 and meta["dagster/row_count"] == 3
+    said = [e.user_message for e in run.instance.all_logs(run.result.run_id)
+            if "bad row" in e.user_message]
+    assert said and said[0].startswith(  # `bad_rows: skip`, yet this row went to the rejects
+        "domain table `people`: 1 bad row rejected to stagecoach.rejects: "), said
     wh = warehouse(stagecoach_env, warehouse_url)
     rows = sorted(wh.fetch('SELECT id, email, email_raw, phone, name FROM "domain"."people"'))
     assert rows == [("1", "ann@example.com", "Ann@Example.COM", "+12125550134", "Anne-Sophie"),
