@@ -18,7 +18,7 @@ from assets import bad_rows, semantic_tags, spec, value_accounts
 from assets.common import asset_partition, markdown_table, owners_of, partitions_for, signed
 from assets.couriers import manifest_path
 from assets.names import DOMAIN_SCHEMA, STAGING_KEY, WAREHOUSE_KEY, courier_key, domain_key
-from assets.semantic_tags import TAG_TYPES, standardise_value
+from assets.semantic_tags import TAG_TYPES, literal, standardise_value
 from assets.sql_bind import PARTITION, SOURCE_FILE
 from assets.sql_tables import built_schema
 from assets.staged import Manifest, StagedFormat
@@ -33,10 +33,6 @@ from resources.warehouse import (
 
 if TYPE_CHECKING:
     from resources.staging import StagingResource
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def quote_source(column: str) -> str:
@@ -80,15 +76,15 @@ def reader_sql(fmt: StagedFormat, index: int) -> str:
         return f"read_json({file}, format = 'newline_delimited')"
     quote = fmt.quote or ""
     options = ["auto_detect = false", f"columns = $columns_{index}",
-               f"delim = {_literal(spec.delimiter_for(kind, fmt.delimiter))}",
+               f"delim = {literal(spec.delimiter_for(kind, fmt.delimiter))}",
                f"header = {str(fmt.header).lower()}",
-               f"quote = {_literal(quote)}", f"escape = {_literal(fmt.escape or quote)}",
+               f"quote = {literal(quote)}", f"escape = {literal(fmt.escape or quote)}",
                f"skip = {fmt.skip_rows}", "strict_mode = true",
                f"max_line_size = {fmt.max_line_bytes}",
                "store_rejects = true", f"rejects_table = '{READER_REJECTS}'",
                f"rejects_scan = '{READER_SCANS}'"]
     if fmt.compression in ("gzip", "none"):
-        options.append(f"compression = {_literal(fmt.compression)}")
+        options.append(f"compression = {literal(fmt.compression)}")
     return f"read_csv({file}, {', '.join(options)})"
 
 
@@ -661,7 +657,7 @@ def _find_bad_rows(con: duckdb.DuckDBPyConnection, table: spec.DomainTable,
     not_null = [c for c, m in table.columns.items() if m.not_null]
     missing_any = " OR ".join(f"{quote_ident(c)} IS NULL" for c in not_null) or "false"
     if not_null:
-        missing = ", ".join(f"CASE WHEN {quote_ident(c)} IS NULL THEN {_literal(c)} END"
+        missing = ", ".join(f"CASE WHEN {quote_ident(c)} IS NULL THEN {literal(c)} END"
                             for c in not_null)
         for file, row, columns in con.execute(
                 f"SELECT _file, _row, concat_ws(', ', {missing}) FROM {INCOMING} "
@@ -674,7 +670,7 @@ def _find_bad_rows(con: duckdb.DuckDBPyConnection, table: spec.DomainTable,
     if table.primary_key:
         key = [quote_ident(c) for c in table.primary_key]
         same = " AND ".join(f"ok.{c} IS NOT DISTINCT FROM r.{c}" for c in key)
-        text = " || ', ' || ".join(f"{_literal(c + '=')} || coalesce(CAST(ok.{q} AS VARCHAR), "
+        text = " || ', ' || ".join(f"{literal(c + '=')} || coalesce(CAST(ok.{q} AS VARCHAR), "
                                    f"'NULL')" for c, q in zip(table.primary_key, key,
                                                               strict=True))
         window = f"PARTITION BY {', '.join(f'ok.{c}' for c in key)} ORDER BY ok._file, ok._row"

@@ -297,14 +297,14 @@ def valid_sql(code: str, n: str, regions: tuple[str, ...]) -> str:
 # ---------------------------------------------------------------- North America (+1)
 
 
-def _valid_pattern(region: str) -> str:
-    """Phonenumbers' test of a valid national number of `region`: its general pattern and
+def _valid_patterns(region: str) -> tuple[str, str]:
+    """Phonenumbers' test of a valid national number of `region`: its general pattern, and
     one of its number types' patterns."""
     meta = metadata(region)
     types = [d.national_number_pattern for d in (getattr(meta, t) for t in NUMBER_TYPES)
              if d is not None and d.national_number_pattern]
-    return (f"(?:{general(meta).national_number_pattern})"
-            f"&(?:{'|'.join(f'(?:{p})' for p in types)})")
+    return (f"(?:{general(meta).national_number_pattern})",
+            f"(?:{'|'.join(f'(?:{p})' for p in types)})")
 
 
 @functools.cache
@@ -331,8 +331,8 @@ def nanp_sql(n: str) -> str:
     CA): one test of the number's first three or four digits against the run's prefixes says
     whether any of them claims it, so a number none claims skips the run's regexes."""
     def valid(region: str) -> str:
-        general, types = _valid_pattern(region).split("&", 1)
-        return (f"regexp_full_match({n}, {literal(general)}) AND "
+        whole, types = _valid_patterns(region)
+        return (f"regexp_full_match({n}, {literal(whole)}) AND "
                 f"regexp_full_match({n}, {literal(types)})")
 
     def prefixed(run: list[tuple[str, tuple[str, ...]]]) -> str:

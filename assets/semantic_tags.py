@@ -26,6 +26,7 @@ import pycountry
 from duckdb.func import FunctionNullHandling, PythonUDFType
 
 from assets import phone_sql, spec
+from assets.phone_sql import literal
 from resources.warehouse import quote_ident
 
 DEFAULT_DATE_FORMATS = ["%Y-%m-%d", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d", "%Y%m%d", "%d-%b-%Y"]
@@ -36,11 +37,6 @@ DEFAULT_DATETIME_FORMATS = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%m/%d/%Y 
 PARTICLES = ("van", "von", "der", "den", "de", "la", "le", "del", "della", "di", "da", "du",
              "dos", "das", "ter", "ten", "zu")
 APOSTROPHES = ("'", "\u2019")
-
-
-def literal(text: str) -> str:
-    """A SQL string literal (quotes doubled), for values built into tag expressions."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 Let = Callable[[str, str], str]
